@@ -1,0 +1,1 @@
+export const ICE_CORE = 'ice-core';
