@@ -1,3 +1,37 @@
-import { ICE_CORE } from '@ice/core';
 import 'reflect-metadata';
-console.log(ICE_CORE, process.argv.slice(2));
+import { Command, CommanderError } from 'commander';
+import { IceError } from '@ice/core';
+import { registerWeightsCommand } from './commands/weights.command';
+import { registerForwardCommand } from './commands/forward.command';
+
+/** `ice`: the command-line surface of the project. Each command lives in its own file. */
+export function buildProgram(): Command {
+  const program = new Command('ice')
+    .description('ICE (adversarial normalization) for vision transformers in TensorFlow.js')
+    .showHelpAfterError()
+    .exitOverride();
+  registerWeightsCommand(program);
+  registerForwardCommand(program);
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+      return;
+    }
+    if (e instanceof IceError) {
+      console.error(`ice: ${e.code}: ${e.message}`);
+      process.exitCode = 1;
+      return;
+    }
+    throw e;
+  }
+}
+
+if (require.main === module || process.argv[1]?.endsWith('ice.js')) {
+  void main(process.argv);
+}

@@ -1,1 +1,3 @@
-export const ICE_CORE = 'ice-core';
+export * from './errors';
+export * from './backend/tf-backend.service';
+export * from './weights/state-dict';
