@@ -1,4 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core's CommonJS build registers no gradients; the union package's node build does (training and the explainers need them).
+import '@tensorflow/tfjs';
 import { IceError } from '../errors';
 
 /**
