@@ -30,7 +30,7 @@ function measure(c: Case): Record<string, unknown> {
   const model = IceVit.create(config, 0);
   // Same work as the yardstick: hard labels, no mixup, official ICE loss, AdamW.
   const trainer = new IceTrainer(model, { ...TRAIN_PRESETS.iceReleased, mixup: { ...MIXUP_PRESETS.smoothingOnly, labelSmoothing: 0 } });
-  const x = tf.randomUniform([c.batch, 3, config.imgSize, config.imgSize], 0, 1, 'float32', 1) as tf.Tensor4D;
+  const x: tf.Tensor4D = tf.randomUniform([c.batch, 3, config.imgSize, config.imgSize], 0, 1, 'float32', 1);
   const labels = Array.from({ length: c.batch }, (_, i) => i % 10);
   const times: number[] = [];
   for (let i = 0; i < c.warmup + c.steps; i++) {

@@ -30,7 +30,7 @@ export async function runForward(args: ForwardArgs, log: (m: string) => void = c
   try {
     const out: StateDict = new Map();
     const put = async (name: string, t: tf.Tensor): Promise<void> => {
-      out.set(name, { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array });
+      out.set(name, { dtype: 'F32', shape: t.shape, data: (await t.data()) });
     };
     const x = tf.tensor4d(input.data as Float32Array, input.shape as [number, number, number, number]);
     const res = model.forward(x, { returnAttention: true });

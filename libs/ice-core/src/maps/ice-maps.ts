@@ -32,7 +32,8 @@ export function classScoreMap(z: tf.Tensor3D, classes: readonly number[]): tf.Te
   const g = grid(N);
   return tf.tidy(() => {
     const onehot = tf.oneHot(tf.tensor1d(classes as number[], 'int32'), k); // [B, k]
-    return tf.reshape(tf.matMul(z, tf.expandDims(onehot, 2)), [B, g, g]) as tf.Tensor3D; // [B,N,k]·[B,k,1]
+    const scores: tf.Tensor3D = tf.reshape(tf.matMul(z, tf.expandDims(onehot, 2)), [B, g, g]); // [B,N,k]·[B,k,1]
+    return scores;
   });
 }
 
@@ -42,7 +43,7 @@ export function classScoreMap(z: tf.Tensor3D, classes: readonly number[]): tf.Te
  */
 export function upsampleMap(map: tf.Tensor3D, size: [number, number], mode: UpsampleMode): tf.Tensor3D {
   return tf.tidy(() => {
-    const x = tf.expandDims(map, 3) as tf.Tensor4D; // [B,h,w,1]
+    const x: tf.Tensor4D = tf.expandDims(map, 3); // [B,h,w,1]
     const y = mode === 'bilinear' ? tf.image.resizeBilinear(x, size, false, true) : tf.image.resizeNearestNeighbor(x, size, false, true);
     return tf.squeeze(y, [3]);
   });

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 /** y = x @ w + b, w kept [in, out]. x: [M, in] → [M, out]. */
 export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
   const y: tf.Tensor2D = tf.matMul(x, w);
-  return b ? (tf.add(y, b) as tf.Tensor2D) : y;
+  return b ? tf.add(y, b) : y;
 }
 
 /** LayerNorm over the last axis with biased variance. x: [M, D]. */
@@ -39,10 +39,10 @@ export function attentionCore(
   // [B·T, 3D] → [B, T, 3, H, hd] → [3, B, H, T, hd]
   const parts = tf.transpose(tf.reshape(qkv, [B, T, 3, H, hd]), [2, 0, 3, 1, 4]);
   const [q, k, v] = tf.unstack(parts) as tf.Tensor4D[]; // each [B, H, T, hd]
-  let attn = tf.softmax(tf.mul(tf.matMul(q, k, false, true), hd ** -0.5)) as tf.Tensor4D; // [B,H,T,T]
+  let attn: tf.Tensor4D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), hd ** -0.5)); // [B,H,T,T]
   if (hook) attn = hook(attn);
   const o = tf.matMul(attn, v); // [B, H, T, hd]
   // [B, H, T, hd] → [B, T, H, hd] → [B·T, D]
-  const out = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D;
+  const out: tf.Tensor2D = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * T, D]);
   return { out, attn };
 }

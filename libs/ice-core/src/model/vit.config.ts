@@ -70,7 +70,7 @@ export function isVitPreset(name: string): name is VitPresetName {
 }
 
 /** A preset by name, with overrides (e.g. another image size or class count). */
-export function vitConfig(name: VitPresetName | string, overrides: Partial<VitConfig> = {}): VitConfig {
+export function vitConfig(name: string, overrides: Partial<VitConfig> = {}): VitConfig {
   if (!isVitPreset(name)) {
     throw new IceError('CONFIG_INVALID', `unknown model preset "${name}"; known presets: ${Object.keys(VIT_PRESETS).join(', ')}`);
   }

@@ -106,7 +106,7 @@ describe('IceVit against golden-micro', () => {
 
   it('rejects an input of the wrong shape with a clear error', () => {
     const m = IceVit.create(vitConfig('golden-micro'));
-    const x = tf.zeros([1, 3, 30, 30]) as tf.Tensor4D;
+    const x: tf.Tensor4D = tf.zeros([1, 3, 30, 30]);
     expect(() => m.forward(x)).toThrow(/NCHW \[B, 3, 32, 32\], got \[1, 3, 30, 30\]/);
     x.dispose();
     m.dispose();
@@ -114,7 +114,7 @@ describe('IceVit against golden-micro', () => {
 
   it('leaks no tensors across forward passes', () => {
     const m = IceVit.create(vitConfig('golden-micro'));
-    const x = tf.randomNormal([2, 3, 32, 32]) as tf.Tensor4D;
+    const x: tf.Tensor4D = tf.randomNormal([2, 3, 32, 32]);
     const step = (): void => tf.tidy(() => void m.forward(x, { returnAttention: true }));
     step();
     const before = tf.memory().numTensors;

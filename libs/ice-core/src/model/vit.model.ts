@@ -209,7 +209,7 @@ export class IceVit {
     const patches = tf.reshape(tf.transpose(tf.reshape(x, [B, C, g, P, g, P]), [0, 2, 4, 1, 3, 5]), [B * N, C * P * P]);
     const emb = tf.reshape(linear(patches as tf.Tensor2D, this.p2('patch_embed.proj.weight'), this.p1('patch_embed.proj.bias')), [B, N, D]);
     const cls = tf.tile(this.p('cls_token'), [B, 1, 1]); // [B,1,D]
-    let t = tf.add(tf.concat([cls, emb], 1), this.p('pos_embed')) as tf.Tensor3D; // [B,T,D]
+    let t: tf.Tensor3D = tf.add(tf.concat([cls, emb], 1), this.p('pos_embed')); // [B,T,D]
 
     for (let i = 0; i < c.depth; i++) {
       const pre = `blocks.${i}`;
@@ -219,11 +219,11 @@ export class IceVit {
       const { out, attn } = attentionCore(qkv, B, T, c.numHeads, opts.attentionHook ? (a) => opts.attentionHook!(i, a) : undefined); // [B·T, D], [B,H,T,T]
       if (opts.returnAttention) attention.push(attn);
       const a = linear(out, this.p2(`${pre}.attn.proj.weight`), this.p1(`${pre}.attn.proj.bias`));
-      t = tf.add(t, this.dropPath(tf.reshape(a, [B, T, D]), dropRates[i], opts)) as tf.Tensor3D;
+      t = tf.add(t, this.dropPath(tf.reshape(a, [B, T, D]), dropRates[i], opts));
       // MLP branch.
       const h2 = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm2.weight`), this.p1(`${pre}.norm2.bias`), c.layerNormEps);
       const m = linear(gelu(linear(h2, this.p2(`${pre}.mlp.fc1.weight`), this.p1(`${pre}.mlp.fc1.bias`))), this.p2(`${pre}.mlp.fc2.weight`), this.p1(`${pre}.mlp.fc2.bias`));
-      t = tf.add(t, this.dropPath(tf.reshape(m, [B, T, D]), dropRates[i], opts)) as tf.Tensor3D;
+      t = tf.add(t, this.dropPath(tf.reshape(m, [B, T, D]), dropRates[i], opts));
     }
 
     const prenormPatchTokens = tf.slice(t, [0, 1, 0], [B, N, D]); // [B,N,D]
@@ -241,7 +241,7 @@ export class IceVit {
   iceHead(tokens: tf.Tensor3D): tf.Tensor3D {
     const [B, N, D] = tokens.shape;
     const k = this.config.numClasses + 1;
-    const x = tf.reshape(tokens, [B * N, D]) as tf.Tensor2D; // [B·N, D]
+    const x: tf.Tensor2D = tf.reshape(tokens, [B * N, D]); // [B·N, D]
     let z: tf.Tensor2D;
     switch (this.config.iceHead) {
       case 'official':
@@ -331,7 +331,7 @@ export class IceVit {
     const sd: StateDict = new Map();
     for (const s of this.specs) {
       const t = tf.tidy(() => toTorchLayout(this.p(s.name), s));
-      sd.set(s.name, { dtype: 'F32', shape: s.torchShape, data: (await t.data()) as Float32Array });
+      sd.set(s.name, { dtype: 'F32', shape: s.torchShape, data: await t.data<'float32'>() });
       t.dispose();
     }
     return sd;

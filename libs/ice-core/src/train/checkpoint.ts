@@ -34,7 +34,7 @@ export async function saveCheckpoint(file: string, trainer: IceTrainer, extra: R
   const opt = trainer.optimizer.getState();
   try {
     for (const [prefix, map] of [[M, opt.m], [V, opt.v]] as const) {
-      for (const [name, t] of map) sd.set(prefix + name, { dtype: 'F32', shape: t.shape, data: (await t.data()) });
+      for (const [name, t] of map) sd.set(prefix + name, { dtype: 'F32', shape: t.shape, data: await t.data<'float32'>() });
     }
   } finally {
     tf.dispose([...opt.m.values(), ...opt.v.values()]);

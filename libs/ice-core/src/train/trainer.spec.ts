@@ -18,7 +18,7 @@ const cfg = (over: Partial<TrainConfig> = {}): TrainConfig => ({
 
 /** Deterministic batch number i: images and labels depend only on i. */
 function batch(i: number): { x: tf.Tensor4D; labels: number[] } {
-  const x = tf.randomNormal([4, 3, 32, 32], 0, 1, 'float32', 1000 + i) as tf.Tensor4D;
+  const x: tf.Tensor4D = tf.randomNormal([4, 3, 32, 32], 0, 1, 'float32', 1000 + i);
   return { x, labels: [i % 10, (i + 3) % 10, (i + 5) % 10, (i + 7) % 10] };
 }
 
@@ -120,7 +120,7 @@ describe('IceTrainer', () => {
     await saveCheckpoint(file, trainer);
     const saved = fs.readFileSync(file);
     const before = await weights(model);
-    const x = tf.fill([4, 3, 32, 32], NaN) as tf.Tensor4D;
+    const x: tf.Tensor4D = tf.fill([4, 3, 32, 32], NaN);
     let err: unknown;
     try {
       trainer.trainStep(x, [0, 1, 2, 3]);

@@ -135,7 +135,8 @@ export class IceTrainer {
         });
         if (this.config.mode === 'classify') {
           // Soft cross-entropy on the CLS head (mixup/smoothing targets).
-          return tf.neg(tf.mean(tf.sum(tf.mul(mixed.targets, tf.logSoftmax(out.clsLogits)), -1))) as tf.Scalar;
+          const ce: tf.Scalar = tf.neg(tf.mean(tf.sum(tf.mul(mixed.targets, tf.logSoftmax(out.clsLogits)), -1)));
+          return ce;
         }
         const l = iceLoss(out.zIce!, mixed.targets, this.config.loss);
         diag.push(tf.keep(l.lIce), tf.keep(l.lBg), tf.keep(l.clsPer));
