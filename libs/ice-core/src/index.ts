@@ -17,3 +17,7 @@ export * from './train/lr-schedule';
 export * from './train/targets';
 export * from './train/trainer';
 export * from './train/checkpoint';
+export * from './explain/explainers';
+export * from './metrics/segmentation.metric';
+export * from './metrics/jaccard.metric';
+export * from './metrics/boxes.metric';
