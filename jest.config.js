@@ -11,6 +11,8 @@ const swc = ['@swc/jest', {
 const moduleNameMapper = {
   '^@ice/core$': '<rootDir>/libs/ice-core/src/index.ts',
   '^@ice/datasets$': '<rootDir>/libs/datasets/src/index.ts',
+  '^@ice/experiments$': '<rootDir>/libs/experiments/src/index.ts',
+  '^@ice/orchestration$': '<rootDir>/libs/orchestration/src/index.ts',
 };
 module.exports = {
   testEnvironment: 'node',

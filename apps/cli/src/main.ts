@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { IceError } from '@ice/core';
 import { registerWeightsCommand } from './commands/weights.command';
 import { registerForwardCommand } from './commands/forward.command';
+import { registerTrainCommands } from './commands/train.command';
 
 /** `ice`: the command-line surface of the project. Each command lives in its own file. */
 export function buildProgram(): Command {
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerWeightsCommand(program);
   registerForwardCommand(program);
+  registerTrainCommands(program);
   return program;
 }
 

@@ -10,7 +10,9 @@ export type IceErrorCode =
   | 'INPUT_INVALID' // a tensor or argument of the wrong shape/type
   | 'NON_FINITE_LOSS' // NaN/Inf during training
   | 'BACKEND_UNAVAILABLE'
-  | 'CHECKPOINT_INVALID';
+  | 'CHECKPOINT_INVALID'
+  | 'CANCELLED' // a run stopped on request
+  | 'IMAGE_CORRUPT'; // an image file that exists but cannot be decoded (pipelines skip and count these)
 
 export class IceError extends Error {
   constructor(

@@ -1,0 +1,6 @@
+export * from './run-config';
+export * from './run-data';
+export * from './run-executor';
+export * from './run-evaluation';
+export * from './sweep';
+export * from './ablation-table';

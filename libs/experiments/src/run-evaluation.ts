@@ -1,0 +1,50 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { batchNCHW, type VisionDataset } from '@ice/datasets';
+import { foregroundMask, IceVit, SegmentationAccumulator, upsampleMap } from '@ice/core';
+import type { RunConfig } from './run-config';
+import { loadSamples } from './run-data';
+
+/**
+ * Scores a trained model on the first `evalLimit` samples of the evaluation split: top-1 of the
+ * CLS head and, for ICE models, the class-agnostic foreground mask (nearest-upsampled to the
+ * image) against the ground-truth masks with the ImageNet-Segmentation protocol's pooled
+ * pixel accuracy, IoUs and mAP.
+ */
+export async function evaluateRun(model: IceVit, ds: VisionDataset, config: RunConfig, log: (m: string) => void = () => undefined): Promise<Record<string, number>> {
+  const n = Math.min(config.data.evalLimit, ds.length);
+  const B = Math.min(config.data.batchSize, 64);
+  const seg = new SegmentationAccumulator();
+  const hasIce = model.config.iceHead !== 'none';
+  let correct = 0;
+  let fg = 0;
+  let cells = 0;
+  for (let start = 0; start < n; start += B) {
+    const samples = await loadSamples(ds, Array.from({ length: Math.min(B, n - start) }, (_, i) => start + i));
+    const batch = batchNCHW(samples, model.config.mean, model.config.std);
+    const [H, W] = [batch.shape[2], batch.shape[3]];
+    const [pred, masks] = tf.tidy((): [tf.Tensor, tf.Tensor] => {
+      const out = model.forward(tf.tensor4d(batch.x, batch.shape));
+      const m: tf.Tensor = out.zIce ? upsampleMap(foregroundMask(out.zIce), [H, W], 'nearest') : tf.zeros([0]);
+      return [tf.argMax(out.clsLogits, -1), m];
+    });
+    const predicted = await pred.data();
+    const maskData = await masks.data();
+    tf.dispose([pred, masks]);
+    samples.forEach((s, i) => {
+      correct += predicted[i] === batch.labels[i] ? 1 : 0;
+      if (!hasIce) return;
+      const map = maskData.subarray(i * H * W, (i + 1) * H * W);
+      map.forEach((v) => (fg += v));
+      cells += H * W;
+      if (s.mask) seg.add(map, s.mask);
+    });
+  }
+  const metrics: Record<string, number> = { top1: correct / n, eval_images: n };
+  if (hasIce) {
+    metrics.fg_fraction = fg / cells;
+    const r = seg.result();
+    if (r.images > 0) Object.assign(metrics, { pix_acc: r.pixAcc, iou_fg: r.iouFg, iou_bg: r.iouBg, miou: r.mIoU, map: r.mAP });
+  }
+  log(`evaluation on ${n} ${ds.name}/${ds.split} images: ${JSON.stringify(metrics)}`);
+  return metrics;
+}

@@ -1,0 +1,189 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { batchNCHW } from '@ice/datasets';
+import {
+  IceError,
+  IceTrainer,
+  IceVit,
+  initBackend,
+  loadCheckpoint,
+  MIXUP_PRESETS,
+  readWeights,
+  saveCheckpoint,
+  StepStats,
+  TrainConfig,
+  vitConfig,
+  VitConfig,
+} from '@ice/core';
+import type { RunConfig } from './run-config';
+import { batchIndices, loadSamples, openRunData } from './run-data';
+import { evaluateRun } from './run-evaluation';
+
+/**
+ * Executes one run: builds (or resumes) the model and trainer, trains for `steps` optimizer
+ * updates on deterministic batches, checkpoints every `checkpointEvery` steps into `runDir`,
+ * reports progress, and scores the result. The same function runs in a worker job and in the CLI.
+ */
+export interface RunProgress {
+  step: number;
+  totalSteps: number;
+  loss: number;
+  lIce?: number;
+  lBg?: number;
+  clsPer?: number;
+  lr: number;
+  imgPerSec: number;
+  etaSeconds: number;
+}
+
+export interface RunContext {
+  /** Where this run's checkpoints live; a `last.safetensors` there is resumed from. */
+  runDir: string;
+  /** Aborting stops the run before its next step with IceError('CANCELLED'). */
+  signal?: AbortSignal;
+  onProgress?: (p: RunProgress) => void | Promise<void>;
+  /** Minimum time between progress reports (the final step is always reported). */
+  progressIntervalMs?: number;
+  log?: (msg: string) => void;
+}
+
+export interface RunResult {
+  metrics: Record<string, number>;
+  checkpoint: string;
+  steps: number;
+  resumedFromStep: number | null;
+  backend: string;
+  durationMs: number;
+}
+
+export const LAST_CHECKPOINT = 'last.safetensors';
+export const FINAL_CHECKPOINT = 'final.safetensors';
+
+function modelConfigFor(config: RunConfig, numClasses: number): VitConfig {
+  return vitConfig(config.model.preset, {
+    numClasses,
+    iceHead: config.mode === 'classify' ? 'none' : config.model.head,
+    dropPathRate: config.model.dropPathRate,
+  });
+}
+
+export function trainConfigFor(config: RunConfig): TrainConfig {
+  const o = config.optimizer;
+  const gate = config.loss.gateThreshold ?? (config.loss.variant === 'official' ? 0.1 : 0);
+  return {
+    mode: config.mode,
+    loss: { variant: config.loss.variant, alpha: config.loss.alpha, lambdaClass: config.loss.lambdaClass, gateThreshold: gate },
+    optimizer: { lr: o.lr, betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay, clipGradNorm: null, noDecayNames: ['pos_embed', 'cls_token'] },
+    schedule: { baseLr: o.lr, warmupLr: Math.min(o.lr, 1e-5), minLr: Math.min(o.minLr, o.lr), totalSteps: config.steps, warmupSteps: Math.min(o.warmupSteps, config.steps - 1) },
+    mixup: o.mixup ? { ...MIXUP_PRESETS.deit, labelSmoothing: o.labelSmoothing } : { ...MIXUP_PRESETS.smoothingOnly, labelSmoothing: o.labelSmoothing },
+    accumSteps: o.accumSteps,
+    frozenBackbone: config.model.head === 'icef' && config.mode === 'ice',
+    seed: config.seed,
+  };
+}
+
+/** Fresh model from the preset, optionally initialised from a weights file (its ICE head may be absent). */
+function buildModel(config: RunConfig, numClasses: number, log: (m: string) => void): IceVit {
+  const model = IceVit.create(modelConfigFor(config, numClasses), config.seed);
+  if (!config.model.weights) return model;
+  try {
+    const w = readWeights(config.model.weights);
+    const report = model.loadStateDict(w.tensors, {
+      allowMissing: ['mlp_head*', 'ice_head*'],
+      ignore: ['optimizer.*', 'dist_token', 'head_dist*', 'mlp_head*', 'ice_head*'],
+    });
+    log(`loaded ${report.loaded.length} tensors from ${config.model.weights}${report.keptInitialised.length ? `; initialised ${report.keptInitialised.join(', ')}` : ''}`);
+    return model;
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+export async function executeRun(config: RunConfig, ctx: RunContext): Promise<RunResult> {
+  const log = ctx.log ?? (() => undefined);
+  const started = Date.now();
+  const backend = await initBackend(undefined, log);
+  fs.mkdirSync(ctx.runDir, { recursive: true });
+  const lastPath = path.join(ctx.runDir, LAST_CHECKPOINT);
+  const runJson = JSON.stringify(config);
+
+  let model: IceVit;
+  let trainer: IceTrainer;
+  let resumedFromStep: number | null = null;
+  if (fs.existsSync(lastPath)) {
+    const ck = loadCheckpoint(lastPath);
+    if (ck.info.extra.run_config !== undefined && ck.info.extra.run_config !== runJson) {
+      ck.trainer.dispose();
+      ck.model.dispose();
+      throw new IceError('CHECKPOINT_INVALID', `${lastPath} belongs to a run with another configuration; refusing to resume from it`);
+    }
+    ({ model, trainer } = ck);
+    resumedFromStep = ck.info.step;
+    log(`resuming from ${lastPath} at step ${resumedFromStep}`);
+  } else {
+    const numClasses = openRunData(config, vitConfig(config.model.preset).imgSize).train.classes.length;
+    model = buildModel(config, numClasses, log);
+    trainer = new IceTrainer(model, trainConfigFor(config));
+  }
+
+  const { imgSize, mean, std } = model.config;
+  const data = openRunData(config, imgSize);
+  const B = config.data.batchSize;
+  const checkpoint = async (file: string): Promise<void> => saveCheckpoint(file, trainer, { run_config: runJson });
+  try {
+    let lastReport = 0;
+    let windowStart = performance.now();
+    let windowSteps = 0;
+    while (trainer.step < config.steps) {
+      if (ctx.signal?.aborted) throw new IceError('CANCELLED', `run cancelled at step ${trainer.step}`);
+      const step = trainer.step;
+      const k = config.optimizer.accumSteps;
+      let stats: StepStats | undefined;
+      for (let m = 0; m < k; m++) {
+        // Micro-batch m of update `step` is position step·k + m of the deterministic batch stream.
+        const samples = await loadSamples(data.train, batchIndices(data.train.length, config.seed, step * k + m, B));
+        const batch = batchNCHW(samples, mean, std);
+        const x = tf.tensor4d(batch.x, batch.shape);
+        try {
+          stats = trainer.trainStep(x, batch.labels);
+        } finally {
+          x.dispose();
+        }
+      }
+      if (!stats) throw new IceError('CONFIG_INVALID', 'optimizer.accumSteps must be at least 1');
+      windowSteps++;
+      const done = trainer.step;
+      if (done % config.checkpointEvery === 0 && done < config.steps) await checkpoint(lastPath);
+      const now = performance.now();
+      if (ctx.onProgress && (now - lastReport >= (ctx.progressIntervalMs ?? 2000) || done === config.steps)) {
+        const secPerStep = (now - windowStart) / 1000 / windowSteps;
+        await ctx.onProgress({
+          step: done,
+          totalSteps: config.steps,
+          loss: stats.loss,
+          lIce: stats.lIce,
+          lBg: stats.lBg,
+          clsPer: stats.clsPer,
+          lr: stats.lr,
+          imgPerSec: (B * config.optimizer.accumSteps) / secPerStep,
+          etaSeconds: secPerStep * (config.steps - done),
+        });
+        lastReport = now;
+        windowStart = now;
+        windowSteps = 0;
+      }
+      // Let timers, abort events and messages run between steps.
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    const finalPath = path.join(ctx.runDir, FINAL_CHECKPOINT);
+    await checkpoint(finalPath);
+    await checkpoint(lastPath);
+    const metrics = await evaluateRun(model, data.evaluation, config, log);
+    return { metrics, checkpoint: finalPath, steps: trainer.step, resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
+  } finally {
+    trainer.dispose();
+    model.dispose();
+  }
+}

@@ -1,0 +1,83 @@
+import { IceError } from '@ice/core';
+import { buildAblationTable, tableToCsv, tableToMarkdown } from './ablation-table';
+import { parseRunConfig } from './run-config';
+import { batchIndices } from './run-data';
+import { expandSweep } from './sweep';
+
+describe('run config', () => {
+  it('fills defaults and names every invalid field', () => {
+    const c = parseRunConfig({});
+    expect(c.loss).toMatchObject({ variant: 'official', alpha: 0.5 });
+    expect(c.model.preset).toBe('digits-micro');
+    let err: unknown;
+    try {
+      parseRunConfig({ loss: { alpha: 1.5, lambdaClass: -0.1 }, model: { preset: 'resnet50' }, steps: 0 });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(IceError);
+    const msg = (err as IceError).message;
+    expect(msg).toContain('loss.alpha: alpha must be in (0, 1]');
+    expect(msg).toContain('loss.lambdaClass: lambdaClass must be in [0, 1]');
+    expect(msg).toContain('model.preset: unknown model preset');
+    expect(msg).toContain('steps:');
+  });
+
+  it('requires a root for file-backed data sets and rejects unknown keys', () => {
+    expect(() => parseRunConfig({ data: { format: 'voc' } })).toThrow(/data.root: data.root is required for format voc/);
+    expect(() => parseRunConfig({ optimiser: {} })).toThrow(/Unrecognized key/);
+  });
+});
+
+describe('sweeps', () => {
+  it('expands α × λ_class × seeds into validated runs with stable cell keys', () => {
+    const { cells } = expandSweep({ base: { steps: 5 }, grid: { alpha: [0.5, 1], lambda_class: [0.5, 0.975] }, seeds: [0, 1] });
+    expect(cells).toHaveLength(8);
+    expect(cells[0].cellKey).toBe('alpha=0.5,lambda_class=0.5');
+    expect(cells[0].config.loss).toMatchObject({ alpha: 0.5, lambdaClass: 0.5 });
+    expect(cells[7].config).toMatchObject({ seed: 1, steps: 5, loss: { alpha: 1, lambdaClass: 0.975 } });
+  });
+
+  it('refuses a grid over 1,000 runs unless explicitly allowed, and names a bad cell', () => {
+    const grid = { alpha: Array.from({ length: 40 }, (_, i) => (i + 1) / 40), lr: Array.from({ length: 30 }, (_, i) => 1e-4 * (i + 1)) };
+    expect(() => expandSweep({ grid })).toThrow(/1200 runs exceeds 1000; set allowLargeGrid/);
+    expect(expandSweep({ grid, allowLargeGrid: true }).cells).toHaveLength(1200);
+    expect(() => expandSweep({ grid: { alpha: [0.5, 2] } })).toThrow(/grid cell alpha=2: .*loss.alpha/);
+  });
+});
+
+describe('ablation table', () => {
+  const outcomes = [
+    { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 0, status: 'completed', metrics: { miou: 0.5 } },
+    { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 1, status: 'completed', metrics: { miou: 0.7 } },
+    { values: { alpha: 1, lambda_class: 0.5 }, seed: 0, status: 'failed', metrics: null },
+  ];
+
+  it('gives mean ± sample std per cell and marks missing runs', () => {
+    const t = buildAblationTable(outcomes, ['alpha', 'lambda_class']);
+    expect(t.lines[0].cells.miou.mean).toBeCloseTo(0.6, 12);
+    expect(t.lines[0].cells.miou.std).toBeCloseTo(Math.SQRT2 * 0.1, 12);
+    expect(t.lines[1].cells.miou).toEqual({ mean: null, std: null, n: 0 });
+    const md = tableToMarkdown(t, 3);
+    expect(md).toContain('| 0.5 | 0.5 | 0.600 ± 0.141 | 2/2 |');
+    expect(md).toContain('| 1 | 0.5 | – | 0/1 |');
+    expect(tableToCsv(t).split('\n')[0]).toBe('alpha,lambda_class,miou_mean,miou_std,miou_n,finished,runs');
+  });
+});
+
+describe('batch indices', () => {
+  it('are a deterministic permutation per epoch', () => {
+    const len = 10;
+    const epoch0 = [0, 1, 2, 3, 4].flatMap((s) => batchIndices(len, 3, s, 2));
+    expect([...epoch0].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(batchIndices(len, 3, 2, 2)).toEqual(batchIndices(len, 3, 2, 2));
+    expect(batchIndices(len, 4, 0, 10)).not.toEqual(batchIndices(len, 3, 0, 10));
+  });
+
+  it('give data-parallel ranks disjoint slices of each epoch', () => {
+    const len = 12;
+    const r0 = [0, 1, 2].flatMap((s) => batchIndices(len, 1, s, 2, 0, 2));
+    const r1 = [0, 1, 2].flatMap((s) => batchIndices(len, 1, s, 2, 1, 2));
+    expect(new Set([...r0, ...r1]).size).toBe(12);
+  });
+});

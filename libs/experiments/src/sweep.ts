@@ -1,0 +1,91 @@
+import { z } from 'zod';
+import { IceError } from '@ice/core';
+import { formatZodError, parseRunConfig, RunConfig } from './run-config';
+
+/**
+ * A sweep: a base run config and a grid of values for named fields; every combination (cell)
+ * becomes one run per seed. Field paths are the config's dotted paths ("loss.alpha"); short
+ * aliases cover the ablation axes of the paper (alpha, lambda_class).
+ */
+export const AXIS_ALIASES: Readonly<Record<string, string>> = {
+  alpha: 'loss.alpha',
+  lambda_class: 'loss.lambdaClass',
+  lambdaClass: 'loss.lambdaClass',
+  variant: 'loss.variant',
+  head: 'model.head',
+  preset: 'model.preset',
+  lr: 'optimizer.lr',
+  steps: 'steps',
+};
+
+export const MAX_CELLS_DEFAULT = 1000;
+
+export const SweepRequestSchema = z
+  .object({
+    name: z.string().min(1).max(200).optional(),
+    base: z.record(z.string(), z.unknown()).default({}),
+    /** Axis → values; α and λ_class first by convention. */
+    grid: z.record(z.string(), z.array(z.union([z.number(), z.string(), z.boolean()])).min(1)).refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis'),
+    /** Repeats of every cell with these seeds (default: the base seed only). */
+    seeds: z.array(z.number().int().min(0)).min(1).optional(),
+    /** Required to submit more than MAX_CELLS_DEFAULT cells. */
+    allowLargeGrid: z.boolean().default(false),
+  })
+  .strict();
+
+export type SweepRequest = z.infer<typeof SweepRequestSchema>;
+
+export interface SweepCell {
+  /** Stable key of the grid cell, e.g. "alpha=0.5,lambda_class=0.975". */
+  cellKey: string;
+  /** Axis → value of this cell. */
+  values: Record<string, number | string | boolean>;
+  seed: number;
+  config: RunConfig;
+}
+
+function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
+  const parts = dotted.split('.');
+  let node = target;
+  for (const p of parts.slice(0, -1)) {
+    if (typeof node[p] !== 'object' || node[p] === null) node[p] = {};
+    node = node[p] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1]] = value;
+}
+
+/** Every (cell, seed) of the grid as a validated run config; errors name the offending cell. */
+export function expandSweep(raw: unknown): { request: SweepRequest; cells: SweepCell[] } {
+  const parsed = SweepRequestSchema.safeParse(raw);
+  if (!parsed.success) throw new IceError('CONFIG_INVALID', `invalid sweep: ${formatZodError(parsed.error)}`, { issues: parsed.error.issues });
+  const request = parsed.data;
+  const axes = Object.keys(request.grid);
+  const base = parseRunConfig(request.base); // the base alone must be valid
+  const seeds = request.seeds ?? [base.seed];
+  const nCells = axes.reduce((n, a) => n * request.grid[a].length, 1);
+  if (nCells * seeds.length > MAX_CELLS_DEFAULT && !request.allowLargeGrid) {
+    throw new IceError('CONFIG_INVALID', `grid: ${nCells} cells × ${seeds.length} seeds = ${nCells * seeds.length} runs exceeds ${MAX_CELLS_DEFAULT}; set allowLargeGrid: true to submit it`);
+  }
+  const cells: SweepCell[] = [];
+  const combo = (i: number, values: Record<string, number | string | boolean>): void => {
+    if (i === axes.length) {
+      const cellKey = axes.map((a) => `${a}=${String(values[a])}`).join(',');
+      for (const seed of seeds) {
+        const input: Record<string, unknown> = structuredClone(request.base);
+        for (const a of axes) setPath(input, AXIS_ALIASES[a] ?? a, values[a]);
+        input.seed = seed;
+        let config: RunConfig;
+        try {
+          config = parseRunConfig(input);
+        } catch (e) {
+          throw new IceError('CONFIG_INVALID', `grid cell ${cellKey}: ${(e as Error).message}`);
+        }
+        cells.push({ cellKey, values: { ...values }, seed, config });
+      }
+      return;
+    }
+    for (const v of request.grid[axes[i]]) combo(i + 1, { ...values, [axes[i]]: v });
+  };
+  combo(0, {});
+  return { request, cells };
+}
