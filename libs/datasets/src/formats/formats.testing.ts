@@ -1,0 +1,219 @@
+/**
+ * Test helpers: write small data sets in the REAL on-disk formats (JPEG/PNG via sharp, palette PNGs
+ * via fast-png, VOC XML, CUB text files, and a MATLAB v7.3 .mat built with h5wasm, object references
+ * included). Used by the specs only.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { encode as encodePng } from 'fast-png';
+import sharp from 'sharp';
+import { h5wasmEntryUrl } from './hdf5.reader';
+
+export function makeTempDir(prefix = 'ice-ds-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function ensureDir(path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+}
+
+export function writeText(path: string, text: string): void {
+  ensureDir(path);
+  writeFileSync(path, text);
+}
+
+/** H×W×3 uint8 image of one colour. */
+export function solidRgb(height: number, width: number, rgb: [number, number, number]): Uint8Array {
+  const out = new Uint8Array(height * width * 3);
+  for (let i = 0; i < height * width; i++) out.set(rgb, i * 3);
+  return out;
+}
+
+/** Left half `left`, right half `right` (orientation checks). */
+export function splitRgb(height: number, width: number, left: [number, number, number], right: [number, number, number]): Uint8Array {
+  const out = new Uint8Array(height * width * 3);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) out.set(x < width / 2 ? left : right, (y * width + x) * 3);
+  return out;
+}
+
+export interface WriteImageOptions {
+  format?: 'jpeg' | 'png';
+  /** EXIF orientation tag to store (JPEG). */
+  orientation?: number;
+  /** Store as 1-channel greyscale or as CMYK (JPEG). */
+  colourspace?: 'b-w' | 'cmyk';
+  /** Add an alpha channel of this value (PNG). */
+  alpha?: number;
+}
+
+/** Writes an H×W×3 uint8 image with sharp. */
+export async function writeImage(path: string, rgb: Uint8Array, height: number, width: number, opts: WriteImageOptions = {}): Promise<void> {
+  ensureDir(path);
+  let img = sharp(Buffer.from(rgb), { raw: { width, height, channels: 3 } });
+  if (opts.alpha !== undefined) {
+    const rgba = new Uint8Array(height * width * 4);
+    for (let i = 0; i < height * width; i++) {
+      rgba.set(rgb.subarray(i * 3, i * 3 + 3), i * 4);
+      rgba[i * 4 + 3] = opts.alpha;
+    }
+    img = sharp(Buffer.from(rgba), { raw: { width, height, channels: 4 } });
+  }
+  if (opts.colourspace) img = img.toColourspace(opts.colourspace);
+  if (opts.orientation !== undefined) img = img.withMetadata({ orientation: opts.orientation });
+  if ((opts.format ?? 'jpeg') === 'jpeg') await img.jpeg({ quality: 100, chromaSubsampling: '4:4:4' }).toFile(path);
+  else await img.png().toFile(path);
+}
+
+/** The PASCAL VOC colour map (index → RGB), as in the VOC devkit's labelcolormap. */
+export function vocPalette(): number[][] {
+  const bit = (v: number, k: number): number => (v >> k) & 1;
+  return Array.from({ length: 256 }, (_, i) => {
+    let [r, g, b, c] = [0, 0, 0, i];
+    for (let j = 0; j < 8; j++) {
+      r |= bit(c, 0) << (7 - j);
+      g |= bit(c, 1) << (7 - j);
+      b |= bit(c, 2) << (7 - j);
+      c >>= 3;
+    }
+    return [r, g, b];
+  });
+}
+
+/** Writes an 8-bit (or lower) palette PNG holding `indices` (H×W). */
+export function writePalettePng(path: string, indices: Uint8Array, height: number, width: number, depth: 1 | 2 | 4 | 8 = 8, palette = vocPalette()): void {
+  let data = indices;
+  if (depth < 8) {
+    const rowBytes = Math.ceil((width * depth) / 8);
+    data = new Uint8Array(rowBytes * height);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const bitPos = x * depth;
+        data[y * rowBytes + (bitPos >> 3)] |= indices[y * width + x] << (8 - depth - (bitPos & 7));
+      }
+    }
+  }
+  ensureDir(path);
+  writeFileSync(path, encodePng({ width, height, data, depth, channels: 1, palette: palette.slice(0, 2 ** depth) }));
+}
+
+export interface VocObjectSpec {
+  name: string;
+  /** 1-based, as written in VOC XML. */
+  box: [number, number, number, number];
+  difficult?: boolean;
+  truncated?: boolean;
+}
+
+export function vocXml(filename: string, width: number, height: number, objects: VocObjectSpec[]): string {
+  const objs = objects
+    .map(
+      (o) => `  <object>
+    <name>${o.name}</name>
+    <pose>Unspecified</pose>
+    <truncated>${o.truncated ? 1 : 0}</truncated>
+    <difficult>${o.difficult ? 1 : 0}</difficult>
+    <bndbox>
+      <xmin>${o.box[0]}</xmin>
+      <ymin>${o.box[1]}</ymin>
+      <xmax>${o.box[2]}</xmax>
+      <ymax>${o.box[3]}</ymax>
+    </bndbox>
+  </object>
+`,
+    )
+    .join('');
+  return `<annotation>
+  <folder>VOC2012</folder>
+  <filename>${filename}</filename>
+  <source><database>The VOC2007 Database</database></source>
+  <size><width>${width}</width><height>${height}</height><depth>3</depth></size>
+  <segmented>1</segmented>
+${objs}</annotation>
+`;
+}
+
+export interface MatSample {
+  /** H×W×3 uint8. */
+  rgb: Uint8Array;
+  /** H×W {0,1}. */
+  mask: Uint8Array;
+  height: number;
+  width: number;
+}
+
+const MAT_WRITER = String.raw`
+const { parentPort, workerData } = require('node:worker_threads');
+(async () => {
+  try {
+    const h5 = await import(workerData.entryUrl);
+    await h5.ready;
+    const f = new h5.File(workerData.path, 'w');
+    const refs = f.create_group('#refs#');
+    const value = f.create_group('value');
+    value.create_attribute('MATLAB_class', 'struct');
+    const imgRefs = [];
+    const gtRefs = [];
+    workerData.samples.forEach((s, i) => {
+      const img = refs.create_dataset({ name: 'img' + i, data: s.img, shape: [3, s.w, s.h] });
+      img.create_attribute('MATLAB_class', 'uint8');
+      const m = refs.create_dataset({ name: 'gt' + i, data: s.mask, shape: [s.w, s.h] });
+      m.create_attribute('MATLAB_class', 'uint8');
+      const cell = refs.create_dataset({ name: 'gtcell' + i, data: [m.create_reference()], shape: [1, 1] });
+      cell.create_attribute('MATLAB_class', 'cell');
+      imgRefs.push(img.create_reference());
+      gtRefs.push(cell.create_reference());
+    });
+    const n = workerData.samples.length;
+    value.create_dataset({ name: 'img', data: imgRefs, shape: [n, 1] }).create_attribute('MATLAB_class', 'cell');
+    if (!workerData.omitGt) value.create_dataset({ name: 'gt', data: gtRefs, shape: [n, 1] }).create_attribute('MATLAB_class', 'cell');
+    f.close();
+    parentPort.postMessage({ ok: true });
+  } catch (e) {
+    parentPort.postMessage({ ok: false, message: String((e && e.message) || e) });
+  }
+})();
+`;
+
+/**
+ * Writes an ImageNet-Segmentation-style MATLAB v7.3 file: `/value/img` and `/value/gt` are (N, 1)
+ * cells of object references; images stored (3, W, H) uint8 and masks (W, H) (MATLAB's H×W×3 and
+ * H×W in column-major order), each mask wrapped in a 1×1 cell; and, as MATLAB does, a 512-byte text
+ * header before the HDF5 superblock.
+ */
+export async function writeGtsegsMat(path: string, samples: MatSample[], opts: { omitGt?: boolean } = {}): Promise<void> {
+  ensureDir(path);
+  const plain = `${path}.h5tmp`;
+  const stored = samples.map(({ rgb, mask, height: h, width: w }) => {
+    const img = new Uint8Array(3 * w * h);
+    const m = new Uint8Array(w * h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        for (let c = 0; c < 3; c++) img[c * w * h + x * h + y] = rgb[(y * w + x) * 3 + c];
+        m[x * h + y] = mask[y * w + x];
+      }
+    }
+    return { img, mask: m, w, h };
+  });
+  const worker = new Worker(MAT_WRITER, {
+    eval: true,
+    workerData: { path: plain, entryUrl: h5wasmEntryUrl(), samples: stored, omitGt: opts.omitGt === true },
+  });
+  try {
+    const reply = await new Promise<{ ok: boolean; message?: string }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    if (!reply.ok) throw new Error(`writing ${path} with h5wasm failed: ${reply.message ?? '?'}`);
+  } finally {
+    await worker.terminate();
+  }
+  const header = Buffer.alloc(512);
+  header.write('MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .'.padEnd(116, ' '), 'latin1');
+  header.writeUInt16LE(0x0200, 124);
+  header.write('IM', 126, 'latin1');
+  writeFileSync(path, Buffer.concat([header, readFileSync(plain)]));
+  rmSync(plain);
+}
