@@ -41,3 +41,27 @@ describe('ice weights inspect', () => {
     await expect(run('weights', 'inspect', '/nonexistent/w.pth')).rejects.toMatchObject({ code: 'FILE_NOT_FOUND' });
   });
 });
+
+describe('ice weights export', () => {
+  it('keeps the model weights of a training checkpoint and drops the optimizer state', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const { IceTrainer, IceVit, TRAIN_PRESETS, initBackend, readSafetensors, saveCheckpoint, vitConfig } = await import('@ice/core');
+    await initBackend('wasm');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-export-'));
+    const model = IceVit.create(vitConfig('golden-micro'));
+    const trainer = new IceTrainer(model, TRAIN_PRESETS.iceReleased);
+    const ckpt = path.join(dir, 'ckpt.safetensors');
+    await saveCheckpoint(ckpt, trainer);
+    const out = path.join(dir, 'weights.safetensors');
+    const printed = JSON.parse(await run('weights', 'export', ckpt, '--out', out)) as { tensors: number; dropped: number };
+    const w = readSafetensors(out);
+    expect(printed.tensors).toBe(model.specs.length);
+    expect([...w.tensors.keys()].some((k) => k.startsWith('optimizer.'))).toBe(false);
+    expect(w.metadata.ice_config).toBe(JSON.stringify(model.config));
+    expect(w.metadata.ice_trainer_state).toBeUndefined();
+    trainer.dispose();
+    model.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

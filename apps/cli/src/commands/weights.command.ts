@@ -1,5 +1,6 @@
+import * as path from 'node:path';
 import { Command } from 'commander';
-import { WeightsReport, inspectWeights } from '@ice/core';
+import { WeightsReport, inspectWeights, readWeights, writeSafetensors } from '@ice/core';
 
 const fmtInt = (n: number): string => n.toLocaleString('en-US');
 const fmtShape = (s: readonly number[]): string => `[${s.join(', ')}]`;
@@ -54,5 +55,18 @@ export function registerWeightsCommand(program: Command): void {
     .action((file: string, opts: { json?: boolean; key?: string }) => {
       const report = inspectWeights(file, opts.key !== undefined ? { key: opts.key } : {});
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatWeightsReport(report));
+    });
+  weights
+    .command('export')
+    .description('write the model weights of a training checkpoint alone (timm names, PyTorch layout), without optimizer state')
+    .argument('<checkpoint>', "a checkpoint written by 'ice train' / a worker")
+    .requiredOption('--out <file.safetensors>', 'where to write the weights')
+    .action((file: string, opts: { out: string }) => {
+      const w = readWeights(file);
+      const kept = new Map([...w.tensors].filter(([name]) => !name.startsWith('optimizer.')));
+      // Keep the model config and provenance; drop the training state that only a resume needs.
+      const metadata = Object.fromEntries(Object.entries(w.metadata).filter(([k]) => !['ice_format', 'ice_train_config', 'ice_trainer_state'].includes(k)));
+      writeSafetensors(opts.out, kept, { ...metadata, exported_from: path.basename(file) });
+      process.stdout.write(`${JSON.stringify({ out: opts.out, tensors: kept.size, dropped: w.tensors.size - kept.size })}\n`);
     });
 }

@@ -82,10 +82,12 @@ const ICE_PARAMS: Record<Exclude<IceHeadKind, 'none'>, string[]> = {
 };
 
 function metadataHeads(metadata: Record<string, string>): number | undefined {
-  if (!metadata.config) return undefined;
+  // `config` is the golden files' timm-style config; `ice_config` this project's own VitConfig.
+  const raw = metadata.config ?? metadata.ice_config;
+  if (!raw) return undefined;
   try {
-    const cfg = JSON.parse(metadata.config) as Record<string, unknown>;
-    const h = cfg.num_heads ?? cfg.heads;
+    const cfg = JSON.parse(raw) as Record<string, unknown>;
+    const h = cfg.num_heads ?? cfg.numHeads ?? cfg.heads;
     return typeof h === 'number' && Number.isInteger(h) && h > 0 ? h : undefined;
   } catch {
     return undefined; // a config we cannot read is not an error for an inspection
