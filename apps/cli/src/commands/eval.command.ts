@@ -1,0 +1,161 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { type ExplainerName, EXPLAINER_NAMES, IceError, isExplainerName } from '@ice/core';
+import {
+  EVALUATION_FORMATS,
+  EVALUATION_PROTOCOLS,
+  type EvaluationFormat,
+  type EvaluationOptions,
+  type EvaluationProtocol,
+  type EvaluationResult,
+  formatEvaluationReport,
+  type MaskRule,
+  NORMALIZATION_CHOICES,
+  type NormalizationChoice,
+  runEvaluation,
+} from '@ice/evaluation';
+
+/**
+ * `ice eval <protocol>`: scores explainers of one checkpoint with one of the paper's protocols on a
+ * data set, one row per method (the protocol's metrics, images, images/s), as a table or JSON.
+ */
+export interface EvalCommandOptions {
+  format: string;
+  root?: string;
+  split?: string;
+  weights: string;
+  model: string;
+  method: string;
+  limit?: number;
+  json?: boolean;
+  saveMaps?: string;
+  saveMapsCount?: number;
+  imgSize?: number;
+  normalization?: string;
+  rolloutStartLayer?: number;
+  excludeVoid?: boolean;
+  taus?: string;
+  jaccardHeads?: string;
+  corlocMask?: string;
+  corlocTau?: number;
+  camThreshold?: number;
+  top1Iou?: string;
+  maxboxaccInterval?: number;
+  maxboxaccIous?: string;
+  digitsSeed?: number;
+}
+
+function oneOf<T extends string>(what: string, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) throw new IceError('CONFIG_INVALID', `${what} must be one of ${allowed.join(', ')}; got '${value}'`);
+  return value as T;
+}
+
+export function parseMethods(list: string): ExplainerName[] {
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new IceError('CONFIG_INVALID', `--method names no method; choose from ${EXPLAINER_NAMES.join(', ')}`);
+  if (names.length === 1 && names[0] === 'all') return [...EXPLAINER_NAMES];
+  return names.map((n) => {
+    if (!isExplainerName(n)) throw new IceError('CONFIG_INVALID', `unknown method '${n}'; choose from ${EXPLAINER_NAMES.join(', ')} (or all)`);
+    return n;
+  });
+}
+
+function parseNumberList(what: string, list: string): number[] {
+  const out = list.split(',').map((s) => Number(s.trim()));
+  if (out.length === 0 || out.some((v) => !Number.isFinite(v))) throw new IceError('CONFIG_INVALID', `${what} must be comma-separated numbers; got '${list}'`);
+  return out;
+}
+
+/** Command-line options → runEvaluation options. */
+export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log: (m: string) => void): EvaluationOptions {
+  const opts: EvaluationOptions = {
+    protocol: oneOf<EvaluationProtocol>('the protocol', protocol, EVALUATION_PROTOCOLS),
+    format: oneOf<EvaluationFormat>('--format', o.format, EVALUATION_FORMATS),
+    root: o.root,
+    split: o.split,
+    weights: o.weights,
+    modelSpec: o.model,
+    methods: parseMethods(o.method),
+    limit: o.limit,
+    imgSize: o.imgSize,
+    rolloutStartLayer: o.rolloutStartLayer,
+    excludeVoid: o.excludeVoid,
+    corlocTau: o.corlocTau,
+    camThreshold: o.camThreshold,
+    maxBoxAccInterval: o.maxboxaccInterval,
+    digitsSeed: o.digitsSeed,
+    log,
+  };
+  if (o.normalization !== undefined) opts.normalization = oneOf<NormalizationChoice>('--normalization', o.normalization, NORMALIZATION_CHOICES);
+  if (o.taus !== undefined) opts.taus = parseNumberList('--taus', o.taus);
+  if (o.maxboxaccIous !== undefined) opts.maxBoxAccIous = parseNumberList('--maxboxacc-ious', o.maxboxaccIous);
+  if (o.jaccardHeads !== undefined) opts.jaccardHeads = oneOf('--jaccard-heads', o.jaccardHeads, ['max', 'mean'] as const);
+  if (o.corlocMask !== undefined) opts.corlocMask = oneOf<MaskRule>('--corloc-mask', o.corlocMask, ['mass', 'mean']);
+  if (o.top1Iou !== undefined) opts.strictTop1 = oneOf('--top1-iou', o.top1Iou, ['gt', 'ge'] as const) === 'gt';
+  if (o.saveMaps !== undefined) opts.saveMaps = { dir: o.saveMaps, count: o.saveMapsCount };
+  else if (o.saveMapsCount !== undefined) throw new IceError('CONFIG_INVALID', '--save-maps-count needs --save-maps DIR');
+  return opts;
+}
+
+/** Runs the evaluation; progress goes to `log` (stderr from the CLI). */
+export async function runEvalCommand(protocol: string, o: EvalCommandOptions, log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<EvaluationResult> {
+  const opts = toEvaluationOptions(protocol, o, log);
+  let last = 0;
+  opts.onProgress = (done, total) => {
+    const now = Date.now();
+    if (done === total || now - last > 2000) {
+      last = now;
+      log(`eval ${protocol}: ${done}/${total} images`);
+    }
+  };
+  return runEvaluation(opts);
+}
+
+function int(what: string, min: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${what} must be an integer ≥ ${min}`);
+    return n;
+  };
+}
+
+function num(what: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${what} must be a number`);
+    return n;
+  };
+}
+
+export function registerEvalCommand(program: Command): void {
+  program
+    .command('eval')
+    .description('score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s)')
+    .argument('<protocol>', EVALUATION_PROTOCOLS.join(' | '))
+    .requiredOption('--format <format>', EVALUATION_FORMATS.join(' | '))
+    .option('--root <path>', 'data set root (imagenet-seg: gtsegs_ijcv.mat or its folder; voc: the VOC20xx folder; cub: CUB_200_2011); not for digits')
+    .option('--split <name>', 'split (default: imagenet-seg test; voc val for segmentation/jaccard, trainval for corloc/localization; cub test; digits test)')
+    .requiredOption('--weights <file>', 'weights: .safetensors or PyTorch .pth')
+    .requiredOption('--model <preset|config.json>', 'model preset name or JSON config')
+    .requiredOption('--method <names>', `comma-separated: ${EXPLAINER_NAMES.join(', ')}, or all`)
+    .option('--limit <n>', 'only the first N images', int('--limit', 1))
+    .option('--json', 'print the result as JSON')
+    .option('--save-maps <dir>', 'write overlays (image + map, jet at 50%) and a contact sheet for the first images')
+    .option('--save-maps-count <k>', 'how many images --save-maps draws (default 8)', int('--save-maps-count', 1))
+    .option('--img-size <n>', 'input side S (default: the model\'s; 512 for jaccard on voc)', int('--img-size', 1))
+    .option('--normalization <half|imagenet|model>', 'input normalisation (default: half for segmentation as the released code, imagenet otherwise, model for digits)')
+    .option('--rollout-start-layer <n>', 'rollout\'s first block (default 1 for segmentation, else 0)', int('--rollout-start-layer', 0))
+    .option('--exclude-void', 'jaccard: leave void (255) pixels out of the unions (the released code counts them)')
+    .option('--taus <list>', 'jaccard: attention-mass thresholds (default 0.9,0.8,0.6)')
+    .option('--jaccard-heads <max|mean>', 'jaccard, raw attention: best head per class (default, Intriguing) or the head mean')
+    .option('--corloc-mask <mass|mean>', 'corloc: mask rule for continuous maps (default mass)')
+    .option('--corloc-tau <t>', 'corloc: attention-mass τ (default 0.6)', num('--corloc-tau'))
+    .option('--cam-threshold <t>', 'localization: CAM threshold of GT-known/Top-1 Loc (default 0.1, TS-CAM)', num('--cam-threshold'))
+    .option('--top1-iou <gt|ge>', 'localization: Top-1 Loc needs IoU > 0.5 (gt, TS-CAM, default) or ≥ 0.5 (ge)')
+    .option('--maxboxacc-interval <step>', 'localization: CAM-threshold step of the MaxBoxAcc sweep (default 0.001, wsolevaluation; 0.01 is ~3× faster)', num('--maxboxacc-interval'))
+    .option('--maxboxacc-ious <list>', 'localization: IoU thresholds δ of MaxBoxAcc (default 0.5; later wsolevaluation reports 0.3,0.5,0.7)')
+    .option('--digits-seed <n>', 'digits: seed of the generated set (default 0)', int('--digits-seed', 0))
+    .action(async (protocol: string, opts: EvalCommandOptions) => {
+      const result = await runEvalCommand(protocol, opts);
+      console.log(opts.json ? JSON.stringify(result, null, 2) : formatEvaluationReport(result));
+    });
+}

@@ -1,0 +1,106 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import sharp from 'sharp';
+import { EXPLAINER_NAMES, IceError, IceVit, initBackend, vitConfig } from '@ice/core';
+import { formatEvaluationReport, formatEvaluationTable } from './evaluation-table.util';
+import { EVALUATION_PROTOCOLS } from './evaluation.types';
+import { runEvaluation } from './evaluation.runner';
+import { jet } from './save-maps.util';
+import { makeTempDir, writeTinyModel } from './testing/eval-fixtures.testing';
+
+beforeAll(() => initBackend());
+
+describe('runEvaluation on the built-in digits benchmark', () => {
+  const tmp = makeTempDir();
+  afterAll(() => tmp.cleanup());
+  const weights = join(tmp.dir, 'tiny.safetensors');
+  beforeAll(() => writeTinyModel(weights));
+
+  it.each(EVALUATION_PROTOCOLS)('runs %s on digits (masks, boxes and labels) for every method', async (protocol) => {
+    const r = await runEvaluation({ protocol, format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 3, maxBoxAccThresholds: [0, 0.2, 0.4, 0.6, 0.8] });
+    expect(r.dataset).toEqual({ name: 'digits', split: 'test', images: 3 });
+    expect(r.rows).toHaveLength(EXPLAINER_NAMES.length);
+    for (const row of r.rows) {
+      expect(Object.keys(row.metrics)).toEqual(r.columns);
+      expect(row.images).toBe(3);
+    }
+    expect(r.conventions.join('\n')).toMatch(/the model's own statistics/);
+  });
+
+  it('writes a PNG overlay per image and method and a contact sheet (rows = images, columns = input + methods)', async () => {
+    const dir = join(tmp.dir, 'maps');
+    const r = await runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 3, saveMaps: { dir, count: 2 } });
+    expect(r.savedMaps?.files).toHaveLength(2 * EXPLAINER_NAMES.length);
+    for (const f of r.savedMaps!.files) {
+      const meta = await sharp(f).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['png', 128, 128]); // 32² enlarged ×4
+    }
+    const sheet = await sharp(r.savedMaps!.contactSheet).metadata();
+    const cols = EXPLAINER_NAMES.length + 1;
+    expect([sheet.format, sheet.width, sheet.height]).toEqual(['png', cols * 128 + (cols + 1) * 4, 22 + 2 * 128 + 3 * 4]);
+    expect(fs.readdirSync(dir).filter((f) => f.endsWith('.png'))).toHaveLength(2 * EXPLAINER_NAMES.length + 1);
+  });
+
+  it('reports images/s per method (ICE: one forward pass; gradient methods: forward + backward)', async () => {
+    const r = await runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 16 });
+    for (const row of r.rows) {
+      expect(row.imagesPerSecond).toBeGreaterThan(0);
+      expect(row.seconds).toBeGreaterThan(0);
+    }
+    // Reported, not asserted: timings depend on the machine.
+    process.stdout.write(`\ndigits-micro images/s (${r.backend}): ${r.rows.map((row) => `${row.method} ${row.imagesPerSecond.toFixed(0)}`).join(', ')}\n`);
+    const table = formatEvaluationTable(r);
+    expect(table.split('\n')[0]).toMatch(/^method\s+pixAcc\s+mIoU\s+mAP\s+iouBg\s+iouFg\s+images\s+img\/s$/);
+    expect(table.split('\n')).toHaveLength(2 + EXPLAINER_NAMES.length);
+    expect(formatEvaluationReport(r)).toMatch(/conventions:\n {2}- model: digits-micro/);
+  });
+
+  it('takes an already loaded model and leaks no tensors', async () => {
+    const model = IceVit.create(vitConfig('digits-micro'), 3);
+    try {
+      const before = tf.memory().numTensors;
+      const r = await runEvaluation({ protocol: 'corloc', format: 'digits', model, methods: ['ice', 'gradcam', 'raw-attention'], limit: 2 });
+      expect(r.model.spec).toBeNull();
+      expect(tf.memory().numTensors).toBe(before);
+      const j = await runEvaluation({ protocol: 'jaccard', format: 'digits', model, methods: ['raw-attention', 'generic-attention'], limit: 2 });
+      expect(j.rows).toHaveLength(2);
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('names what is wrong with the request', async () => {
+    const base = { protocol: 'segmentation' as const, format: 'digits' as const, weights, modelSpec: 'digits-micro', limit: 1 };
+    await expect(runEvaluation({ ...base, methods: ['lrp' as never] })).rejects.toThrow(/unknown method 'lrp'/);
+    await expect(runEvaluation({ ...base, methods: [] })).rejects.toThrow(IceError);
+    await expect(runEvaluation({ ...base, methods: ['ice'], limit: 0 })).rejects.toThrow(/limit/);
+    await expect(runEvaluation({ ...base, methods: ['ice'], format: 'voc' })).rejects.toThrow(/needs a root/);
+    await expect(runEvaluation({ ...base, methods: ['ice'], rolloutStartLayer: 2 })).rejects.toThrow(/start layer 2/);
+    const noHead = join(tmp.dir, 'no-head.safetensors');
+    await writeTinyModel(noHead, { overrides: { iceHead: 'none' } });
+    await expect(runEvaluation({ ...base, weights: noHead, methods: ['rollout', 'ice'] })).rejects.toThrow(/ice need a model with an ICE head/);
+    const r = await runEvaluation({ ...base, weights: noHead, methods: ['rollout'] });
+    expect(r.model.iceHead).toBe('none');
+  });
+
+  it("reads the project's training checkpoints (AdamW moments beside the weights)", async () => {
+    const ck = join(tmp.dir, 'checkpoint.safetensors');
+    await writeTinyModel(ck, { withOptimizerKeys: true });
+    const r = await runEvaluation({ protocol: 'corloc', format: 'digits', weights: ck, modelSpec: 'digits-micro', methods: ['ice'], limit: 1 });
+    expect(r.rows[0].images).toBe(1);
+  });
+
+  it('stops with CANCELLED when aborted', async () => {
+    const ac = new AbortController();
+    const p = runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice'], limit: 50, signal: ac.signal, onProgress: (done) => void (done === 2 && ac.abort()) });
+    await expect(p).rejects.toMatchObject({ code: 'CANCELLED' });
+  });
+
+  it('colours maps with a jet-like ramp', () => {
+    expect(jet(0)).toEqual([0, 0, 128]);
+    expect(jet(0.5)).toEqual([128, 255, 128]);
+    expect(jet(1)).toEqual([128, 0, 0]);
+  });
+});

@@ -1,0 +1,256 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { camThresholds, EXPLAINERS, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
+import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
+import { corlocProtocol } from './corloc.protocol';
+import {
+  EVALUATION_FORMATS,
+  EVALUATION_PROTOCOLS,
+  type EvaluationFormat,
+  type EvaluationOptions,
+  type EvaluationProtocol,
+  type EvaluationResult,
+  type EvaluationRow,
+  NORMALIZATION_CHOICES,
+  type NormalizationChoice,
+} from './evaluation.types';
+import { runExplainer, predictTop1 } from './explain.runner';
+import { jaccardProtocol } from './jaccard.protocol';
+import { localizationProtocol } from './localization.protocol';
+import type { MethodScorer, ProtocolDefinition, ProtocolSettings } from './protocol.types';
+import { normalizationStats, prepareSample } from './sample-prep.util';
+import { displayMap, type SavedImageMaps, writeSavedMaps } from './save-maps.util';
+import { segmentationProtocol } from './segmentation.protocol';
+
+/**
+ * `runEvaluation`: one protocol, one model, several explainers on the same images. Each image runs
+ * on its own (batch of one, as the reference code), every method sees the same prepared input, and
+ * each method's time in its explainer is measured for the images/s column.
+ */
+
+/** Intriguing Properties of ViTs evaluates VOC at 512² (position embedding resampled). */
+export const VOC_JACCARD_SIZE = 512;
+const DEFAULT_SAVE_COUNT = 8;
+
+export function defaultSplit(format: EvaluationFormat, protocol: EvaluationProtocol): string {
+  switch (format) {
+    case 'imagenet-seg':
+      return 'test';
+    case 'voc':
+      return protocol === 'segmentation' || protocol === 'jaccard' ? 'val' : 'trainval';
+    case 'cub':
+    case 'digits':
+      return 'test';
+  }
+}
+
+/** The input size asked of the model loader: the option, else 512 for Jaccard on VOC, else the model's own (undefined). */
+export function requestedImgSize(protocol: EvaluationProtocol, format: EvaluationFormat | 'custom', imgSize?: number): number | undefined {
+  if (imgSize !== undefined) return imgSize;
+  return protocol === 'jaccard' && format === 'voc' ? VOC_JACCARD_SIZE : undefined;
+}
+
+export function defaultNormalization(format: EvaluationFormat | 'custom', protocol: EvaluationProtocol): NormalizationChoice {
+  if (format === 'digits' || format === 'custom') return 'model';
+  return protocol === 'segmentation' ? 'half' : 'imagenet';
+}
+
+function normalizationText(choice: NormalizationChoice, protocol: EvaluationProtocol, config: VitConfig): string {
+  const stats = `mean [${config.mean.join(', ')}], std [${config.std.join(', ')}]`;
+  switch (choice) {
+    case 'half':
+      return protocol === 'segmentation'
+        ? 'input normalised with mean = std = 0.5 (the released ICE / Chefer code; normalization=imagenet gives the paper\'s ImageNet statistics)'
+        : 'input normalised with mean = std = 0.5 (option normalization=half)';
+    case 'imagenet':
+      return protocol === 'segmentation'
+        ? 'input normalised with ImageNet mean/std (the paper; the released code uses 0.5/0.5, normalization=half)'
+        : 'input normalised with ImageNet mean/std (as the reference code of this protocol)';
+    case 'model':
+      return `input normalised with the model's own statistics (${stats}): the data set is not one the reference code ran on`;
+  }
+}
+
+function checkOptions(o: EvaluationOptions): void {
+  if (!EVALUATION_PROTOCOLS.includes(o.protocol)) {
+    throw new IceError('CONFIG_INVALID', `unknown protocol '${String(o.protocol)}'; expected one of ${EVALUATION_PROTOCOLS.join(', ')}`);
+  }
+  if (!o.dataset && (!o.format || !EVALUATION_FORMATS.includes(o.format))) {
+    throw new IceError('CONFIG_INVALID', `unknown data set format '${String(o.format)}'; expected one of ${EVALUATION_FORMATS.join(', ')}`);
+  }
+  if (!o.dataset && o.format !== 'digits' && !o.root) throw new IceError('CONFIG_INVALID', `the ${o.format} format needs a root path`);
+  if (!Array.isArray(o.methods) || o.methods.length === 0) throw new IceError('CONFIG_INVALID', 'name at least one method');
+  for (const m of o.methods as string[]) {
+    if (!isExplainerName(m)) throw new IceError('CONFIG_INVALID', `unknown method '${m}'; expected one of ${Object.keys(EXPLAINERS).join(', ')}`);
+  }
+  if (new Set(o.methods).size !== o.methods.length) throw new IceError('CONFIG_INVALID', `a method is named twice: ${o.methods.join(', ')}`);
+  if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit > 0)) throw new IceError('CONFIG_INVALID', `limit must be a positive integer, got ${o.limit}`);
+  if (o.normalization !== undefined && !NORMALIZATION_CHOICES.includes(o.normalization)) {
+    throw new IceError('CONFIG_INVALID', `normalization must be one of ${NORMALIZATION_CHOICES.join(', ')}, got '${String(o.normalization)}'`);
+  }
+  if (o.imgSize !== undefined && !(Number.isInteger(o.imgSize) && o.imgSize > 0)) throw new IceError('CONFIG_INVALID', `imgSize must be a positive integer, got ${o.imgSize}`);
+  if (o.corlocTau !== undefined && !(o.corlocTau > 0 && o.corlocTau <= 1)) throw new IceError('CONFIG_INVALID', `corlocTau must be in (0, 1], got ${o.corlocTau}`);
+  if (o.maxBoxAccInterval !== undefined && !(o.maxBoxAccInterval > 0 && o.maxBoxAccInterval < 1)) {
+    throw new IceError('CONFIG_INVALID', `maxBoxAccInterval must be in (0, 1), got ${o.maxBoxAccInterval}`);
+  }
+  if (o.maxBoxAccThresholds !== undefined && (o.maxBoxAccThresholds.length === 0 || o.maxBoxAccThresholds.some((t) => !(t >= 0 && t < 1)))) {
+    throw new IceError('CONFIG_INVALID', 'maxBoxAccThresholds must be a non-empty list of values in [0, 1)');
+  }
+  if (o.maxBoxAccIous !== undefined && (o.maxBoxAccIous.length === 0 || o.maxBoxAccIous.some((t) => !(t > 0 && t <= 1)))) {
+    throw new IceError('CONFIG_INVALID', 'maxBoxAccIous must be a non-empty list of values in (0, 1]');
+  }
+  if (o.camThreshold !== undefined && !(o.camThreshold >= 0 && o.camThreshold < 1)) throw new IceError('CONFIG_INVALID', `camThreshold must be in [0, 1), got ${o.camThreshold}`);
+  if (o.saveMaps && o.saveMaps.count !== undefined && !(Number.isInteger(o.saveMaps.count) && o.saveMaps.count > 0)) {
+    throw new IceError('CONFIG_INVALID', `saveMaps.count must be a positive integer, got ${o.saveMaps.count}`);
+  }
+  if (!o.model && !o.weights) throw new IceError('CONFIG_INVALID', 'give weights (with modelSpec) or a loaded model');
+  if (!o.model && !o.modelSpec) throw new IceError('CONFIG_INVALID', 'weights need a modelSpec (a preset name or a config.json)');
+}
+
+function buildProtocol(protocol: EvaluationProtocol, s: ProtocolSettings, numClasses: number): ProtocolDefinition {
+  switch (protocol) {
+    case 'segmentation':
+      return segmentationProtocol(s);
+    case 'jaccard':
+      return jaccardProtocol(s);
+    case 'corloc':
+      return corlocProtocol(s);
+    case 'localization':
+      return localizationProtocol(s, numClasses);
+  }
+}
+
+function methodLabel(method: ExplainerName, model: IceVit): string {
+  return EXPLAINERS[method].needsIceHead ? `${method} [${model.config.iceHead} head]` : method;
+}
+
+async function openEvaluationData(o: EvaluationOptions, size: number): Promise<{ ds: VisionDataset; close: () => Promise<void>; split: string }> {
+  if (o.dataset) return { ds: o.dataset, close: () => Promise.resolve(), split: o.dataset.split };
+  const format = o.format!;
+  const split = o.split ?? defaultSplit(format, o.protocol);
+  if (format === 'digits') {
+    if (split !== 'train' && split !== 'val' && split !== 'test') throw new IceError('CONFIG_INVALID', `digits splits are train, val and test; got '${split}'`);
+    return { ds: new DigitsDataset({ split, canvasSize: size, seed: o.digitsSeed ?? 0 }), close: () => Promise.resolve(), split };
+  }
+  const task = format === 'voc' && (o.protocol === 'segmentation' || o.protocol === 'jaccard') ? 'segmentation' : 'detection';
+  const ds: FileDataset = await openDataset(format, o.root!, split, { task });
+  return { ds, close: () => ds.close(), split };
+}
+
+/** Runs one protocol over a data set for each method; see EvaluationOptions for every choice. */
+export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationResult> {
+  checkOptions(o);
+  const log = o.log ?? ((): void => undefined);
+  const backend = await initBackend(undefined, log);
+  const format: EvaluationFormat | 'custom' = o.dataset ? (o.format ?? 'custom') : o.format!;
+  const notes: string[] = [];
+  let model: IceVit;
+  let ownModel = false;
+  if (o.model) {
+    model = o.model;
+    if (o.imgSize !== undefined && o.imgSize !== model.config.imgSize) {
+      throw new IceError('CONFIG_INVALID', `imgSize ${o.imgSize} differs from the given model's input size ${model.config.imgSize}; load the weights at that size instead`);
+    }
+  } else {
+    const overrides: Partial<VitConfig> = {};
+    const size = requestedImgSize(o.protocol, format, o.imgSize);
+    if (size !== undefined) overrides.imgSize = size;
+    // The project's training checkpoints carry AdamW's moments beside the weights: not model weights.
+    const loaded = loadModel(o.weights!, o.modelSpec!, overrides, { ignore: ['optimizer.*'] });
+    model = loaded.model;
+    ownModel = true;
+    if (loaded.report.posEmbedResampled) {
+      const { from, to } = loaded.report.posEmbedResampled;
+      notes.push(`pos_embed resampled bicubically from a ${from}×${from} to a ${to}×${to} patch grid (timm's resample_abs_pos_embed)`);
+    }
+  }
+  let data: Awaited<ReturnType<typeof openEvaluationData>> | undefined;
+  try {
+    const config = model.config;
+    const missingHead = o.methods.filter((m) => EXPLAINERS[m].needsIceHead && config.iceHead === 'none');
+    if (missingHead.length) throw new IceError('CONFIG_INVALID', `${missingHead.join(', ')} need a model with an ICE head; this checkpoint has none`);
+    const size = config.imgSize;
+    const patch = config.patchSize;
+    const startDefault = o.protocol === 'segmentation' && config.depth > 1 ? 1 : 0;
+    const settings: ProtocolSettings = {
+      size,
+      patch,
+      grid: gridSize(config),
+      rolloutStartLayer: o.rolloutStartLayer ?? startDefault,
+      excludeVoid: o.excludeVoid ?? false,
+      taus: o.taus ?? [0.9, 0.8, 0.6],
+      jaccardHeads: o.jaccardHeads ?? 'max',
+      corlocMask: o.corlocMask ?? 'mass',
+      corlocTau: o.corlocTau ?? 0.6,
+      camThreshold: o.camThreshold ?? 0.1,
+      strictTop1: o.strictTop1 ?? true,
+      maxBoxAccIous: o.maxBoxAccIous ?? [0.5],
+      maxBoxAccThresholds: o.maxBoxAccThresholds ?? (o.maxBoxAccInterval !== undefined ? camThresholds(o.maxBoxAccInterval) : undefined),
+    };
+    const sl = settings.rolloutStartLayer;
+    if (!(Number.isInteger(sl) && sl >= 0 && sl < config.depth)) throw new IceError('CONFIG_INVALID', `rollout start layer ${sl} is outside 0..${config.depth - 1}`);
+    const def = buildProtocol(o.protocol, settings, config.numClasses);
+    const normalization = o.normalization ?? defaultNormalization(format, o.protocol);
+    const stats = normalizationStats(normalization, config);
+
+    data = await openEvaluationData(o, size);
+    const { ds } = data;
+    const n = Math.min(o.limit ?? ds.length, ds.length);
+    if (n === 0) throw new IceError('INPUT_INVALID', `the data set ${ds.name}/${ds.split} has no images`);
+    const scorers = new Map<ExplainerName, MethodScorer>(o.methods.map((m) => [m, def.scorer(m)]));
+    const seconds = new Map<ExplainerName, number>(o.methods.map((m) => [m, 0]));
+    const saveCount = o.saveMaps ? Math.min(o.saveMaps.count ?? DEFAULT_SAVE_COUNT, n) : 0;
+    const saved: SavedImageMaps[] = [];
+
+    for (let i = 0; i < n; i++) {
+      if (o.signal?.aborted) throw new IceError('CANCELLED', `evaluation cancelled after ${i} of ${n} images`);
+      const p = prepareSample(await ds.get(i), i, size, stats);
+      def.check(p);
+      const x = tf.tensor4d(p.input, [1, 3, size, size]);
+      try {
+        if (def.needsTop1) p.top1 = predictTop1(model, x);
+        const explainOpts = (m: ExplainerName): Parameters<typeof runExplainer>[3] => ({ targetClass: def.target(p), startLayer: sl, perHead: def.perHead(m) });
+        if (i === 0) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m)); // warm-up, untimed
+        const keep: SavedImageMaps | undefined = i < saveCount ? { index: i, id: p.id, rgb: p.rgb, maps: [] } : undefined;
+        for (const m of o.methods) {
+          const r = runExplainer(model, x, m, explainOpts(m));
+          seconds.set(m, seconds.get(m)! + r.seconds);
+          scorers.get(m)!.add(p, r);
+          keep?.maps.push(displayMap(r, patch, size));
+        }
+        if (keep) saved.push(keep);
+      } finally {
+        x.dispose();
+      }
+      o.onProgress?.(i + 1, n);
+    }
+
+    const rows: EvaluationRow[] = o.methods.map((m) => {
+      const t = seconds.get(m)!;
+      return { method: m, label: methodLabel(m, model), metrics: scorers.get(m)!.result(), images: n, imagesPerSecond: t > 0 ? n / t : Infinity, seconds: t };
+    });
+    const conventions = [
+      `model: ${o.modelSpec ?? 'given instance'} with ${config.iceHead === 'none' ? 'no' : `the '${config.iceHead}'`} ICE head, input ${size}×${size}, ${patch}×${patch} patches (${settings.grid}×${settings.grid} grid), ${config.numClasses} classes; tfjs backend ${backend.name}`,
+      ...notes,
+      normalizationText(normalization, o.protocol, config),
+      ...def.conventions(),
+      'each image on its own (batch of one, as the reference code); images/s = images ÷ time in the explainer (forward, plus backward for gradient methods, and the read-back of the patch-grid map) after one untimed warm-up call per method; data loading, resizing and scoring excluded',
+    ];
+    const result: EvaluationResult = {
+      protocol: o.protocol,
+      format,
+      dataset: { name: ds.name, split: ds.split, images: n },
+      model: { spec: o.modelSpec ?? null, weights: o.weights ?? null, iceHead: config.iceHead, imgSize: size, patchSize: patch, numClasses: config.numClasses },
+      backend: backend.name,
+      columns: def.columns,
+      conventions,
+      rows,
+    };
+    if (o.saveMaps && saved.length > 0) {
+      result.savedMaps = await writeSavedMaps(o.saveMaps.dir, size, rows.map((r) => ({ name: r.method, label: r.label })), saved);
+    }
+    return result;
+  } finally {
+    if (ownModel) model.dispose();
+    if (data) await data.close();
+  }
+}

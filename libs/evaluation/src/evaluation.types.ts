@@ -1,0 +1,116 @@
+import type { ExplainerName, IceVit } from '@ice/core';
+import type { VisionDataset } from '@ice/datasets';
+
+/** The four protocols of the paper's evaluation (issue 4). */
+export type EvaluationProtocol = 'segmentation' | 'jaccard' | 'corloc' | 'localization';
+export const EVALUATION_PROTOCOLS: readonly EvaluationProtocol[] = ['segmentation', 'jaccard', 'corloc', 'localization'];
+
+/** On-disk formats the evaluation opens itself (`digits` is generated, not read). */
+export type EvaluationFormat = 'imagenet-seg' | 'voc' | 'cub' | 'digits';
+export const EVALUATION_FORMATS: readonly EvaluationFormat[] = ['imagenet-seg', 'voc', 'cub', 'digits'];
+
+/**
+ * Input normalisation: 'half' = mean = std = 0.5 (the released ICE / Chefer ImageNet-segmentation
+ * code), 'imagenet' = ImageNet mean/std (the paper, Intriguing, LOST, TS-CAM), 'model' = the
+ * model configuration's own mean/std.
+ */
+export type NormalizationChoice = 'half' | 'imagenet' | 'model';
+export const NORMALIZATION_CHOICES: readonly NormalizationChoice[] = ['half', 'imagenet', 'model'];
+
+/** How a continuous map becomes a foreground mask where a protocol needs one (CorLoc). */
+export type MaskRule = 'mass' | 'mean';
+
+export interface SaveMapsOptions {
+  dir: string;
+  /** First K images (default 8). */
+  count?: number;
+}
+
+export interface EvaluationOptions {
+  protocol: EvaluationProtocol;
+  /** Which loader opens `root`; ignored when `dataset` is given. */
+  format?: EvaluationFormat;
+  /** Data set root (not needed for digits). */
+  root?: string;
+  /** Default per format: imagenet-seg 'test', voc 'val' (segmentation, jaccard) or 'trainval' (corloc, localization), cub 'test', digits 'test'. */
+  split?: string;
+  /** An already opened data set (any VisionDataset with the fields the protocol needs). */
+  dataset?: VisionDataset;
+  /** Weights file (.safetensors / .pth), loaded with `modelSpec`. */
+  weights?: string;
+  /** Preset name or config.json, with `weights` (a checkpoint's own stored config wins for head kind and classes). */
+  modelSpec?: string;
+  /** An already loaded model (instead of weights); its input size is used. */
+  model?: IceVit;
+  methods: ExplainerName[];
+  /** Evaluate only the first N images. */
+  limit?: number;
+  /** Input side S. Default: 512 for jaccard on VOC (Intriguing), else the model's. */
+  imgSize?: number;
+  /** Default: segmentation 'half', other protocols 'imagenet'; 'model' for digits. */
+  normalization?: NormalizationChoice;
+  /** Rollout's first block. Default: 1 for segmentation (Chefer's seg eval), else 0. */
+  rolloutStartLayer?: number;
+  /** Jaccard: remove void (255) pixels from the unions (default false, as the released code). */
+  excludeVoid?: boolean;
+  /** Jaccard: attention-mass thresholds τ (default [0.9, 0.8, 0.6]). */
+  taus?: number[];
+  /** Jaccard, raw attention: one mask per head and the best head per class ('max', Intriguing's code; default) or the head mean ('mean'). */
+  jaccardHeads?: 'max' | 'mean';
+  /** CorLoc: continuous map → mask rule (default 'mass' with τ = corlocTau). */
+  corlocMask?: MaskRule;
+  /** CorLoc: τ of the mass rule (default 0.6, as DINO/LOST). */
+  corlocTau?: number;
+  /** Localisation: the fixed CAM threshold of GT-known / Top-1 Loc (default 0.1, TS-CAM's CAM_THR). */
+  camThreshold?: number;
+  /** Localisation: Top-1 Loc needs IoU > 0.5 strictly (TS-CAM; default true); false gives ≥. */
+  strictTop1?: boolean;
+  /** Localisation: IoU thresholds δ of MaxBoxAcc (default [0.5]). */
+  maxBoxAccIous?: number[];
+  /** Localisation: step of the CAM-threshold sweep, np.arange(0, 1, step) (default 0.001, wsolevaluation's). */
+  maxBoxAccInterval?: number;
+  /** Localisation: explicit CAM thresholds of the sweep (overrides maxBoxAccInterval). */
+  maxBoxAccThresholds?: number[];
+  /** Digits only: seed and split of the generated set (defaults 0 and 'test'; canvas = S). */
+  digitsSeed?: number;
+  saveMaps?: SaveMapsOptions;
+  /** Checked between images; aborting throws IceError('CANCELLED'). */
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number) => void;
+  log?: (message: string) => void;
+}
+
+export type MetricValue = number | null;
+
+export interface EvaluationRow {
+  /** Explainer name (registry key). */
+  method: ExplainerName;
+  /** Display name, e.g. 'ice [icef head]'. */
+  label: string;
+  /** One value per entry of `columns` (null where the column does not apply to this method). */
+  metrics: Record<string, MetricValue>;
+  images: number;
+  /** Images ÷ seconds spent in the explainer (forward/backward and map read-back). */
+  imagesPerSecond: number;
+  seconds: number;
+}
+
+export interface SavedMaps {
+  dir: string;
+  files: string[];
+  contactSheet: string;
+}
+
+export interface EvaluationResult {
+  protocol: EvaluationProtocol;
+  format: EvaluationFormat | 'custom';
+  dataset: { name: string; split: string; images: number };
+  model: { spec: string | null; weights: string | null; iceHead: string; imgSize: number; patchSize: number; numClasses: number };
+  backend: string;
+  /** Metric columns of the protocol, in display order. */
+  columns: string[];
+  /** Every convention in force, stated (IoU convention, thresholds, preprocessing, choices made). */
+  conventions: string[];
+  rows: EvaluationRow[];
+  savedMaps?: SavedMaps;
+}
