@@ -3,29 +3,203 @@ import * as tf from '@tensorflow/tfjs-core';
 /**
  * The ViT's building blocks on 2-D row stacks. They are the training hot path, so their
  * formulation is chosen by measurement on the wasm backend (bench/micro/FINDINGS.md).
+ *
+ * Each op is a tf.customGrad with a hand-written backward pass. The values are those of the plain
+ * formulations (fast-ops.spec.ts checks the gradients against autodiff of those). Saved tensors go
+ * through `save` (never a closure): the caller's tidy scopes may free intermediates before backprop.
  */
+
+// ---------------------------------------------------------------- linear
+
+// Why: autodiff of matMul uses transposeA/transposeB, and wasm runs those on a scalar loop
+// (≈7× slower); XNNPACK takes only plain 2-D products, so the transposes are made explicit.
+const linearNoBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc]; // x [M, in], w [in, out]
+  save([x, w]);
+  const y: tf.Tensor2D = tf.matMul(x, w); // [M, out]
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
+      tf.matMul(dy, tf.transpose(ws)), // dx = dy·wᵀ   [M, in]
+      tf.matMul(tf.transpose(xs), dy), // dw = xᵀ·dy   [in, out]
+    ],
+  };
+});
+
+const linearBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc]; // b [out]
+  save([x, w]);
+  const y: tf.Tensor2D = tf.add(tf.matMul(x, w), b); // [M, out]
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
+      tf.matMul(dy, tf.transpose(ws)), // [M, in]
+      tf.matMul(tf.transpose(xs), dy), // [in, out]
+      tf.sum(dy, 0), // db [out]
+    ],
+  };
+});
 
 /** y = x @ w + b, w kept [in, out]. x: [M, in] → [M, out]. */
 export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
-  const y: tf.Tensor2D = tf.matMul(x, w);
-  return b ? tf.add(y, b) : y;
+  return b ? linearBias(x, w, b) : linearNoBias(x, w);
 }
+
+// ---------------------------------------------------------------- layer norm
+
+// Why: autodiff through tf.moments is ≈3× slower than the closed-form backward
+// dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), ĝ = dy·γ, over the normalised axis.
+function makeLayerNorm(eps: number): (x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D) => tf.Tensor2D {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, gamma, beta, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc]; // x [M, D]
+    const xc = tf.sub(x, tf.mean(x, -1, true)); // [M, D]
+    const rstd = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), eps)); // [M, 1], biased variance
+    const xhat = tf.mul(xc, rstd); // [M, D]
+    save([xhat, rstd, gamma]);
+    return {
+      value: tf.add(tf.mul(xhat, gamma), beta),
+      gradFunc: (dy: tf.Tensor2D, [xh, rs, g]: tf.Tensor[]) => {
+        const gh = tf.mul(dy, g); // [M, D]
+        const dx = tf.mul(rs, tf.sub(tf.sub(gh, tf.mean(gh, -1, true)), tf.mul(xh, tf.mean(tf.mul(gh, xh), -1, true))));
+        return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)]; // [M, D], [D], [D]
+      },
+    };
+  });
+}
+
+const layerNormByEps = new Map<number, ReturnType<typeof makeLayerNorm>>();
 
 /** LayerNorm over the last axis with biased variance. x: [M, D]. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+  let f = layerNormByEps.get(eps);
+  if (!f) layerNormByEps.set(eps, (f = makeLayerNorm(eps)));
+  return f(x, gamma, beta);
 }
 
-/** Exact GELU: 0.5·x·(1 + erf(x/√2)). */
+// ---------------------------------------------------------------- GELU
+
+// Why: wasm's Erf kernel is slow (≈2 ms per [136,768]). erf from Abramowitz & Stegun 7.1.26
+// (|error| ≤ 1.5e-7) is made of cheap ops, and its exp(−x²/2) is also the normal pdf that the
+// gradient needs. wasm's Exp is a scalar loop (≈1.5 ms per [136,768]) but Sigmoid is XNNPACK SIMD,
+// so e^w = σ(w)/(1 − σ(w)) (rel. error ≤ 3.2e-7, w ≤ 0) is ≈3× cheaper. x/(|x|+1e-30) stands for
+// sign(x) and div(1,·) for reciprocal (both much cheaper).
+const ERF_P = 0.3275911 * Math.SQRT1_2; // A&S's p, with erf's argument x/√2 folded in
+const ERF_A = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429].map((a) => a / 2); // halved: q below is (1 − erf)/2
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+const geluOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  const ax = tf.abs(x);
+  const t = tf.div(1, tf.add(tf.mul(ax, ERF_P), 1));
+  let poly = tf.mul(t, ERF_A[4]);
+  for (let i = 3; i >= 0; i--) poly = tf.mul(tf.add(poly, ERF_A[i]), t);
+  const sg = tf.sigmoid(tf.mul(tf.square(x), -0.5)); // σ(−x²/2)
+  const e = tf.div(sg, tf.sub(1, sg)); // exp(−x²/2)
+  const q = tf.mul(poly, e); // (1 − erf(|x|/√2))/2
+  const cdf = tf.add(tf.mul(tf.div(x, tf.add(ax, 1e-30)), tf.sub(0.5, q)), 0.5); // Φ(x)
+  save([x, cdf, e]);
+  return {
+    value: tf.mul(x, cdf),
+    // d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π)
+    gradFunc: (dy: tf.Tensor, [xs, c, es]: tf.Tensor[]) => tf.mul(dy, tf.add(c, tf.mul(tf.mul(xs, es), INV_SQRT_2PI))),
+  };
+});
+
+/** Exact GELU: 0.5·x·(1 + erf(x/√2)) (erf to 1.5e-7). */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+  return geluOp(x) as T;
+}
+
+// ---------------------------------------------------------------- attention
+
+// Why: autodiff of the batched products uses transposeB and the softmax gradient costs several
+// ops more; custom gradients hold the backward in six batched matMuls. Without a hook (training)
+// the whole core is one custom gradient (fewest tape nodes: ≈15 % faster fwd+bwd). With a hook
+// (an explainer's gate) the core is cut at the post-softmax probabilities into two custom
+// gradients, so that the hook sits between them on the tape and gets exact gradients by autodiff.
+
+/** P = softmax(q·kᵀ·hd^−½). q, k: [BH, T, hd] → [BH, T, T]. */
+const attnProbs = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [q, k, save] = args as [tf.Tensor3D, tf.Tensor3D, tf.GradSaveFunc];
+  const scale = q.shape[2] ** -0.5;
+  const p: tf.Tensor3D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)); // [BH, T, T]
+  save([q, k, p]);
+  return {
+    value: p,
+    gradFunc: (dP: tf.Tensor3D, [qs, ks, ps]: tf.Tensor[]) => {
+      // softmax backward with the scale folded in: dS = scale·p·(dP − Σ_j dP·p)   [BH, T, T]
+      const dS = tf.mul(ps, tf.mul(tf.sub(dP, tf.sum(tf.mul(dP, ps), -1, true)), scale));
+      return [
+        tf.matMul(dS, ks), // dq [BH, T, hd]
+        tf.matMul(tf.transpose(dS, [0, 2, 1]), qs), // dk [BH, T, hd]
+      ];
+    },
+  };
+});
+
+/** O = A·v. a: [BH, T, T], v: [BH, T, hd] → [BH, T, hd]. */
+const attnApply = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [a, v, save] = args as [tf.Tensor3D, tf.Tensor3D, tf.GradSaveFunc];
+  save([a, v]);
+  const o: tf.Tensor3D = tf.matMul(a, v);
+  return {
+    value: o,
+    gradFunc: (dO: tf.Tensor3D, [as, vs]: tf.Tensor[]) => [
+      tf.matMul(dO, vs, false, true), // dA = dO·vᵀ [BH, T, T]
+      tf.matMul(tf.transpose(as, [0, 2, 1]), dO), // dv = Aᵀ·dO [BH, T, hd]
+    ],
+  };
+});
+
+/** qkv [B·T, 3D] → q, k, v each [B·H, T, hd], with rank-4 transposes only. */
+function splitHeads(qkv: tf.Tensor2D, B: number, T: number, H: number): tf.Tensor3D[] {
+  const hd = qkv.shape[1] / (3 * H);
+  // wasm's rank-5 Transpose is a generic per-element loop (≈180× slower than rank 4).
+  // [B·T, 3D] → [B, T, 3H, hd] → [B, 3H, T, hd]; columns of 3D are (part, head, hd).
+  const heads: tf.Tensor4D = tf.transpose(tf.reshape(qkv, [B, T, 3 * H, hd]), [0, 2, 1, 3]);
+  // split on the (part, head) axis → 3 × [B, H, T, hd] → [B·H, T, hd]
+  return tf.split(heads, 3, 1).map((z): tf.Tensor3D => tf.reshape(z, [B * H, T, hd]));
+}
+
+/** o [B·H, T, hd] → [B, H, T, hd] → [B, T, H, hd] → [B·T, H·hd] (heads concatenated per row). */
+function mergeHeads(o: tf.Tensor3D, B: number, T: number, H: number): tf.Tensor2D {
+  const hd = o.shape[2];
+  return tf.reshape(tf.transpose(tf.reshape(o, [B, H, T, hd]), [0, 2, 1, 3]), [B * T, H * hd]);
+}
+
+/** The whole core qkv [B·T, 3D] → [B·T, D] as one custom gradient (no hook possible inside). */
+function fusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [qkv, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
+    const [q, k, v] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
+    const hd = q.shape[2];
+    const scale = hd ** -0.5;
+    const p: tf.Tensor3D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)); // [B·H, T, T]
+    save([q, k, v, p]);
+    return {
+      value: mergeHeads(tf.matMul(p, v), B, T, H), // [B·T, D]
+      gradFunc: (dy: tf.Tensor2D, [qs, ks, vs, ps]: tf.Tensor[]) => {
+        // [B·T, D] → [B, T, H, hd] → [B, H, T, hd] → [B·H, T, hd]
+        const dO: tf.Tensor3D = tf.reshape(tf.transpose(tf.reshape(dy, [B, T, H, hd]), [0, 2, 1, 3]), [B * H, T, hd]);
+        const dP = tf.matMul(dO, vs, false, true); // [B·H, T, T]
+        const dS = tf.mul(ps, tf.mul(tf.sub(dP, tf.sum(tf.mul(dP, ps), -1, true)), scale)); // softmax backward, scale folded in
+        const d4 = (z: tf.Tensor): tf.Tensor4D => tf.reshape(z, [B, H, T, hd]); // [B·H, T, hd] → [B, H, T, hd]
+        const dq = d4(tf.matMul(dS, ks));
+        const dk = d4(tf.matMul(tf.transpose(dS, [0, 2, 1]), qs));
+        const dv = d4(tf.matMul(tf.transpose(ps, [0, 2, 1]), dO));
+        // 3 × [B, H, T, hd] → [B, 3H, T, hd] → [B, T, 3H, hd] → [B·T, 3D]
+        return tf.reshape(tf.transpose(tf.concat([dq, dk, dv], 1), [0, 2, 1, 3]), [B * T, 3 * H * hd]);
+      },
+    };
+  });
 }
 
 /**
  * Multi-head self-attention core. qkv: [B·T, 3D] with timm's column layout (q | k | v, heads
  * inside each, head 0 first). Returns the heads' outputs concatenated, [B·T, D], and the
- * post-softmax attention [B, H, T, T] (after `hook`, which may replace it).
+ * post-softmax attention [B, H, T, T] (after `hook`, which may replace it). Without a hook, `attn`
+ * is computed when first read (it costs a second q·kᵀ and softmax): do not destructure it unless
+ * it is needed.
  */
 export function attentionCore(
   qkv: tf.Tensor2D,
@@ -34,15 +208,23 @@ export function attentionCore(
   H: number,
   hook?: (attn: tf.Tensor4D) => tf.Tensor4D,
 ): { out: tf.Tensor2D; attn: tf.Tensor4D } {
-  const D = qkv.shape[1] / 3;
-  const hd = D / H;
-  // [B·T, 3D] → [B, T, 3, H, hd] → [3, B, H, T, hd]
-  const parts = tf.transpose(tf.reshape(qkv, [B, T, 3, H, hd]), [2, 0, 3, 1, 4]);
-  const [q, k, v] = tf.unstack(parts) as tf.Tensor4D[]; // each [B, H, T, hd]
-  let attn: tf.Tensor4D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), hd ** -0.5)); // [B,H,T,T]
-  if (hook) attn = hook(attn);
-  const o = tf.matMul(attn, v); // [B, H, T, hd]
-  // [B, H, T, hd] → [B, T, H, hd] → [B·T, D]
-  const out: tf.Tensor2D = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * T, D]);
-  return { out, attn };
+  if (!hook) {
+    // The attention is not an output of the fused op: it is recomputed (differentiably, from qkv)
+    // only if read, which training never does. Read it in the scope that owns the outputs.
+    let attn: tf.Tensor4D | undefined;
+    return {
+      out: fusedAttention(B, T, H)(qkv),
+      get attn(): tf.Tensor4D {
+        if (!attn) {
+          const [q, k] = splitHeads(qkv, B, T, H);
+          attn = tf.reshape(attnProbs(q, k), [B, H, T, T]); // [B·H, T, T] → [B, H, T, T]
+        }
+        return attn;
+      },
+    };
+  }
+  const [q, k, v] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
+  const attn = hook(tf.reshape(attnProbs(q, k), [B, H, T, T])); // [B·H, T, T] → [B, H, T, T]
+  const o = attnApply(tf.reshape(attn, [B * H, T, T]), v); // [B, H, T, T] → [B·H, T, T]; o [B·H, T, hd]
+  return { out: mergeHeads(o, B, T, H), attn };
 }

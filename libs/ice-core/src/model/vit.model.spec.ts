@@ -124,3 +124,15 @@ describe('IceVit against golden-micro', () => {
     m.dispose();
   });
 });
+
+describe('IceVit.create', () => {
+  it('initialises deterministically from the seed, seed 0 included', async () => {
+    await initBackend('wasm');
+    const [a, b, c] = [0, 0, 1].map((s) => IceVit.create(vitConfig('golden-micro'), s));
+    for (const name of ['cls_token', 'pos_embed', 'patch_embed.proj.weight', 'mlp_head.weight']) {
+      expect(Array.from(a.params.get(name)!.dataSync())).toEqual(Array.from(b.params.get(name)!.dataSync()));
+      expect(Array.from(a.params.get(name)!.dataSync())).not.toEqual(Array.from(c.params.get(name)!.dataSync()));
+    }
+    [a, b, c].forEach((m) => m.dispose());
+  });
+});

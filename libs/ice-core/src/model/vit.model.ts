@@ -145,7 +145,8 @@ export class IceVit {
     const m = new IceVit(config);
     m.specs.forEach((s, i) => {
       const value = tf.tidy(() => {
-        const sd = seed * 1000 + i; // one stream per parameter: adding a head does not shift the others
+        // One stream per parameter (adding a head does not shift the others); +1 because tfjs reads seed 0 as "unseeded".
+        const sd = seed * 1000 + i + 1;
         switch (s.init) {
           case 'zeros':
             return tf.zeros(s.shape);
@@ -205,9 +206,13 @@ export class IceVit {
     const attention: tf.Tensor4D[] = [];
 
     // Patch embedding as one matmul: a stride-P conv is a linear map of each P×P patch.
-    // [B,C,H,W] → [B,C,g,P,g,P] → [B,g,g,C,P,P] → [B·N, C·P·P]; patch index = row·g + col.
-    const patches = tf.reshape(tf.transpose(tf.reshape(x, [B, C, g, P, g, P]), [0, 2, 4, 1, 3, 5]), [B * N, C * P * P]);
-    const emb = tf.reshape(linear(patches as tf.Tensor2D, this.p2('patch_embed.proj.weight'), this.p1('patch_embed.proj.bias')), [B, N, D]);
+    // Rows are patches (index = row·g + col), columns (c, i, j). Two rank-4 transposes instead of
+    // one rank-6: wasm's Transpose has fast paths only up to rank 4 (rank 5+ is ≈180× slower).
+    // [B,C,H,W] → [B·C·g, P, g, P] → [B·C·g, g, P, P]  (rows (b,c,gridRow); then gridCol, i, j)
+    const byCol = tf.transpose(tf.reshape(x, [B * C * g, P, g, P]), [0, 2, 1, 3]);
+    // → [B, C, N, P·P] → [B, N, C, P·P] → [B·N, C·P·P]
+    const patches: tf.Tensor2D = tf.reshape(tf.transpose(tf.reshape(byCol, [B, C, N, P * P]), [0, 2, 1, 3]), [B * N, C * P * P]);
+    const emb = tf.reshape(linear(patches, this.p2('patch_embed.proj.weight'), this.p1('patch_embed.proj.bias')), [B, N, D]);
     const cls = tf.tile(this.p('cls_token'), [B, 1, 1]); // [B,1,D]
     let t: tf.Tensor3D = tf.add(tf.concat([cls, emb], 1), this.p('pos_embed')); // [B,T,D]
 
@@ -216,9 +221,12 @@ export class IceVit {
       // Attention branch. Rows of all images are stacked: [B·T, D].
       const h = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm1.weight`), this.p1(`${pre}.norm1.bias`), c.layerNormEps);
       const qkv = linear(h, this.p2(`${pre}.attn.qkv.weight`), c.qkvBias ? this.p1(`${pre}.attn.qkv.bias`) : undefined); // [B·T, 3D]
-      const { out, attn } = attentionCore(qkv, B, T, c.numHeads, opts.attentionHook ? (a) => opts.attentionHook!(i, a) : undefined); // [B·T, D], [B,H,T,T]
-      if (opts.returnAttention) attention.push(attn);
-      const a = linear(out, this.p2(`${pre}.attn.proj.weight`), this.p1(`${pre}.attn.proj.bias`));
+      // Without a hook the core is one fused op whose attn is recomputed if read: when the
+      // attention is wanted, an identity hook makes the core keep it instead.
+      const hook = opts.attentionHook ? (a: tf.Tensor4D) => opts.attentionHook!(i, a) : opts.returnAttention ? (a: tf.Tensor4D) => a : undefined;
+      const core = attentionCore(qkv, B, T, c.numHeads, hook); // out [B·T, D], attn [B,H,T,T]
+      if (opts.returnAttention) attention.push(core.attn);
+      const a = linear(core.out, this.p2(`${pre}.attn.proj.weight`), this.p1(`${pre}.attn.proj.bias`));
       t = tf.add(t, this.dropPath(tf.reshape(a, [B, T, D]), dropRates[i], opts));
       // MLP branch.
       const h2 = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm2.weight`), this.p1(`${pre}.norm2.bias`), c.layerNormEps);
