@@ -4,6 +4,8 @@ import { IceError } from '@ice/core';
 import { registerWeightsCommand } from './commands/weights.command';
 import { registerForwardCommand } from './commands/forward.command';
 import { registerTrainCommands } from './commands/train.command';
+import { registerEvalCommand } from './commands/eval.command';
+import { registerDataCommands } from './commands/data.command';
 
 /** `ice`: the command-line surface of the project. Each command lives in its own file. */
 export function buildProgram(): Command {
@@ -14,6 +16,8 @@ export function buildProgram(): Command {
   registerWeightsCommand(program);
   registerForwardCommand(program);
   registerTrainCommands(program);
+  registerEvalCommand(program);
+  registerDataCommands(program);
   return program;
 }
 

@@ -30,3 +30,19 @@ export * from './formats/imagenet-seg.dataset';
 export * from './formats/voc.dataset';
 export * from './formats/cub.dataset';
 export * from './formats/open-dataset';
+export * from './transforms/geometry.transform';
+export * from './transforms/augment.transform';
+export * from './pipeline/pipeline.types';
+export {
+  PIPELINE_FORMATS,
+  datasetSpecKey,
+  epochBatches,
+  epochOrder,
+  openDatasetSpec,
+  sampleSeed,
+  validateDatasetSpec,
+  type OpenedDataset,
+} from './pipeline/dataset-spec.util';
+export { BatchBuilder } from './pipeline/batch.builder';
+export * from './pipeline/batch.loader';
+export * from './export/voc-export';

@@ -42,7 +42,7 @@ describe('IceVit gradients against PyTorch', () => {
     model.dispose();
   });
 
-  const targets = (): tf.Tensor2D => tf.cast(tf.oneHot(tf.tensor1d([1, 7], 'int32'), 10), 'float32');
+  const targets = (): tf.Tensor2D => tf.cast(tf.oneHot(tf.tensor1d([1, 7], 'int32'), 10), 'float32') as tf.Tensor2D;
 
   it.each([
     ['ice', (m: IceVit, xx: tf.Tensor4D): tf.Scalar => iceLoss(m.forward(xx).zIce!, targets(), ICE_LOSS_PRESETS.official).total],

@@ -1,0 +1,69 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { EXPLAINER_NAMES, IceError, IceVit, initBackend, vitConfig, writeSafetensors, ICE_CONFIG_METADATA } from '@ice/core';
+import { parseMethods, registerEvalCommand, runEvalCommand, toEvaluationOptions } from './eval.command';
+
+describe('ice eval', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-eval-cli-'));
+  const weights = path.join(tmp, 'tiny.safetensors');
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  beforeAll(async () => {
+    await initBackend();
+    const config = vitConfig('digits-micro');
+    const model = IceVit.create(config, 2);
+    writeSafetensors(weights, await model.stateDict(), { [ICE_CONFIG_METADATA]: JSON.stringify(config) });
+    model.dispose();
+  });
+  const quiet = (): void => undefined;
+  const base = { format: 'digits', weights, model: 'digits-micro', method: 'ice,rollout,gradcam', limit: 2 };
+
+  it('parses the method list (or all) and rejects unknown names', () => {
+    expect(parseMethods('ice, gradcam')).toEqual(['ice', 'gradcam']);
+    expect(parseMethods('all')).toEqual(EXPLAINER_NAMES);
+    expect(() => parseMethods('ice,lrp')).toThrow(/unknown method 'lrp'/);
+  });
+
+  it('maps the options onto runEvaluation', () => {
+    const o = toEvaluationOptions('jaccard', { ...base, format: 'voc', root: '/data/VOC2012', taus: '0.9,0.6', excludeVoid: true, jaccardHeads: 'mean', normalization: 'half', top1Iou: 'ge', saveMaps: '/tmp/m', saveMapsCount: 3 }, quiet);
+    expect(o).toMatchObject({ protocol: 'jaccard', format: 'voc', root: '/data/VOC2012', taus: [0.9, 0.6], excludeVoid: true, jaccardHeads: 'mean', normalization: 'half', strictTop1: false, saveMaps: { dir: '/tmp/m', count: 3 } });
+    expect(() => toEvaluationOptions('seg', base, quiet)).toThrow(/protocol must be one of segmentation, jaccard, corloc, localization/);
+    expect(() => toEvaluationOptions('corloc', { ...base, format: 'coco' }, quiet)).toThrow(IceError);
+    expect(() => toEvaluationOptions('corloc', { ...base, saveMapsCount: 2 }, quiet)).toThrow(/needs --save-maps/);
+  });
+
+  it('prints a table with one row per method, or JSON', async () => {
+    const program = new Command().exitOverride();
+    registerEvalCommand(program);
+    const out: string[] = [];
+    const spy = jest.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await program.parseAsync(['node', 'ice', 'eval', 'corloc', '--format', 'digits', '--weights', weights, '--model', 'digits-micro', '--method', 'ice,rollout', '--limit', '2']);
+      await program.parseAsync(['node', 'ice', 'eval', 'localization', '--format', 'digits', '--weights', weights, '--model', 'digits-micro', '--method', 'ice', '--limit', '2', '--json']);
+    } finally {
+      spy.mockRestore();
+      err.mockRestore();
+    }
+    const lines = out[0].split('\n');
+    expect(lines[0]).toBe('corloc on digits/test (2 images)');
+    expect(lines[2]).toMatch(/^method\s+corloc\s+hits\s+noBox\s+skipped\s+images\s+img\/s$/);
+    expect(lines[4]).toMatch(/^ice \[official head\]\s/);
+    expect(lines[5]).toMatch(/^rollout\s/);
+    expect(out[0]).toMatch(/largest 4-connected component/);
+    const json = JSON.parse(out[1]) as { protocol: string; rows: { method: string; images: number; imagesPerSecond: number; metrics: Record<string, number> }[]; conventions: string[] };
+    expect(json.protocol).toBe('localization');
+    expect(json.rows).toHaveLength(1);
+    expect(json.rows[0]).toMatchObject({ method: 'ice', images: 2 });
+    expect(Object.keys(json.rows[0].metrics)).toEqual(['top1Cls', 'gtKnownLoc', 'top1Loc', 'maxBoxAcc@0.5', 'maxBoxAccTau@0.5']);
+    expect(json.conventions.some((c) => /inclusive \(\+1\)/.test(c))).toBe(true);
+  });
+
+  it('writes maps with --save-maps', async () => {
+    const dir = path.join(tmp, 'maps');
+    const r = await runEvalCommand('segmentation', { ...base, saveMaps: dir, saveMapsCount: 1 }, quiet);
+    expect(r.savedMaps?.files.map((f) => path.basename(f))).toEqual(['0000-ice.png', '0000-rollout.png', '0000-gradcam.png']);
+    expect(fs.existsSync(path.join(dir, 'contact-sheet.png'))).toBe(true);
+  });
+});
