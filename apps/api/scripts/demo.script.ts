@@ -1,0 +1,239 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import IORedis from 'ioredis';
+
+/**
+ * `npm run demo`: starts Redis (if nothing answers and redis-server is on PATH), the API on the
+ * embedded database (or DATABASE_URL), one worker per core, then
+ *   1. pre-trains a digits-micro backbone on `digits` (classification, one run), and
+ *   2. sweeps α × λ_class (ICE fine-tuning from that backbone, two seeds per cell),
+ * showing progress, and prints the ablation table. About 10 minutes on 2 CPU cores.
+ * Ctrl-C stops everything (workers hand their runs back); running it again reuses finished
+ * stages and resumes unfinished ones from their checkpoints.
+ */
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const RUN_TS = path.join(ROOT, 'bin', 'run-ts.js');
+const DATA_DIR = path.resolve(process.env.DATA_DIR ?? path.join(ROOT, '.data'));
+const LOG_DIR = path.join(DATA_DIR, 'demo-logs');
+const PORT = Number(process.env.DEMO_PORT ?? process.env.PORT ?? 3000);
+const API = `http://127.0.0.1:${PORT}`;
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const API_KEY = (process.env.API_KEYS ?? 'demo-local-key').split(',')[0].trim();
+
+// DEMO_QUICK=1: the same pipeline at a few steps per run (a smoke test of the demo itself).
+const QUICK = process.env.DEMO_QUICK === '1';
+const PRETRAIN = {
+  name: QUICK ? 'demo-pretrain-quick' : 'demo-pretrain-v1',
+  base: { mode: 'classify', steps: QUICK ? 40 : 1200, checkpointEvery: QUICK ? 20 : 200, data: { batchSize: 32, evalLimit: QUICK ? 32 : 500 }, optimizer: { lr: 1e-3, warmupSteps: QUICK ? 5 : 50 } },
+  grid: { mode: ['classify'] },
+};
+const SWEEP = (weights: string) => ({
+  name: QUICK ? 'demo-alpha-lambda-quick' : 'demo-alpha-lambda-v1',
+  base: { steps: QUICK ? 20 : 300, checkpointEvery: QUICK ? 10 : 100, model: { weights }, data: { batchSize: 16, evalLimit: QUICK ? 32 : 200 }, optimizer: { lr: 5e-4, warmupSteps: QUICK ? 5 : 20 } },
+  grid: { alpha: [0.25, 0.5, 1], lambda_class: [0.5, 0.975] },
+  seeds: QUICK ? [0] : [0, 1],
+});
+const TABLE_METRICS = 'top1,pix_acc,miou,map,fg_fraction';
+
+const children: { name: string; proc: ChildProcess }[] = [];
+let stopping = false;
+
+function log(msg: string): void {
+  console.log(`[demo] ${msg}`);
+}
+
+function startProcess(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  fs.mkdirSync(LOG_DIR, { recursive: true });
+  const out = fs.openSync(path.join(LOG_DIR, `${name}.log`), 'a');
+  // Own process group: Ctrl-C reaches the demo only, which then stops the services in order.
+  const proc = spawn(args[0], args.slice(1), { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true });
+  children.push({ name, proc });
+  proc.on('exit', (code, signal) => {
+    if (!stopping) {
+      console.error(`[demo] ${name} exited unexpectedly (${code ?? signal}); see ${path.join(LOG_DIR, `${name}.log`)}`);
+      void shutdown(1);
+    }
+  });
+  return proc;
+}
+
+async function stopProcess(name: string, signal: NodeJS.Signals, timeoutMs: number): Promise<void> {
+  const c = children.find((x) => x.name === name);
+  if (!c || c.proc.exitCode !== null || c.proc.signalCode !== null) return;
+  const exited = new Promise<void>((r) => c.proc.once('exit', () => r()));
+  c.proc.kill(signal);
+  const timer = setTimeout(() => c.proc.kill('SIGKILL'), timeoutMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+let stopped: Promise<never> | null = null;
+
+/** Stops the services in order, once, however many times it is asked (Ctrl-C, a dropped stream…). */
+function shutdown(code: number): Promise<never> {
+  stopping = true;
+  stopped ??= (async () => {
+    log('stopping workers (running runs are handed back and resume next time), API and Redis…');
+    await stopProcess('workers', 'SIGTERM', 40_000);
+    await stopProcess('api', 'SIGINT', 15_000);
+    await stopProcess('redis', 'SIGTERM', 10_000);
+    process.exit(code);
+  })();
+  return stopped;
+}
+
+async function redisAnswers(url: string): Promise<boolean> {
+  const r = new IORedis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  r.on('error', () => undefined);
+  try {
+    await r.connect();
+    await r.ping();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
+async function ensureRedis(): Promise<void> {
+  if (await redisAnswers(REDIS_URL)) return log(`Redis at ${REDIS_URL}`);
+  const u = new URL(REDIS_URL);
+  const local = ['127.0.0.1', 'localhost', '::1'].includes(u.hostname);
+  const hasServer = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+  if (!local || !hasServer) {
+    console.error(
+      `[demo] nothing answers at ${REDIS_URL}${local ? ' and there is no redis-server on PATH' : ''}.\n` +
+        '       Install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),\n' +
+        '       or run one in Docker (docker run -p 6379:6379 redis:7), or point REDIS_URL at a server.',
+    );
+    process.exit(1);
+  }
+  const dir = path.join(DATA_DIR, 'redis');
+  fs.mkdirSync(dir, { recursive: true });
+  // Append-only file under the data dir: queued jobs survive a Ctrl-C and the next run continues them.
+  startProcess('redis', ['redis-server', '--port', u.port || '6379', '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', ''], process.env);
+  for (let i = 0; i < 50 && !(await redisAnswers(REDIS_URL)); i++) await sleep(200);
+  if (!(await redisAnswers(REDIS_URL))) throw new Error('redis-server did not start; see its log');
+  log(`started redis-server on port ${u.port || 6379} (data in ${dir})`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function api<T>(method: string, url: string, body?: unknown): Promise<T> {
+  const res = await fetch(API + url, { method, headers: { 'content-type': 'application/json', 'x-api-key': API_KEY }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${url}: HTTP ${res.status}: ${text}`);
+  return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
+}
+
+interface SweepView {
+  id: string;
+  name: string;
+  status: string;
+  runCount: number;
+  counts: Record<string, number>;
+  runs?: { id: string; status: string; cell: Record<string, unknown>; seed: number; checkpoint: string | null }[];
+}
+
+/** The newest sweep of that name that is usable (finished or still going), else a new one. */
+async function sweepFor(spec: { name: string }): Promise<SweepView> {
+  const found = await api<{ items: SweepView[] }>('GET', `/sweeps?name=${encodeURIComponent(spec.name)}&limit=1`);
+  const s = found.items[0];
+  if (s && ['succeeded', 'partial', 'queued', 'running'].includes(s.status)) {
+    log(`${spec.name}: reusing sweep ${s.id} (${s.status})`);
+    return s;
+  }
+  const created = await api<SweepView>('POST', '/sweeps', spec);
+  log(`${spec.name}: submitted sweep ${created.id} (${created.runCount} runs)`);
+  return created;
+}
+
+/** Follows a sweep over SSE, printing a line per finished run and a progress line every few seconds. */
+async function watch(id: string, label: string): Promise<string> {
+  for (;;) {
+    const s = await api<SweepView>('GET', `/sweeps/${id}`);
+    if (!['queued', 'running'].includes(s.status)) return s.status;
+    const progress = new Map<string, { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number }>();
+    let lastPrint = 0;
+    const ac = new AbortController();
+    try {
+      const res = await fetch(`${API}/sweeps/${id}/events`, { signal: ac.signal });
+      const decoder = new TextDecoder();
+      let buf = '';
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data:'));
+          if (!data) continue;
+          const e = JSON.parse(data.slice(5)) as { type: string; runId?: string; status?: string; counts?: Record<string, number>; progress?: { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number }; metrics?: Record<string, number> | null; error?: string | null };
+          if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
+          if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
+            progress.delete(e.runId);
+            log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}` : ''}${e.error ? ` (${e.error})` : ''}`);
+          }
+          if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
+          if (Date.now() - lastPrint > 5000 && progress.size) {
+            lastPrint = Date.now();
+            const parts = [...progress.entries()].map(([rid, p]) => `${rid.slice(0, 8)} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.imgPerSec.toFixed(0)} img/s ETA ${Math.round(p.etaSeconds)}s`);
+            log(`${label}: ${parts.join(' | ')}`);
+          }
+        }
+      }
+    } catch (e) {
+      if (stopping) throw e;
+      await sleep(1000); // the stream dropped: re-read the state and follow again
+    } finally {
+      ac.abort();
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  process.on('SIGINT', () => void shutdown(130));
+  process.on('SIGTERM', () => void shutdown(143));
+  fs.mkdirSync(DATA_DIR, { recursive: true });
+  await ensureRedis();
+
+  if (await fetch(`${API}/health`).then(() => true).catch(() => false)) {
+    throw new Error(`something already answers on ${API}; stop it or set DEMO_PORT`);
+  }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    REDIS_URL,
+    API_KEYS: process.env.API_KEYS ?? API_KEY,
+    PORT: String(PORT),
+    HOST: '127.0.0.1',
+    DATA_DIR,
+    ARTIFACT_DIR: process.env.ARTIFACT_DIR ?? path.join(ROOT, 'artifacts'),
+    NO_COLOR: '1',
+  };
+  startProcess('api', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'api', 'src', 'main.ts')], env);
+  for (let i = 0; i < 120 && !(await fetch(`${API}/health`).then((r) => r.ok).catch(() => false)); i++) await sleep(500);
+  log(`API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`);
+  const workers = process.env.WORKERS ?? String(os.availableParallelism());
+  startProcess('workers', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'worker', 'src', 'launcher.ts')], { ...env, WORKERS: workers });
+  log(`${workers} worker(s) started; logs in ${LOG_DIR}`);
+
+  const pre = await sweepFor(PRETRAIN);
+  const preStatus = await watch(pre.id, 'pretrain');
+  const preRun = (await api<SweepView>('GET', `/sweeps/${pre.id}`)).runs?.[0];
+  if (preStatus !== 'succeeded' || !preRun?.checkpoint) throw new Error(`pre-training ended ${preStatus}; see ${LOG_DIR}`);
+  log(`backbone: ${preRun.checkpoint}`);
+
+  const sweep = await sweepFor(SWEEP(preRun.checkpoint));
+  const status = await watch(sweep.id, 'sweep');
+  log(`sweep ${sweep.id} ${status}\n`);
+  console.log(await api<string>('GET', `/sweeps/${sweep.id}/table?rows=alpha,lambda_class&metrics=${TABLE_METRICS}&format=markdown`));
+  await shutdown(0);
+}
+
+main().catch((e: unknown) => {
+  if (!stopping) console.error(`[demo] ${(e as Error).message}`);
+  void shutdown(1);
+});

@@ -1,0 +1,168 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { DelayedError, UnrecoverableError } from 'bullmq';
+import { IceError } from '@ice/core';
+import { LAST_CHECKPOINT, parseRunConfig, type RunConfig, type RunResult } from '@ice/experiments';
+import {
+  ArtifactStore,
+  EventBus,
+  HandlesJob,
+  ORCHESTRATION_CONFIG,
+  OrchestrationStore,
+  runInThread,
+  type JobContext,
+  type JobHandler,
+  type JobPayload,
+  type OrchestrationConfig,
+  type RunProgressSnapshot,
+  type RunStatus,
+} from '@ice/orchestration';
+import { TRAIN_RUN_TASK } from '../training/task-files';
+import type { TrainRunInput, TrainRunMessage } from '../training/train-run.task';
+import { CANCEL_REASON_SHUTDOWN } from './cancel-reasons';
+import { isRetryable } from './retry-policy';
+
+export type TrainRunOutcome = { status: RunStatus; metrics?: Record<string, number>; duplicate?: boolean };
+
+/**
+ * Trains one run. The loop runs in a worker thread (this thread keeps renewing the job's lock);
+ * the run's directory holds its checkpoints, so a redelivered job — after a crash or a stall —
+ * resumes where the last checkpoint left off, and the guarded updates of the store make sure
+ * only the first finished attempt writes the result.
+ */
+@Injectable()
+@HandlesJob('run.train')
+export class TrainRunHandler implements JobHandler<'run.train'> {
+  private readonly log = new Logger('run.train');
+
+  constructor(
+    @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
+    private readonly store: OrchestrationStore,
+    private readonly bus: EventBus,
+    private readonly artifacts: ArtifactStore,
+  ) {}
+
+  async handle(payload: JobPayload<'run.train'>, ctx: JobContext): Promise<TrainRunOutcome> {
+    const { runId, rank } = payload;
+    let config: RunConfig;
+    try {
+      config = parseRunConfig(payload.config); // the payload is untrusted JSON again by now
+    } catch (e) {
+      await this.store.failRun(runId, (e as Error).message, true);
+      await this.publishStatus(runId);
+      throw new UnrecoverableError((e as Error).message);
+    }
+
+    const run = await this.store.startRun(runId, this.config.worker.id);
+    if (!run) {
+      const existing = await this.store.getRun(runId);
+      if (!existing) throw new UnrecoverableError(`run ${runId} does not exist`);
+      // Finished already (a redelivered job) or cancelled while queued: nothing to do, nothing to write.
+      return { status: existing.status, metrics: existing.metrics ?? undefined, duplicate: true };
+    }
+    await this.publishStatus(runId);
+
+    const runDir = this.artifacts.runDir(runId, rank);
+    // Aborted by BullMQ (a cancel or a shutdown) or by the cancel flag seen on a progress write.
+    const abort = new AbortController();
+    const onJobAbort = (): void => abort.abort(ctx.signal?.reason);
+    if (ctx.signal?.aborted) onJobAbort();
+    else ctx.signal?.addEventListener('abort', onJobAbort, { once: true });
+
+    try {
+      const result = await runInThread<TrainRunInput, RunResult, TrainRunMessage>(
+        TRAIN_RUN_TASK,
+        { config, runDir, progressIntervalMs: this.config.worker.progressIntervalMs },
+        {
+          signal: abort.signal,
+          cancelGraceMs: this.config.worker.cancelGraceMs,
+          onMessage: (m) => this.onMessage(m, { runId, sweepId: run.sweepId, config, runDir, ctx, abort }),
+        },
+      );
+      const first = await this.store.finishRun(runId, {
+        metrics: result.metrics,
+        checkpoint: result.checkpoint,
+        lastCheckpoint: path.join(runDir, LAST_CHECKPOINT),
+        resumedFromStep: result.resumedFromStep,
+        backend: result.backend,
+        durationMs: result.durationMs,
+        steps: result.steps,
+      });
+      if (!first) this.log.warn(`run ${runId} had already finished; this attempt's result is discarded`);
+      else this.log.log(`run ${runId} succeeded in ${result.durationMs} ms${result.resumedFromStep !== null ? ` (resumed from step ${result.resumedFromStep})` : ''}: ${JSON.stringify(result.metrics)}`);
+      await this.publishStatus(runId);
+      return { status: 'succeeded', metrics: result.metrics };
+    } catch (e) {
+      if (e instanceof IceError && e.code === 'CANCELLED') {
+        if (abort.signal.reason === CANCEL_REASON_SHUTDOWN) return this.handBack(runId, ctx);
+        await this.store.markCancelled(runId);
+        await this.publishStatus(runId);
+        this.log.log(`run ${runId} cancelled`);
+        return { status: 'cancelled' };
+      }
+      const message = (e as Error).message;
+      const retryable = isRetryable(e);
+      const final = !retryable || ctx.job.attemptsMade + 1 >= (ctx.job.opts.attempts ?? 1);
+      this.log.error(`run ${runId} attempt ${ctx.job.attemptsMade + 1} failed${final ? '' : ' (will be retried)'}: ${message}`);
+      await this.store.failRun(runId, message, final);
+      await this.publishStatus(runId);
+      throw retryable ? e : new UnrecoverableError(message);
+    } finally {
+      ctx.signal?.removeEventListener('abort', onJobAbort);
+    }
+  }
+
+  private async onMessage(
+    m: TrainRunMessage,
+    s: { runId: string; sweepId: string | null; config: RunConfig; runDir: string; ctx: JobContext; abort: AbortController },
+  ): Promise<void> {
+    switch (m.kind) {
+      case 'log':
+        this.log.log(`run ${s.runId}: ${m.message}`);
+        await s.ctx.job.log(m.message).catch(() => undefined);
+        return;
+      case 'progress': {
+        const p = m.progress;
+        const samplesPerStep = s.config.data.batchSize * s.config.optimizer.accumSteps;
+        const snapshot: RunProgressSnapshot = {
+          step: p.step,
+          totalSteps: p.totalSteps,
+          // Digits' training split is 60,000 images; other formats report epochs once their pipelines are wired in.
+          epoch: s.config.data.format === 'digits' ? (p.step * samplesPerStep) / 60_000 : 0,
+          loss: p.loss,
+          imgPerSec: p.imgPerSec,
+          etaSeconds: p.etaSeconds,
+          lr: p.lr,
+          at: new Date().toISOString(),
+        };
+        const last = path.join(s.runDir, LAST_CHECKPOINT);
+        const points: Record<string, number> = { loss: p.loss, lr: p.lr, img_per_sec: p.imgPerSec };
+        if (p.lIce !== undefined) points.l_ice = p.lIce;
+        if (p.lBg !== undefined) points.l_bg = p.lBg;
+        if (p.clsPer !== undefined) points.cls_per = p.clsPer;
+        await this.store.recordProgress(s.runId, snapshot, points, fs.existsSync(last) ? last : null);
+        await s.ctx.job.updateProgress({ step: p.step, totalSteps: p.totalSteps, loss: p.loss }).catch(() => undefined);
+        await this.bus.publish({ type: 'run.progress', runId: s.runId, sweepId: s.sweepId, progress: snapshot });
+        // The cancel broadcast can miss a worker (it reconnected); the row's flag cannot.
+        const row = await this.store.getRun(s.runId);
+        if (row?.cancelRequested && !s.abort.signal.aborted) s.abort.abort('user-cancel');
+        return;
+      }
+    }
+  }
+
+  /** The worker is shutting down: put the job back (without using up an attempt) to resume elsewhere. */
+  private async handBack(runId: string, ctx: JobContext): Promise<never> {
+    this.log.log(`run ${runId}: worker shutting down; handing the job back (it resumes from its last checkpoint)`);
+    await this.store.failRun(runId, 'worker shut down; the run resumes from its last checkpoint', false);
+    await this.publishStatus(runId);
+    await ctx.job.moveToDelayed(Date.now() + 1000, ctx.token);
+    throw new DelayedError();
+  }
+
+  private async publishStatus(runId: string): Promise<void> {
+    const r = await this.store.getRun(runId);
+    if (r) await this.bus.publish({ type: 'run.status', runId, sweepId: r.sweepId, status: r.status, error: r.error, metrics: r.metrics, at: new Date().toISOString() });
+  }
+}

@@ -1,0 +1,11 @@
+export * from './status';
+export * from './sweep.entity';
+export * from './run.entity';
+export * from './metric-point.entity';
+export * from './evaluation.entity';
+import { EvaluationEntity } from './evaluation.entity';
+import { MetricPointEntity } from './metric-point.entity';
+import { RunEntity } from './run.entity';
+import { SweepEntity } from './sweep.entity';
+
+export const ENTITIES = [SweepEntity, RunEntity, MetricPointEntity, EvaluationEntity];

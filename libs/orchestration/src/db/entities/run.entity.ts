@@ -1,0 +1,86 @@
+import { Column, Entity, Index } from 'typeorm';
+import { BaseEntity } from '../base.entity';
+import type { RunStatus } from './status';
+
+/** What the worker reports while a run trains (the latest report only; the series lives in metric_points). */
+export interface RunProgressSnapshot {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  imgPerSec: number;
+  etaSeconds: number;
+  lr: number;
+  at: string;
+}
+
+/** The stored config: what ran, with which code, on which backend. */
+export interface StoredRunConfig {
+  run: Record<string, unknown>;
+  codeVersion: string;
+  /** Null until a worker has picked a tfjs backend. */
+  backend: string | null;
+}
+
+@Entity({ name: 'runs' })
+// One row per (sweep, grid cell, seed): a duplicated submission or redelivered job cannot add a second.
+@Index('runs_sweep_cell_seed_key', ['sweepId', 'cellKey', 'seed'], { unique: true })
+export class RunEntity extends BaseEntity {
+  @Column({ name: 'sweep_id', type: 'uuid', nullable: true })
+  sweepId!: string | null;
+
+  @Column({ name: 'cell_key', type: 'text', default: '' })
+  cellKey!: string;
+
+  /** Grid axis → value of this run's cell (empty for a single experiment). */
+  @Column({ type: 'jsonb', default: {} })
+  cell!: Record<string, number | string | boolean>;
+
+  @Column({ type: 'integer' })
+  seed!: number;
+
+  @Column({ type: 'jsonb' })
+  config!: StoredRunConfig;
+
+  @Column({ type: 'text', default: 'queued' })
+  status!: RunStatus;
+
+  @Column({ type: 'integer', default: 0 })
+  attempts!: number;
+
+  @Column({ type: 'jsonb', nullable: true })
+  progress!: RunProgressSnapshot | null;
+
+  @Column({ type: 'jsonb', nullable: true })
+  metrics!: Record<string, number> | null;
+
+  /** Final checkpoint (the finished model). */
+  @Column({ type: 'text', nullable: true })
+  checkpoint!: string | null;
+
+  /** Latest resumable checkpoint. */
+  @Column({ name: 'last_checkpoint', type: 'text', nullable: true })
+  lastCheckpoint!: string | null;
+
+  @Column({ name: 'resumed_from_step', type: 'integer', nullable: true })
+  resumedFromStep!: number | null;
+
+  @Column({ type: 'text', nullable: true })
+  error!: string | null;
+
+  @Column({ name: 'worker_id', type: 'text', nullable: true })
+  workerId!: string | null;
+
+  @Column({ name: 'cancel_requested', type: 'boolean', default: false })
+  cancelRequested!: boolean;
+
+  @Column({ name: 'started_at', type: 'timestamptz', nullable: true })
+  startedAt!: Date | null;
+
+  @Column({ name: 'finished_at', type: 'timestamptz', nullable: true })
+  finishedAt!: Date | null;
+
+  /** Wall time of the attempt that finished (training and scoring). */
+  @Column({ name: 'duration_ms', type: 'integer', nullable: true })
+  durationMs!: number | null;
+}

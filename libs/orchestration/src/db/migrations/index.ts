@@ -1,0 +1,4 @@
+import { Init1764403200000 } from './1764403200000-init.migration';
+
+/** Migrations in order; listed as classes (not globs) so that source, dist and jest all load them. */
+export const MIGRATIONS = [Init1764403200000];
