@@ -1,4 +1,4 @@
-import { DigitsDataset, type VisionDataset, type VisionSample } from '@ice/datasets';
+import { DigitsDataset, loadMnistSource, type VisionDataset, type VisionSample } from '@ice/datasets';
 import { IceError, Rng } from '@ice/core';
 import type { RunConfig } from './run-config';
 
@@ -29,7 +29,9 @@ export function openRunData(config: RunConfig, imgSize: number): { train: Vision
   switch (config.data.format) {
     case 'digits':
       return {
-        train: new DigitsDataset({ split: 'train', canvasSize: imgSize, seed: config.seed }),
+        // 20 canvases per training digit (other sizes, places, clutter): a fixed set of 8,006 images
+        // is too small for a ViT trained from scratch, and fresh canvases cost nothing.
+        train: new DigitsDataset({ split: 'train', canvasSize: imgSize, seed: config.seed, length: 20 * loadMnistSource().refs('train').length }),
         // Evaluation images do not depend on the run's seed: every cell of a sweep is scored on the same images.
         evaluation: new DigitsDataset({ split: 'test', canvasSize: imgSize, seed: 0 }),
       };
