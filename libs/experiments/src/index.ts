@@ -4,3 +4,4 @@ export * from './run-executor';
 export * from './run-evaluation';
 export * from './sweep';
 export * from './ablation-table';
+export * from './run-once';

@@ -2,16 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { IceError } from '@ice/core';
-import {
-  buildAblationTable,
-  executeRun,
-  expandSweep,
-  parseRunConfig,
-  RunOutcome,
-  RunResult,
-  tableToMarkdown,
-  type RunProgress,
-} from '@ice/experiments';
+import { buildAblationTable, expandSweep, runOnce, RunOutcome, tableToMarkdown } from '@ice/experiments';
 
 /**
  * `ice train` (one run) and `ice sweep` (a grid of runs, one after another in this process) —
@@ -24,31 +15,6 @@ function readJson(file: string): unknown {
   } catch (e) {
     throw new IceError('CONFIG_INVALID', `${file} is not valid JSON: ${(e as Error).message}`);
   }
-}
-
-function progressLine(prefix: string): (p: RunProgress) => void {
-  return (p) => {
-    const extra = p.clsPer !== undefined ? ` fg ${(100 * p.clsPer).toFixed(0)}%` : '';
-    process.stderr.write(`${prefix} step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}${extra} lr ${p.lr.toExponential(2)} ${p.imgPerSec.toFixed(0)} img/s eta ${Math.round(p.etaSeconds)}s\n`);
-  };
-}
-
-const RESULT_FILE = 'result.json';
-
-/** Runs (or reuses) one run in `dir`: a finished run's result.json is read back instead of retraining. */
-export async function runOnce(raw: unknown, dir: string, label: string): Promise<RunResult> {
-  const config = parseRunConfig(raw);
-  const resultPath = path.join(dir, RESULT_FILE);
-  if (fs.existsSync(resultPath)) {
-    const prev = JSON.parse(fs.readFileSync(resultPath, 'utf8')) as { config: unknown; result: RunResult };
-    if (JSON.stringify(prev.config) === JSON.stringify(config)) {
-      process.stderr.write(`${label}: reusing finished result in ${dir}\n`);
-      return prev.result;
-    }
-  }
-  const result = await executeRun(config, { runDir: dir, onProgress: progressLine(label), progressIntervalMs: 5000, log: (m) => process.stderr.write(`${label}: ${m}\n`) });
-  fs.writeFileSync(resultPath, JSON.stringify({ config, result }, null, 2));
-  return result;
 }
 
 export function registerTrainCommands(program: Command): void {
