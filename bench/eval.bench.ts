@@ -1,8 +1,8 @@
 /**
  * Explainer speed on the digits benchmark: images/s per method as `ice eval` measures it (one
- * image at a time, time in the explainer only, one untimed warm-up call per method).
+ * image at a time, time in the explainer only, one untimed warm-up call per method), printed as JSON.
  *
- *   node bin/run-ts.js bench/eval.bench.ts [--preset digits-micro] [--images 64] [--weights file] [--repeat 3]
+ *   npm run bench:eval -- [--preset digits-micro] [--images 64] [--weights file] [--repeat 3]
  *
  * Without --weights the preset's random initialisation is used: speed does not depend on the values.
  */
@@ -37,8 +37,11 @@ async function main(): Promise<void> {
     model?.dispose();
   }
   const ice = best.get('ice') ?? NaN;
-  console.log(`${preset}, ${images} images, best of ${repeat}, tfjs backend ${backend.name}`);
-  for (const [method, ips] of best) console.log(`${method.padEnd(18)} ${ips.toFixed(1).padStart(8)} img/s   ICE speed-up ×${(ice / ips).toFixed(2)}`);
+  const methods = Object.fromEntries(
+    [...best].map(([method, ips]) => [method, { img_per_s: Math.round(ips * 10) / 10, ice_speedup: Math.round((ice / ips) * 100) / 100 }]),
+  );
+  const gradient = [...best].filter(([m]) => m === 'gradcam' || m === 'generic-attention').map(([, ips]) => ice / ips);
+  console.log(JSON.stringify({ bench: 'eval', preset, images, repeat, backend: backend.name, methods, min_ice_speedup_vs_gradient_methods: Math.round(Math.min(...gradient) * 100) / 100 }, null, 2));
 }
 
 main().catch((e: unknown) => {
