@@ -1,6 +1,7 @@
 export * from './config/orchestration.config';
 export * from './db';
 export * from './queue/jobs';
+export * from './queue/evaluation-spec';
 export * from './queue/job-queue';
 export * from './queue/job-handler';
 export * from './queue/redis';

@@ -1,33 +1,92 @@
 import { z } from 'zod';
-import { DATASET_FORMATS } from '@ice/experiments';
+import { EXPLAINER_NAMES } from '@ice/core';
+import {
+  ACCURACY_METHODS,
+  EVALUATION_JOB_FORMATS,
+  EVALUATION_JOB_PROTOCOLS,
+  EvaluationTuningSchema,
+  evaluationSpecIssues,
+  MAX_SAVED_MAPS,
+  RUN_STATUSES,
+} from '@ice/orchestration';
 
 /**
- * An evaluation of a trained model: a finished run's checkpoint or a weights file, scored by a
- * protocol on a data set. 'accuracy' (top-1 of the CLS head and the ICE foreground fraction) is
- * the protocol the workers run today.
+ * POST /evaluations: a protocol scored on a data set for a finished run's final checkpoint or a
+ * weights file. 'accuracy' (top-1 of the CLS head and the ICE foreground fraction, the training
+ * library's check) stays the default; 'segmentation', 'jaccard', 'corloc' and 'localization' are
+ * the paper's map protocols (@ice/evaluation), one result row per explainer method.
+ *
+ * The data set goes in `data` (as in POST /experiments); `format`, `root`, `split` and `limit` are
+ * also accepted at the top level, since that is how `ice eval` spells them.
  */
-export const EVALUATION_PROTOCOLS = ['accuracy'] as const;
+const DataSchema = z
+  .object({
+    format: z.enum(EVALUATION_JOB_FORMATS).optional(),
+    root: z.string().min(1).optional(),
+    split: z.string().min(1).optional(),
+    limit: z.number().int().min(1).max(100_000).optional(),
+    batchSize: z.number().int().min(1).max(256).default(32),
+  })
+  .strict();
+
+const SHORTHANDS = ['format', 'root', 'split', 'limit'] as const;
 
 export const EvaluationRequestSchema = z
   .object({
-    protocol: z.enum(EVALUATION_PROTOCOLS).default('accuracy'),
-    data: z
-      .object({
-        format: z.enum(DATASET_FORMATS).default('digits'),
-        root: z.string().min(1).optional(),
-        limit: z.number().int().min(1).max(100_000).default(200),
-        batchSize: z.number().int().min(1).max(256).default(32),
-      })
-      .strict()
-      .prefault({}),
-    methods: z.array(z.enum(['ice', 'cls'])).min(1).default(['ice']),
-    runId: z.uuid().optional(),
-    weights: z.string().min(1).optional(),
+    protocol: z.enum(EVALUATION_JOB_PROTOCOLS).default('accuracy'),
+    data: DataSchema.prefault({}),
+    format: z.enum(EVALUATION_JOB_FORMATS).optional(),
+    root: z.string().min(1).optional(),
+    split: z.string().min(1).optional(),
+    limit: z.number().int().min(1).max(100_000).optional(),
+    methods: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe(`accuracy: ${ACCURACY_METHODS.join(', ')} (default ice); map protocols (required): ${EXPLAINER_NAMES.join(', ')}`),
+    runId: z.uuid().optional().describe('a succeeded run; its final checkpoint is evaluated'),
+    weights: z.string().min(1).optional().describe('a weights file (.safetensors or .pth) inside the data roots or the artifact directory'),
+    model: z.string().min(1).optional().describe("preset name or config.json for `weights` (default: the run's preset; with weights, required by the map protocols)"),
+    saveMaps: z.number().int().min(0).max(MAX_SAVED_MAPS).default(0).describe('map protocols: overlays of the first N images per method and a contact sheet, under the artifact directory'),
+    options: EvaluationTuningSchema.prefault({}),
   })
   .strict()
   .superRefine((r, ctx) => {
+    for (const k of SHORTHANDS) {
+      if (r[k] !== undefined && r.data[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `give ${k} at the top level or as data.${k}, not both` });
+    }
     if (!r.runId === !r.weights) ctx.addIssue({ code: 'custom', path: ['runId'], message: 'give exactly one of runId (a finished run) or weights (a file)' });
-    if (r.data.format !== 'digits' && !r.data.root) ctx.addIssue({ code: 'custom', path: ['data', 'root'], message: `data.root is required for format ${r.data.format}` });
+  })
+  .transform((r) => {
+    const mapProtocol = r.protocol !== 'accuracy';
+    const data = {
+      format: r.format ?? r.data.format ?? 'digits',
+      root: r.root ?? r.data.root,
+      split: r.split ?? r.data.split,
+      limit: r.limit ?? r.data.limit ?? 200,
+      batchSize: r.data.batchSize,
+    };
+    return { protocol: r.protocol, data, methods: r.methods ?? (mapProtocol ? [] : ['ice']), runId: r.runId, weights: r.weights, model: r.model, saveMaps: r.saveMaps, options: r.options };
+  })
+  .superRefine((r, ctx) => {
+    if (r.methods.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['methods'], message: `the ${r.protocol} protocol needs methods: one or more of ${EXPLAINER_NAMES.join(', ')}` });
+      return;
+    }
+    for (const i of evaluationSpecIssues(r)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+    if (r.protocol !== 'accuracy' && r.weights && !r.model) {
+      ctx.addIssue({ code: 'custom', path: ['model'], message: 'a weights file needs the model it was trained with: a preset name or a config.json' });
+    }
   });
 
 export type EvaluationRequest = z.output<typeof EvaluationRequestSchema>;
+
+export const EvaluationListQuery = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(500).default(50),
+    offset: z.coerce.number().int().min(0).default(0),
+    status: z.enum(RUN_STATUSES).optional(),
+    protocol: z.enum(EVALUATION_JOB_PROTOCOLS).optional(),
+    runId: z.uuid().optional(),
+  })
+  .strict();

@@ -1,10 +1,44 @@
-import { Inject, Injectable, NotFoundException } from '@nestjs/common';
-import { IceError } from '@ice/core';
-import { formatZodError } from '@ice/experiments';
-import { ArtifactStore, assertInsideRoots, JobQueue, ORCHESTRATION_CONFIG, OrchestrationStore, type OrchestrationConfig } from '@ice/orchestration';
-import { PageQuery, parseRequest } from '../common/request-schemas';
-import { evaluationView } from '../runs/run.views';
-import { EvaluationRequestSchema } from './evaluation.request';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConflictException, Inject, Injectable, NotFoundException, StreamableFile } from '@nestjs/common';
+import type { z } from 'zod';
+import { EXPLAINERS, IceError, isExplainerName, isVitPreset } from '@ice/core';
+import {
+  ArtifactStore,
+  assertInsideRoots,
+  isTerminalRunStatus,
+  JobQueue,
+  ORCHESTRATION_CONFIG,
+  OrchestrationStore,
+  parseEvaluationSpec,
+  type EvaluationEntity,
+  type EvaluationSpec,
+  type OrchestrationConfig,
+  type RunEntity,
+} from '@ice/orchestration';
+import { parseRequest } from '../common/request-schemas';
+import { EvaluationListQuery, EvaluationRequestSchema, type EvaluationRequest } from './evaluation.request';
+import { evaluationView } from './evaluation.views';
+
+/** "methods.1: unknown method …; foo: unknown field" — every problem named by its field. */
+function formatIssues(e: z.ZodError): string {
+  return e.issues
+    .flatMap((i) => {
+      const at = i.path.map(String);
+      if (i.code === 'unrecognized_keys') return i.keys.map((k) => `${[...at, k].join('.')}: unknown field`);
+      return [`${at.length ? at.join('.') : '(root)'}: ${i.message}`];
+    })
+    .join('; ');
+}
+
+/** What the stored run config says about the model (read loosely: the run schema may have grown since). */
+function runModel(run: RunEntity): { preset: string | null; iceHead: boolean } {
+  const cfg = run.config.run as { mode?: unknown; model?: { preset?: unknown } };
+  return { preset: typeof cfg.model?.preset === 'string' ? cfg.model.preset : null, iceHead: cfg.mode !== 'classify' };
+}
+
+/** The preset of the accuracy protocol's weights files when none is named (what it has always assumed). */
+const ACCURACY_DEFAULT_MODEL = 'digits-micro';
 
 @Injectable()
 export class EvaluationsService {
@@ -15,40 +49,96 @@ export class EvaluationsService {
     private readonly artifacts: ArtifactStore,
   ) {}
 
+  /** Validates the request (schema, then files and the run), stores the resolved spec and queues the job. */
   async submit(raw: unknown) {
     const r = EvaluationRequestSchema.safeParse(raw);
-    if (!r.success) throw new IceError('CONFIG_INVALID', `invalid evaluation: ${formatZodError(r.error)}`);
-    const req = r.data;
-    if (req.data.root) assertInsideRoots('data.root', req.data.root, this.config.dataRoots);
-    let checkpoint: string;
-    if (req.runId) {
-      const run = await this.store.getRun(req.runId);
-      if (!run) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} does not exist`);
-      if (run.status !== 'succeeded' || !run.checkpoint) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} has not finished (${run.status}); evaluate a succeeded run`);
-      checkpoint = run.checkpoint;
-    } else {
-      assertInsideRoots('weights', req.weights!, [...this.config.dataRoots, this.artifacts.root]);
-      checkpoint = req.weights!;
-    }
-    const evaluation = await this.store.createEvaluation({ ...req, checkpoint }, req.runId ?? null);
+    if (!r.success) throw new IceError('CONFIG_INVALID', `invalid evaluation: ${formatIssues(r.error)}`);
+    const spec = await this.resolve(r.data);
+    const evaluation = await this.store.createEvaluation({ ...spec }, spec.runId, spec.protocol);
     try {
-      await this.queue.enqueueEvaluation(evaluation.id);
+      await this.queue.enqueueEvaluation(evaluation.id, { ...spec });
     } catch (e) {
       await this.store.finishEvaluation(evaluation.id, { error: `could not be queued: ${(e as Error).message}`, final: true });
       throw e;
     }
-    return evaluationView(evaluation);
+    return evaluationView(evaluation, []);
+  }
+
+  private async resolve(req: EvaluationRequest): Promise<EvaluationSpec> {
+    const fileRoots = [...this.config.dataRoots, this.artifacts.root];
+    if (req.data.root) assertInsideRoots('data.root', req.data.root, this.config.dataRoots);
+    let checkpoint: string;
+    let model: string;
+    if (req.runId) {
+      const run = await this.store.getRun(req.runId);
+      if (!run) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} does not exist`);
+      if (run.status !== 'succeeded' || !run.checkpoint) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} has not finished (${run.status}); evaluate a succeeded run`);
+      const own = runModel(run);
+      // Known now rather than after the worker has loaded the checkpoint: a classify run has no ICE head.
+      req.methods.forEach((m, i) => {
+        if (!own.iceHead && isExplainerName(m) && EXPLAINERS[m].needsIceHead) {
+          throw new IceError('INPUT_INVALID', `methods.${i}: '${m}' needs an ICE head, and run ${run.id} was trained in classify mode (no ICE head)`);
+        }
+      });
+      checkpoint = run.checkpoint;
+      model = req.model ?? own.preset ?? ACCURACY_DEFAULT_MODEL;
+    } else {
+      assertInsideRoots('weights', req.weights!, fileRoots);
+      checkpoint = req.weights!;
+      model = req.model ?? ACCURACY_DEFAULT_MODEL; // the map protocols require model with weights (schema)
+    }
+    if (!isVitPreset(model)) {
+      if (!model.endsWith('.json')) throw new IceError('INPUT_INVALID', `model: '${model}' is neither a known preset nor a config .json file`);
+      assertInsideRoots('model', model, fileRoots);
+    }
+    return parseEvaluationSpec({
+      protocol: req.protocol,
+      data: req.data,
+      methods: req.methods,
+      checkpoint,
+      model,
+      runId: req.runId ?? null,
+      saveMaps: req.saveMaps,
+      options: req.options,
+    });
   }
 
   async get(id: string) {
-    const e = await this.store.getEvaluation(id);
-    if (!e) throw new NotFoundException(`evaluation ${id} does not exist`);
-    return evaluationView(e);
+    const e = await this.require(id);
+    return evaluationView(e, (await this.store.evaluationResults([id])).get(id) ?? []);
   }
 
   async list(rawQuery: unknown) {
-    const q = parseRequest(PageQuery, rawQuery, 'query');
-    const { items, total } = await this.store.listEvaluations(q);
-    return { items: items.map(evaluationView), total, limit: q.limit, offset: q.offset };
+    const q = parseRequest(EvaluationListQuery, rawQuery, 'query');
+    const { items, total } = await this.store.listEvaluations({ status: q.status, protocol: q.protocol, runId: q.runId }, { limit: q.limit, offset: q.offset });
+    const rows = await this.store.evaluationResults(items.map((e) => e.id));
+    return { items: items.map((e) => evaluationView(e, rows.get(e.id) ?? [])), total, limit: q.limit, offset: q.offset };
+  }
+
+  /** A queued evaluation is cancelled at once; a running one is flagged and its worker stops it within a progress interval or so. */
+  async cancel(id: string) {
+    const before = await this.require(id);
+    if (isTerminalRunStatus(before.status)) throw new ConflictException(`evaluation ${id} has already finished (${before.status})`);
+    const e = (await this.store.requestEvaluationCancel(id))!;
+    return evaluationView(e, []);
+  }
+
+  /** One saved PNG (an overlay or the contact sheet), by file name. */
+  async mapFile(id: string, name: string): Promise<StreamableFile> {
+    const e = await this.require(id);
+    const saved = (e.result as { savedMaps?: { files?: string[]; contactSheet?: string } } | null)?.savedMaps;
+    const files = [...(saved?.files ?? []), ...(saved?.contactSheet ? [saved.contactSheet] : [])];
+    // Only files the evaluation itself recorded, and only inside its own directory.
+    const file = files.find((f) => path.basename(f) === name);
+    if (!file || !this.artifacts.contains(file) || !path.resolve(file).startsWith(this.artifacts.evaluationDir(id) + path.sep) || !fs.existsSync(file)) {
+      throw new NotFoundException(`evaluation ${id} has no saved map ${name}`);
+    }
+    return new StreamableFile(fs.createReadStream(file), { type: 'image/png' });
+  }
+
+  private async require(id: string): Promise<EvaluationEntity> {
+    const e = await this.store.getEvaluation(id);
+    if (!e) throw new NotFoundException(`evaluation ${id} does not exist`);
+    return e;
   }
 }

@@ -1,4 +1,4 @@
-import type { RunEntity, SweepEntity, StatusCounts, EvaluationEntity } from '@ice/orchestration';
+import type { RunEntity, SweepEntity, StatusCounts } from '@ice/orchestration';
 
 /** The JSON shapes the API returns (entities stay internal). */
 export function runView(r: RunEntity) {
@@ -38,8 +38,4 @@ export function sweepView(s: SweepEntity, counts: StatusCounts) {
     createdAt: s.createdAt,
     finishedAt: s.finishedAt,
   };
-}
-
-export function evaluationView(e: EvaluationEntity) {
-  return { id: e.id, status: e.status, runId: e.runId, spec: e.spec, result: e.result, error: e.error, createdAt: e.createdAt, startedAt: e.startedAt, finishedAt: e.finishedAt };
 }

@@ -1,10 +1,12 @@
-import { DataSource, QueryResult, type DataSourceOptions, type FindOptionsWhere } from 'typeorm';
+import { DataSource, In, QueryResult, type DataSourceOptions, type FindOptionsWhere } from 'typeorm';
 import type { OnApplicationShutdown } from '@nestjs/common';
 import { embeddedDatabaseUrl, type OrchestrationConfig } from '../config/orchestration.config';
 import { EmbeddedPostgres } from './embedded-postgres';
 import {
   ENTITIES,
   EvaluationEntity,
+  EvaluationResultEntity,
+  type EvaluationProgressSnapshot,
   RunEntity,
   SweepEntity,
   type RunProgressSnapshot,
@@ -27,6 +29,29 @@ export interface Page {
 }
 
 export type StatusCounts = Record<RunStatus, number>;
+
+export interface EvaluationFilter {
+  status?: RunStatus;
+  protocol?: string;
+  runId?: string;
+}
+
+/** One method's row as the evaluation library returns it. */
+export interface EvaluationRowInput {
+  method: string;
+  label: string;
+  metrics: Record<string, number | null>;
+  images: number;
+  imagesPerSecond: number;
+  seconds: number;
+}
+
+export interface EvaluationFinish {
+  /** The summary stored on the evaluation (everything but the rows). */
+  result: Record<string, unknown>;
+  rows?: EvaluationRowInput[];
+  durationMs?: number;
+}
 
 export interface RunFinish {
   metrics: Record<string, number>;
@@ -319,38 +344,123 @@ export class OrchestrationStore implements OnApplicationShutdown {
 
   // ---- evaluations --------------------------------------------------------------------------
 
-  createEvaluation(spec: Record<string, unknown>, runId: string | null): Promise<EvaluationEntity> {
-    return this.evaluations.save(this.evaluations.create({ spec, runId, status: 'queued' }));
+  createEvaluation(spec: Record<string, unknown>, runId: string | null, protocol: string): Promise<EvaluationEntity> {
+    return this.evaluations.save(this.evaluations.create({ spec, runId, protocol, status: 'queued' }));
   }
 
   getEvaluation(id: string): Promise<EvaluationEntity | null> {
     return this.evaluations.findOneBy({ id });
   }
 
-  async listEvaluations(page: Page): Promise<{ items: EvaluationEntity[]; total: number }> {
-    const [items, total] = await this.evaluations.findAndCount({ order: { createdAt: 'DESC' }, take: page.limit, skip: page.offset });
+  async listEvaluations(filter: EvaluationFilter, page: Page): Promise<{ items: EvaluationEntity[]; total: number }> {
+    const where: FindOptionsWhere<EvaluationEntity> = {};
+    if (filter.status) where.status = filter.status;
+    if (filter.protocol) where.protocol = filter.protocol;
+    if (filter.runId) where.runId = filter.runId;
+    const [items, total] = await this.evaluations.findAndCount({ where, order: { createdAt: 'DESC' }, take: page.limit, skip: page.offset });
     return { items, total };
   }
 
-  async startEvaluation(id: string): Promise<boolean> {
+  /** The per-method rows of each evaluation, in the order the methods were asked for. */
+  async evaluationResults(evaluationIds: string[]): Promise<Map<string, EvaluationResultEntity[]>> {
+    const out = new Map<string, EvaluationResultEntity[]>(evaluationIds.map((id) => [id, []]));
+    if (!evaluationIds.length) return out;
+    const rows = await this.dataSource
+      .getRepository(EvaluationResultEntity)
+      .find({ where: { evaluationId: In(evaluationIds) }, order: { evaluationId: 'ASC', position: 'ASC' } });
+    for (const r of rows) out.get(r.evaluationId)?.push(r);
+    return out;
+  }
+
+  /** Claims an evaluation for an attempt; false when it finished already (a redelivered job) or was cancelled. */
+  async startEvaluation(id: string, workerId: string): Promise<boolean> {
     const rows = await this.sql<{ id: string }>(
-      `UPDATE evaluations SET status = 'running', started_at = now(), updated_at = now() WHERE id = $1 AND status IN ('queued','running') RETURNING id`,
-      [id],
+      `UPDATE evaluations SET status = 'running', attempts = attempts + 1, worker_id = $2, error = NULL, progress = NULL,
+         started_at = coalesce(started_at, now()), updated_at = now()
+       WHERE id = $1 AND status IN ('queued','running') AND NOT cancel_requested RETURNING id`,
+      [id, workerId],
     );
     return rows.length > 0;
   }
 
-  async finishEvaluation(id: string, outcome: { result: Record<string, unknown> } | { error: string; final: boolean }): Promise<void> {
-    if ('result' in outcome) {
-      await this.sql(`UPDATE evaluations SET status = 'succeeded', result = $2::jsonb, error = NULL, finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'running'`, [
-        id,
-        JSON.stringify(outcome.result),
-      ]);
-    } else {
-      await this.sql(
-        `UPDATE evaluations SET status = $3, error = $2, updated_at = now(), finished_at = CASE WHEN $3 = 'failed' THEN now() ELSE NULL END WHERE id = $1 AND status IN ('queued','running')`,
+  async recordEvaluationProgress(id: string, progress: EvaluationProgressSnapshot): Promise<void> {
+    await this.sql(`UPDATE evaluations SET progress = $2::jsonb, updated_at = now() WHERE id = $1 AND status = 'running'`, [id, JSON.stringify(progress)]);
+  }
+
+  /**
+   * Records the outcome once. Success writes the summary and the per-method rows in one
+   * transaction guarded by the running status, so that a second delivery of the job changes
+   * nothing; false when the evaluation had already left 'running'. A failure goes back to
+   * queued while BullMQ will retry it.
+   */
+  async finishEvaluation(id: string, outcome: EvaluationFinish | { error: string; final: boolean }): Promise<boolean> {
+    if (!('result' in outcome)) {
+      const rows = await this.sql<{ id: string }>(
+        `UPDATE evaluations SET status = $3, error = $2, updated_at = now(), finished_at = CASE WHEN $3 = 'failed' THEN now() ELSE NULL END
+         WHERE id = $1 AND status IN ('queued','running') RETURNING id`,
         [id, outcome.error, outcome.final ? 'failed' : 'queued'],
       );
+      return rows.length > 0;
     }
+    const qr = this.dataSource.createQueryRunner();
+    await qr.connect();
+    await qr.startTransaction();
+    try {
+      const updated = (await qr.query(
+        `UPDATE evaluations SET status = 'succeeded', result = $2::jsonb, error = NULL, duration_ms = $3, finished_at = now(), updated_at = now(),
+           progress = CASE WHEN progress IS NULL THEN NULL ELSE jsonb_set(progress, '{done}', progress->'total') END
+         WHERE id = $1 AND status = 'running' RETURNING id`,
+        [id, JSON.stringify(outcome.result), outcome.durationMs === undefined ? null : Math.round(outcome.durationMs)],
+        true,
+      )) as QueryResult<{ id: string }[]>;
+      const first = (updated.records ?? []).length > 0;
+      if (first && outcome.rows?.length) {
+        const rows = outcome.rows.map((r, position) => ({
+          position,
+          method: r.method,
+          label: r.label,
+          metrics: r.metrics,
+          images: r.images,
+          // JSON has no Infinity (an explainer timed at zero seconds); null says "not measurable".
+          images_per_second: Number.isFinite(r.imagesPerSecond) ? r.imagesPerSecond : null,
+          seconds: r.seconds,
+        }));
+        await qr.query(
+          `INSERT INTO evaluation_results (evaluation_id, position, method, label, metrics, images, images_per_second, seconds)
+           SELECT $1, r.position, r.method, r.label, r.metrics, r.images, r.images_per_second, r.seconds
+           FROM jsonb_to_recordset($2::jsonb) AS r(position int, method text, label text, metrics jsonb, images int, images_per_second float8, seconds float8)
+           ON CONFLICT (evaluation_id, method) DO NOTHING`,
+          [id, JSON.stringify(rows)],
+        );
+      }
+      await qr.commitTransaction();
+      return first;
+    } catch (e) {
+      await qr.rollbackTransaction().catch(() => undefined);
+      throw e;
+    } finally {
+      await qr.release();
+    }
+  }
+
+  /** Flags a cancel: a queued evaluation is cancelled at once, a running one when its worker next looks. Null: no such evaluation. */
+  async requestEvaluationCancel(id: string): Promise<EvaluationEntity | null> {
+    await this.sql(
+      `UPDATE evaluations SET cancel_requested = true, updated_at = now(),
+         status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+         finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+       WHERE id = $1 AND status IN ('queued','running')`,
+      [id],
+    );
+    return this.getEvaluation(id);
+  }
+
+  async markEvaluationCancelled(id: string): Promise<boolean> {
+    const rows = await this.sql<{ id: string }>(
+      `UPDATE evaluations SET status = 'cancelled', cancel_requested = true, finished_at = now(), updated_at = now()
+       WHERE id = $1 AND status IN ('queued','running') RETURNING id`,
+      [id],
+    );
+    return rows.length > 0;
   }
 }

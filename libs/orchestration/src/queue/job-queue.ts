@@ -69,9 +69,9 @@ export class JobQueue implements OnApplicationShutdown {
     });
   }
 
-  async enqueueEvaluation(evaluationId: string): Promise<void> {
+  async enqueueEvaluation(evaluationId: string, spec: Record<string, unknown>): Promise<void> {
     const name = 'evaluation.run' satisfies JobName;
-    await this.queues[JOB_DEFINITIONS[name].queue].add(name, this.payload(name, { evaluationId }), {
+    await this.queues[JOB_DEFINITIONS[name].queue].add(name, this.payload(name, { evaluationId, spec }), {
       jobId: jobIds.evaluation(evaluationId),
       attempts: 2,
       backoff: { type: 'exponential', delay: this.config.worker.backoffMs },

@@ -22,9 +22,11 @@ export const JOB_DEFINITIONS = {
     queue: 'sweeps',
     payload: z.object({ sweepId: uuid }).strict(),
   },
+  /** One evaluation; `spec` is checked again by the handler (EvaluationSpecSchema), which marks the row failed when it does not parse. */
   'evaluation.run': {
     queue: 'evaluation',
-    payload: z.object({ evaluationId: uuid }).strict(),
+    // Optional: jobs queued before the spec travelled in the payload read it from their row.
+    payload: z.object({ evaluationId: uuid, spec: z.record(z.string(), z.unknown()).optional() }).strict(),
   },
 } as const satisfies Record<string, { queue: QueueName; payload: z.ZodType }>;
 

@@ -1,12 +1,26 @@
-import { Column, Entity } from 'typeorm';
+import { Column, Entity, Index } from 'typeorm';
 import { BaseEntity } from '../base.entity';
 import type { RunStatus } from './status';
 
+/** The latest progress an evaluation's worker reported. */
+export interface EvaluationProgressSnapshot {
+  /** Images scored so far, of `total` (the accuracy protocol reports none). */
+  done: number;
+  total: number;
+  at: string;
+}
+
 @Entity({ name: 'evaluations' })
+@Index('evaluations_created_at_idx', ['createdAt'])
+@Index('evaluations_run_id_idx', ['runId'])
 export class EvaluationEntity extends BaseEntity {
-  /** Protocol, data set, methods, and what is evaluated (a run's checkpoint or a weights file). */
+  /** The resolved EvaluationSpec: protocol, data set, methods, checkpoint and model. */
   @Column({ type: 'jsonb' })
   spec!: Record<string, unknown>;
+
+  /** Copied out of the spec for filtering lists. */
+  @Column({ type: 'text', default: 'accuracy' })
+  protocol!: string;
 
   @Column({ name: 'run_id', type: 'uuid', nullable: true })
   runId!: string | null;
@@ -15,14 +29,33 @@ export class EvaluationEntity extends BaseEntity {
   status!: RunStatus;
 
   @Column({ type: 'jsonb', nullable: true })
+  progress!: EvaluationProgressSnapshot | null;
+
+  /**
+   * The outcome without its per-method rows (those are evaluation_results): protocol, data set,
+   * model, backend, metric columns, conventions and saved maps — or the accuracy protocol's metrics.
+   */
+  @Column({ type: 'jsonb', nullable: true })
   result!: Record<string, unknown> | null;
 
   @Column({ type: 'text', nullable: true })
   error!: string | null;
+
+  @Column({ name: 'cancel_requested', type: 'boolean', default: false })
+  cancelRequested!: boolean;
+
+  @Column({ type: 'integer', default: 0 })
+  attempts!: number;
+
+  @Column({ name: 'worker_id', type: 'text', nullable: true })
+  workerId!: string | null;
 
   @Column({ name: 'started_at', type: 'timestamptz', nullable: true })
   startedAt!: Date | null;
 
   @Column({ name: 'finished_at', type: 'timestamptz', nullable: true })
   finishedAt!: Date | null;
+
+  @Column({ name: 'duration_ms', type: 'integer', nullable: true })
+  durationMs!: number | null;
 }

@@ -1,4 +1,5 @@
 import { Init1764403200000 } from './1764403200000-init.migration';
+import { EvaluationResults1764576000000 } from './1764576000000-evaluation-results.migration';
 
 /** Migrations in order; listed as classes (not globs) so that source, dist and jest all load them. */
-export const MIGRATIONS = [Init1764403200000];
+export const MIGRATIONS = [Init1764403200000, EvaluationResults1764576000000];

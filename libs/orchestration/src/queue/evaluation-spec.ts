@@ -1,0 +1,157 @@
+import { z } from 'zod';
+import { EXPLAINER_NAMES, IceError } from '@ice/core';
+import type { EvaluationFormat, EvaluationProtocol } from '@ice/evaluation';
+
+/**
+ * What an evaluation job runs, fully resolved (the checkpoint file and the model it is loaded
+ * with): the API builds it from a request, stores it on the evaluation row and sends it in the
+ * job; the worker parses it again. The rules live here, once, so that the API's 400s and the
+ * worker's checks cannot drift apart.
+ */
+
+/** 'accuracy' is the training library's top-1 / ICE-foreground check; the rest are the paper's map protocols (@ice/evaluation). */
+export const MAP_PROTOCOLS = ['segmentation', 'jaccard', 'corloc', 'localization'] as const satisfies readonly EvaluationProtocol[];
+export const EVALUATION_JOB_PROTOCOLS = ['accuracy', ...MAP_PROTOCOLS] as const;
+export type EvaluationJobProtocol = (typeof EVALUATION_JOB_PROTOCOLS)[number];
+export type MapProtocol = (typeof MAP_PROTOCOLS)[number];
+
+/** The map protocols' formats (@ice/evaluation) plus ImageNet folders, which only 'accuracy' reads. */
+export const EVALUATION_JOB_FORMATS = ['digits', 'imagenet-seg', 'voc', 'cub', 'imagenet'] as const;
+export type EvaluationJobFormat = (typeof EVALUATION_JOB_FORMATS)[number];
+
+export const ACCURACY_METHODS = ['ice', 'cls'] as const;
+
+/** Which formats carry what each protocol scores against (checked per sample by the protocols too, but only after the model has loaded). */
+export const PROTOCOL_FORMATS: Record<EvaluationJobProtocol, { formats: readonly EvaluationJobFormat[]; needs: string }> = {
+  accuracy: { formats: ['digits', 'imagenet', 'voc', 'cub'], needs: 'class labels' },
+  segmentation: { formats: ['digits', 'imagenet-seg', 'voc'] satisfies EvaluationFormat[], needs: 'foreground masks' },
+  jaccard: { formats: ['digits', 'imagenet-seg', 'voc'] satisfies EvaluationFormat[], needs: 'segmentation masks' },
+  corloc: { formats: ['digits', 'voc', 'cub'] satisfies EvaluationFormat[], needs: 'ground-truth boxes' },
+  localization: { formats: ['digits', 'voc', 'cub'] satisfies EvaluationFormat[], needs: 'ground-truth boxes and class labels' },
+};
+
+/** Splits that exist whatever the files say; VOC and ImageNet folders list theirs on disk. */
+const KNOWN_SPLITS: Partial<Record<EvaluationJobFormat, readonly string[]>> = {
+  digits: ['train', 'val', 'test'],
+  cub: ['train', 'test'],
+  'imagenet-seg': ['test'],
+};
+
+export const MAX_SAVED_MAPS = 64;
+
+/** runEvaluation's tuning options (each defaults to the reference code's choice; see EvaluationOptions). */
+export const EvaluationTuningSchema = z
+  .object({
+    normalization: z.enum(['half', 'imagenet', 'model']).optional(),
+    imgSize: z.number().int().min(8).max(1024).optional(),
+    rolloutStartLayer: z.number().int().min(0).max(64).optional(),
+    excludeVoid: z.boolean().optional(),
+    taus: z.array(z.number().gt(0).lte(1)).min(1).max(16).optional(),
+    jaccardHeads: z.enum(['max', 'mean']).optional(),
+    corlocMask: z.enum(['mass', 'mean']).optional(),
+    corlocTau: z.number().gt(0).lte(1).optional(),
+    camThreshold: z.number().min(0).lt(1).optional(),
+    strictTop1: z.boolean().optional(),
+    maxBoxAccIous: z.array(z.number().gt(0).lte(1)).min(1).max(16).optional(),
+    // Below 0.001 the threshold sweep grows past the reference's 1,000 steps per image.
+    maxBoxAccInterval: z.number().gte(0.001).lt(1).optional(),
+    digitsSeed: z.number().int().min(0).optional(),
+  })
+  .strict();
+export type EvaluationTuning = z.output<typeof EvaluationTuningSchema>;
+
+/** The protocol an option belongs to ('any' = every map protocol); 'digits' = the digits format. */
+const OPTION_SCOPE: Record<keyof EvaluationTuning, MapProtocol | 'any' | 'digits'> = {
+  normalization: 'any',
+  imgSize: 'any',
+  rolloutStartLayer: 'any',
+  excludeVoid: 'jaccard',
+  taus: 'jaccard',
+  jaccardHeads: 'jaccard',
+  corlocMask: 'corloc',
+  corlocTau: 'corloc',
+  camThreshold: 'localization',
+  strictTop1: 'localization',
+  maxBoxAccIous: 'localization',
+  maxBoxAccInterval: 'localization',
+  digitsSeed: 'digits',
+};
+
+export const EvaluationDataSchema = z
+  .object({
+    format: z.enum(EVALUATION_JOB_FORMATS),
+    /** Data set root (inside a configured data root); none for digits, which is generated. */
+    root: z.string().min(1).optional(),
+    split: z.string().min(1).optional(),
+    limit: z.number().int().min(1).max(100_000),
+    /** Accuracy only: images per forward pass. */
+    batchSize: z.number().int().min(1).max(256),
+  })
+  .strict();
+
+export const EvaluationSpecSchema = z
+  .object({
+    protocol: z.enum(EVALUATION_JOB_PROTOCOLS),
+    data: EvaluationDataSchema,
+    methods: z.array(z.string()).min(1),
+    /** The weights file loaded: a finished run's final checkpoint or a file inside the roots. */
+    checkpoint: z.string().min(1),
+    /** Preset name or config.json the weights are loaded with (a project checkpoint's own config wins). */
+    model: z.string().min(1),
+    runId: z.uuid().nullable(),
+    /** Overlays of the first N images per method, and a contact sheet (0 = none). */
+    saveMaps: z.number().int().min(0).max(MAX_SAVED_MAPS),
+    options: EvaluationTuningSchema,
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    for (const i of evaluationSpecIssues(s)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+  });
+
+export type EvaluationSpec = z.output<typeof EvaluationSpecSchema>;
+
+export interface SpecIssue {
+  path: (string | number)[];
+  message: string;
+}
+
+/** The rules between fields: protocol × format, methods of the protocol, options of the protocol. */
+export function evaluationSpecIssues(s: Pick<EvaluationSpec, 'protocol' | 'data' | 'methods' | 'saveMaps' | 'options'>): SpecIssue[] {
+  const out: SpecIssue[] = [];
+  const { protocol, data } = s;
+  const allowed = PROTOCOL_FORMATS[protocol];
+  if (!allowed.formats.includes(data.format)) {
+    out.push({ path: ['data', 'format'], message: `the ${protocol} protocol needs ${allowed.needs}, which ${data.format} does not provide; use ${allowed.formats.join(', ')}` });
+  }
+  if (data.format === 'digits' && data.root) out.push({ path: ['data', 'root'], message: 'digits is generated, not read from disk; give no root' });
+  if (data.format !== 'digits' && !data.root) out.push({ path: ['data', 'root'], message: `data.root is required for format ${data.format}` });
+  const splits = KNOWN_SPLITS[data.format];
+  if (data.split && splits && !splits.includes(data.split)) out.push({ path: ['data', 'split'], message: `${data.format} has the splits ${splits.join(', ')}; got '${data.split}'` });
+
+  const names: readonly string[] = protocol === 'accuracy' ? ACCURACY_METHODS : EXPLAINER_NAMES;
+  s.methods.forEach((m, i) => {
+    if (!names.includes(m)) out.push({ path: ['methods', i], message: `unknown method '${m}' for the ${protocol} protocol; choose from ${names.join(', ')}` });
+    else if (s.methods.indexOf(m) !== i) out.push({ path: ['methods', i], message: `method '${m}' is named twice` });
+  });
+
+  if (protocol === 'accuracy') {
+    if (s.saveMaps > 0) out.push({ path: ['saveMaps'], message: 'the accuracy protocol draws no maps; use a map protocol (segmentation, jaccard, corloc, localization)' });
+    if (data.split) out.push({ path: ['data', 'split'], message: 'the accuracy protocol scores the training run\'s evaluation split; give no split' });
+  }
+  for (const key of Object.keys(s.options) as (keyof EvaluationTuning)[]) {
+    if (s.options[key] === undefined) continue;
+    const scope = OPTION_SCOPE[key];
+    const ok = protocol !== 'accuracy' && (scope === 'any' || scope === protocol || (scope === 'digits' && data.format === 'digits'));
+    if (!ok) out.push({ path: ['options', key], message: `${key} applies to ${scope === 'any' ? 'the map protocols' : scope === 'digits' ? 'map protocols on digits' : `the ${scope} protocol`} only` });
+  }
+  return out;
+}
+
+/** Parses an untrusted spec (a job payload, a stored row) or throws CONFIG_INVALID naming each field. */
+export function parseEvaluationSpec(raw: unknown): EvaluationSpec {
+  const r = EvaluationSpecSchema.safeParse(raw);
+  if (!r.success) {
+    throw new IceError('CONFIG_INVALID', `invalid evaluation spec: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+  }
+  return r.data;
+}
