@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { batchNCHW } from '@ice/datasets';
 import {
   IceError,
   IceTrainer,
@@ -17,13 +16,19 @@ import {
   VitConfig,
 } from '@ice/core';
 import type { RunConfig } from './run-config';
-import { batchIndices, loadSamples, openRunData } from './run-data';
+import { openRunData, TrainBatchStream } from './run-data';
 import { evaluateRun } from './run-evaluation';
 
 /**
  * Executes one run: builds (or resumes) the model and trainer, trains for `steps` optimizer
  * updates on deterministic batches, checkpoints every `checkpointEvery` steps into `runDir`,
  * reports progress, and scores the result. The same function runs in a worker job and in the CLI.
+ *
+ * Training batches come from a TrainBatchStream: built in `data.loaderThreads` worker threads and
+ * prefetched while the training thread runs its (synchronous) steps, so that a step does not wait
+ * for data; the batches, and so the weights, are bit-identical whatever the thread count. The
+ * threads are stopped when the training loop ends, however it ends (completion, error, NaN loss,
+ * cancel).
  */
 export interface RunProgress {
   step: number;
@@ -59,6 +64,16 @@ export interface RunResult {
 
 export const LAST_CHECKPOINT = 'last.safetensors';
 export const FINAL_CHECKPOINT = 'final.safetensors';
+
+/**
+ * The configuration a checkpoint belongs to, as stored in it (`run_config`) and compared on resume:
+ * the RunConfig without the settings that do not change the results (data.loaderThreads), so a run
+ * may be resumed with another thread count and its checkpoints are the same bytes whatever the count.
+ */
+export function runIdentityJson(config: RunConfig): string {
+  const { loaderThreads: _threads, ...data } = config.data;
+  return JSON.stringify({ ...config, data });
+}
 
 function modelConfigFor(config: RunConfig, numClasses: number): VitConfig {
   return vitConfig(config.model.preset, {
@@ -107,7 +122,7 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   const backend = await initBackend(undefined, log);
   fs.mkdirSync(ctx.runDir, { recursive: true });
   const lastPath = path.join(ctx.runDir, LAST_CHECKPOINT);
-  const runJson = JSON.stringify(config);
+  const runJson = runIdentityJson(config);
 
   let model: IceVit;
   let trainer: IceTrainer;
@@ -129,27 +144,46 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   }
 
   const { imgSize, mean, std } = model.config;
-  const data = openRunData(config, imgSize);
+  const { evaluation } = openRunData(config, imgSize);
   const B = config.data.batchSize;
+  const k = config.optimizer.accumSteps;
   const checkpoint = async (file: string): Promise<void> => saveCheckpoint(file, trainer, { run_config: runJson });
+  const cancelled = (): IceError => new IceError('CANCELLED', `run cancelled at step ${trainer.step}`);
+  let stream: TrainBatchStream | undefined;
+  const closeStream = async (): Promise<void> => {
+    const s = stream;
+    stream = undefined;
+    await s?.close();
+  };
   try {
     let lastReport = 0;
     let windowStart = performance.now();
     let windowSteps = 0;
+    let trainMs = 0;
+    const startStep = trainer.step;
+    let loopStart = performance.now();
+    if (trainer.step < config.steps) {
+      if (ctx.signal?.aborted) throw cancelled();
+      // Micro-batch m of update `step` is position step·k + m of the deterministic batch stream.
+      stream = await TrainBatchStream.open({ config, imgSize, mean, std, startPosition: trainer.step * k, log });
+      log(`training data: ${stream.threads > 0 ? `${stream.threads} loader thread(s), prefetched` : 'built on the training thread'}`);
+      loopStart = performance.now();
+    }
     while (trainer.step < config.steps) {
-      if (ctx.signal?.aborted) throw new IceError('CANCELLED', `run cancelled at step ${trainer.step}`);
-      const step = trainer.step;
-      const k = config.optimizer.accumSteps;
+      if (ctx.signal?.aborted) throw cancelled();
       let stats: StepStats | undefined;
       for (let m = 0; m < k; m++) {
-        // Micro-batch m of update `step` is position step·k + m of the deterministic batch stream.
-        const samples = await loadSamples(data.train, batchIndices(data.train.length, config.seed, step * k + m, B));
-        const batch = batchNCHW(samples, mean, std);
+        if (!stream) throw new IceError('INPUT_INVALID', 'no training batch stream');
+        const batch = await stream.next(ctx.signal).catch((e: unknown) => {
+          throw ctx.signal?.aborted ? cancelled() : e;
+        });
+        const t0 = performance.now();
         const x = tf.tensor4d(batch.x, batch.shape);
         try {
           stats = trainer.trainStep(x, batch.labels);
         } finally {
           x.dispose();
+          trainMs += performance.now() - t0;
         }
       }
       if (!stats) throw new IceError('CONFIG_INVALID', 'optimizer.accumSteps must be at least 1');
@@ -177,12 +211,23 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
       // Let timers, abort events and messages run between steps.
       await new Promise<void>((r) => setImmediate(r));
     }
+    if (stream) {
+      const steps = trainer.step - startStep;
+      log(
+        `training data: ${stream.threads} loader thread(s); per step over ${steps} steps: training ${(trainMs / steps).toFixed(1)} ms, ` +
+          `waiting for batches ${((stream.waitMs - stream.firstWaitMs) / steps).toFixed(1)} ms (and ${stream.firstWaitMs.toFixed(0)} ms for the first), ` +
+          `other ${((performance.now() - loopStart - trainMs - stream.waitMs) / steps).toFixed(1)} ms (in-thread batch building, checkpoints, progress)`,
+      );
+      await closeStream();
+    }
     const finalPath = path.join(ctx.runDir, FINAL_CHECKPOINT);
     await checkpoint(finalPath);
     await checkpoint(lastPath);
-    const metrics = await evaluateRun(model, data.evaluation, config, log);
+    const metrics = await evaluateRun(model, evaluation, config, log);
     return { metrics, checkpoint: finalPath, steps: trainer.step, resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
   } finally {
+    // Stops the loader's threads whatever ended the loop; a failure to do so must not hide the run's own error.
+    await closeStream().catch((e: unknown) => log(`training data: closing the batch loader failed: ${e instanceof Error ? e.message : String(e)}`));
     trainer.dispose();
     model.dispose();
   }

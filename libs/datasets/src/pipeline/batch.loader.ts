@@ -69,6 +69,11 @@ export interface BatchLoaderOptions {
   log?: (message: string) => void;
 }
 
+export interface EpochOptions {
+  /** Position in the epoch to start at (default 0): the batches before it are neither built nor yielded. */
+  startBatch?: number;
+}
+
 export interface Batch extends BuiltBatch {
   epoch: number;
   /** Position of the batch in the epoch (a dropped batch leaves its step out). */
@@ -79,7 +84,9 @@ export interface EpochSummary {
   epoch: number;
   rank: number;
   worldSize: number;
-  /** Batches planned for the epoch / yielded / dropped because none of their samples could be read. */
+  /** Position the pass started at (EpochOptions.startBatch). */
+  startBatch: number;
+  /** Batches planned for the pass (from startBatch on) / yielded / dropped because none of their samples could be read. */
   plannedBatches: number;
   batches: number;
   droppedBatches: number;
@@ -130,8 +137,9 @@ export const BATCH_WORKER_BOOTSTRAP = join(__dirname, 'batch.worker.bootstrap.js
 
 class PoolExecutor implements Executor {
   private readonly pool: Piscina<WorkerTask, WorkerReply>;
+  private closing = false;
 
-  constructor(threads: number, tasksPerWorker: number) {
+  constructor(threads: number, tasksPerWorker: number, log: (message: string) => void) {
     this.pool = new Piscina<WorkerTask, WorkerReply>({
       filename: BATCH_WORKER_BOOTSTRAP,
       minThreads: threads,
@@ -143,6 +151,13 @@ class PoolExecutor implements Executor {
       // thread's event loop, which a synchronous training step blocks for its whole duration.
       concurrentTasksPerWorker: tasksPerWorker,
     });
+    // The pool reports some events as 'error' events, which would crash the process unheard: a
+    // worker's reply that arrives after destroy() dropped its task (closing mid-batch, e.g. a run
+    // that stops on a NaN loss), or a worker that died with no task (the pool replaces it; a task it
+    // had fails on its own).
+    this.pool.on('error', (err: unknown) => {
+      if (!this.closing) log(`ice data: pipeline worker pool: ${err instanceof Error ? err.message : String(err)}`);
+    });
   }
 
   run(task: WorkerTask): Promise<WorkerReply> {
@@ -150,6 +165,7 @@ class PoolExecutor implements Executor {
   }
 
   close(): Promise<void> {
+    this.closing = true;
     return this.pool.destroy();
   }
 }
@@ -213,7 +229,7 @@ export class BatchLoader {
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw new IceError('CONFIG_INVALID', `seed must be a safe integer, got ${seed}`);
     const prefetch = options.prefetch ?? defaultPrefetch(threads);
-    const exec: Executor = threads === 0 ? new InlineExecutor() : new PoolExecutor(threads, Math.ceil(prefetch / threads));
+    const exec: Executor = threads === 0 ? new InlineExecutor() : new PoolExecutor(threads, Math.ceil(prefetch / threads), options.log ?? ((m) => console.warn(m)));
     try {
       const reply = await exec.run({ kind: 'describe', dataset: options.dataset });
       if (!reply.ok) throw deserializeError(reply.error);
@@ -248,10 +264,19 @@ export class BatchLoader {
     return epochBatches(epochOrder(this.length, o.seed, epoch, o.rank, o.worldSize, o.shuffle), o.batchSize, o.dropLast);
   }
 
-  /** One pass over this rank's share of the dataset; iterate it once. */
-  epoch(epoch: number): EpochRun {
+  /**
+   * One pass over this rank's share of the dataset; iterate it once. `startBatch` skips the epoch's
+   * first batches (a resumed run continues mid-epoch): the batches yielded are exactly those a
+   * full pass yields from that position on, with the same `step` numbers.
+   */
+  epoch(epoch: number, options: EpochOptions = {}): EpochRun {
     if (this.closed) throw new IceError('CANCELLED', 'the batch loader is closed');
-    return new EpochRun(epoch, this.plan(epoch), this.opts, (task) => this.run(task), () => this.closed);
+    const plan = this.plan(epoch);
+    const start = options.startBatch ?? 0;
+    if (!Number.isInteger(start) || start < 0 || start > plan.length) {
+      throw new IceError('INPUT_INVALID', `startBatch must be an integer in [0, ${plan.length}] for epoch ${epoch}, got ${start}`);
+    }
+    return new EpochRun(epoch, plan, this.opts, (task) => this.run(task), () => this.closed, start);
   }
 
   private run(task: BatchTask): Promise<WorkerReply> {
@@ -280,12 +305,14 @@ export class EpochRun implements AsyncIterable<Batch> {
     private readonly opts: Required<Omit<BatchLoaderOptions, 'log'>> & { log: (message: string) => void },
     private readonly run: (task: BatchTask) => Promise<WorkerReply>,
     private readonly isClosed: () => boolean = () => false,
+    private readonly startBatch = 0,
   ) {
     this.summary = {
       epoch,
       rank: opts.rank,
       worldSize: opts.worldSize,
-      plannedBatches: batches.length,
+      startBatch,
+      plannedBatches: batches.length - startBatch,
       batches: 0,
       droppedBatches: 0,
       samples: 0,
@@ -321,7 +348,7 @@ export class EpochRun implements AsyncIterable<Batch> {
     const s = this.summary;
     const t0 = performance.now();
     const pending: Promise<WorkerReply>[] = [];
-    let submitted = 0;
+    let submitted = this.startBatch;
     const fill = (): void => {
       while (submitted < this.batches.length && pending.length < this.opts.prefetch) {
         const p = this.run(this.task(this.batches[submitted++]));
@@ -335,7 +362,7 @@ export class EpochRun implements AsyncIterable<Batch> {
     };
     try {
       fill();
-      for (let step = 0; step < this.batches.length; step++) {
+      for (let step = this.startBatch; step < this.batches.length; step++) {
         const next = pending.shift();
         if (!next) throw new IceError('INPUT_INVALID', 'pipeline queue underrun'); // cannot happen: fill() keeps one in flight
         const tw = performance.now();
