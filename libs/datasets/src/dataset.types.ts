@@ -30,3 +30,16 @@ export interface VisionDataset<S extends VisionSample = VisionSample> {
   /** Async allowed: file-backed datasets decode on demand. */
   get(i: number): S | Promise<S>;
 }
+
+/**
+ * A sample whose image is still encoded (file bytes + displayed size): everything else as in
+ * {@link VisionSample}. The training pipeline decodes, crops and resizes it in one native step.
+ */
+export interface EncodedVisionSample extends Omit<VisionSample, 'image'> {
+  encoded: import('./image/image-io').EncodedImage;
+}
+
+/** A dataset that can hand out its samples undecoded (the file-backed image formats). */
+export interface EncodedSampleSource {
+  getEncoded(i: number): Promise<EncodedVisionSample>;
+}

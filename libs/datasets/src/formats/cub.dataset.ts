@@ -13,7 +13,8 @@
 import { join } from 'node:path';
 import { IceError } from '@ice/core';
 import type { Box, VisionSample } from '../dataset.types';
-import { decodeImage } from '../image/image-io';
+import { decodeImage, probeImage } from '../image/image-io';
+import type { EncodedVisionSample } from '../dataset.types';
 import { type FileDataset, badLine, checkIndex, readIndexLines, requireDir } from './dataset-files.util';
 
 export const CUB_SPLITS: readonly string[] = ['train', 'test'];
@@ -136,6 +137,26 @@ export class CubDataset implements FileDataset<CubSample> {
       image: img.data,
       height: img.height,
       width: img.width,
+      label: e.label,
+      bboxXywh: [x, y, w, h],
+      boxes: [[x, y, x + w - 1, y + h - 1]],
+    };
+  }
+
+  /** Sample i with its image read but not decoded (header only: size after orientation). */
+  async getEncoded(i: number): Promise<EncodedVisionSample & Omit<CubSample, 'image'>> {
+    checkIndex(i, this.length, `cub/${this.split}`);
+    const e = this.entries[i];
+    const path = join(this.root, 'images', e.relPath);
+    const encoded = await probeImage(path, this.autoOrient);
+    const [x, y, w, h] = e.bbox;
+    return {
+      id: `cub/${e.relPath}`,
+      imageId: e.imageId,
+      path,
+      encoded,
+      height: encoded.height,
+      width: encoded.width,
       label: e.label,
       bboxXywh: [x, y, w, h],
       boxes: [[x, y, x + w - 1, y + h - 1]],

@@ -16,7 +16,8 @@ import { readdirSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { IceError } from '@ice/core';
 import type { VisionSample } from '../dataset.types';
-import { decodeImage } from '../image/image-io';
+import { decodeImage, probeImage } from '../image/image-io';
+import type { EncodedVisionSample } from '../dataset.types';
 import {
   type FileDataset,
   badLine,
@@ -154,6 +155,22 @@ export class ImageNetFolderDataset implements FileDataset<ImageNetSample> {
       image: img.data,
       height: img.height,
       width: img.width,
+      label,
+      wnid: this.classes[label],
+      path,
+    };
+  }
+
+  /** Sample i with its image read but not decoded (header only: size after orientation). */
+  async getEncoded(i: number): Promise<EncodedVisionSample & Omit<ImageNetSample, 'image'>> {
+    checkIndex(i, this.length, `imagenet/${this.split}`);
+    const { path, label } = this.entries[i];
+    const encoded = await probeImage(path, this.autoOrient);
+    return {
+      id: `imagenet/${this.split}/${relative(join(this.root, this.split), path).split(sep).join('/')}`,
+      encoded,
+      height: encoded.height,
+      width: encoded.width,
       label,
       wnid: this.classes[label],
       path,

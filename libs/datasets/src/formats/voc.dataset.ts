@@ -29,7 +29,8 @@ import { join } from 'node:path';
 import { IceError } from '@ice/core';
 import { XMLParser } from 'fast-xml-parser';
 import type { Box, VisionSample } from '../dataset.types';
-import { decodeImage, readLabelPng } from '../image/image-io';
+import { decodeImage, probeImage, readLabelPng } from '../image/image-io';
+import type { EncodedVisionSample } from '../dataset.types';
 import { type FileDataset, checkIndex, isDir, isFile, readIndexLines, requireDir } from './dataset-files.util';
 
 export const VOC_CLASSES: readonly string[] = [
@@ -179,13 +180,25 @@ export class VocDataset implements FileDataset<VocSample> {
     checkIndex(i, this.length, `voc/${this.split}`);
     const id = this.ids[i];
     const img = await decodeImage(this.imagePath(id), { autoOrient: this.autoOrient });
+    return { ...(await this.annotations(id, img.height, img.width)), image: img.data };
+  }
+
+  /** Sample i with its image read but not decoded (header only: size after orientation); annotations as `get`. */
+  async getEncoded(i: number): Promise<EncodedVisionSample & Omit<VocSample, 'image'>> {
+    checkIndex(i, this.length, `voc/${this.split}`);
+    const id = this.ids[i];
+    const encoded = await probeImage(this.imagePath(id), this.autoOrient);
+    return { ...(await this.annotations(id, encoded.height, encoded.width)), encoded };
+  }
+
+  /** Everything of sample `id` but its pixels, for an image of height × width. */
+  private async annotations(id: string, height: number, width: number): Promise<Omit<VocSample, 'image'>> {
     const objects = await this.readObjects(id);
-    const sample: VocSample = {
+    const sample: Omit<VocSample, 'image'> = {
       id: `voc/${id}`,
       imageId: id,
-      image: img.data,
-      height: img.height,
-      width: img.width,
+      height,
+      width,
       label: (objects.find((o) => !o.difficult) ?? objects[0])?.classIndex ?? -1,
       labels: [...new Set(objects.map((o) => o.classIndex))].sort((a, b) => a - b),
       objects,
@@ -195,7 +208,7 @@ export class VocDataset implements FileDataset<VocSample> {
     };
     const maskPath = this.maskPath(id);
     if (this.task === 'segmentation' || isFile(maskPath)) {
-      const seg = await this.readSegmentation(maskPath, img.height, img.width);
+      const seg = await this.readSegmentation(maskPath, height, width);
       sample.segmentation = seg;
       sample.mask = seg.map((v) => (v !== 0 && v !== VOC_VOID ? 1 : 0));
     }

@@ -5,9 +5,11 @@
  * Libraries: `sharp` (libvips) decodes. It ships prebuilt libvips binaries inside its npm packages
  * (no download at install time), detects JPEG/PNG/WebP/TIFF/GIF by content rather than by extension
  * (ImageNet has PNGs named .JPEG), converts greyscale/CMYK (via ICC) to sRGB, and applies EXIF
- * orientation. Resizing is NOT done with sharp but with a port of Pillow's resampler
- * (pil-resample.ts, which says why: sharp's upsampling is shifted against Pillow and its float I/O is
- * lossy), so images match what the PIL-based reference code feeds its models. Label masks are read
+ * orientation. Pillow-exact resizing (evaluation, and training with resampler 'pillow') is NOT done
+ * with sharp but with a port of Pillow's resampler (pil-resample.ts, which says why: sharp's
+ * upsampling is shifted against Pillow and its float I/O is lossy), so images match what the
+ * PIL-based reference code feeds its models. The training pipeline's default path
+ * ({@link decodeRegionResized}) does decode → orient → crop → resize natively in sharp instead. Label masks are read
  * with `fast-png` (image-js) because sharp always expands palette PNGs to RGB, while VOC masks must be
  * read as palette INDICES; fast-png 6.x is its last CommonJS line (7+ is ESM-only, which jest's
  * CommonJS runtime cannot load).
@@ -15,7 +17,7 @@
 import { readFile } from 'node:fs/promises';
 import { IceError } from '@ice/core';
 import { decode as decodePng } from 'fast-png';
-import sharp from 'sharp';
+import sharp, { type KernelEnum } from 'sharp';
 import { type ResampleFilter, resizeF32, resizeU8 } from './pil-resample';
 
 export type ResizeKernel = ResampleFilter;
@@ -222,4 +224,78 @@ function unpackBits(data: ArrayLike<number>, width: number, height: number, dept
     }
   }
   return out;
+}
+
+/**
+ * An image file read but not decoded: its bytes and its displayed size (after EXIF orientation when
+ * `autoOrient`), from the header only. What the training pipeline's native (sharp) path starts from.
+ */
+export interface EncodedImage {
+  bytes: Uint8Array;
+  /** Size after auto-orientation (when `autoOrient`), i.e. the size {@link decodeImage} would give. */
+  height: number;
+  width: number;
+  autoOrient: boolean;
+  /** For error messages (the path, usually). */
+  label: string;
+}
+
+/** Reads an image's header (no pixel decoding): IMAGE_CORRUPT when it is not a readable image. */
+export async function probeImage(source: string | Uint8Array, autoOrient = true, label = typeof source === 'string' ? source : '<buffer>'): Promise<EncodedImage> {
+  const bytes = typeof source === 'string' ? await readImageFile(source) : source;
+  try {
+    const meta = await sharp(bytes, { failOn: 'warning' }).metadata();
+    const { height, width } = autoOrient ? meta.autoOrient : meta;
+    return { bytes, height, width, autoOrient, label };
+  } catch (err) {
+    throw new IceError('IMAGE_CORRUPT', `cannot decode image ${label}: ${errMessage(err)}`, { path: label });
+  }
+}
+
+/**
+ * sharp's kernel for each interpolation: 'cubic' is libvips' Catmull-Rom cubic (a = −0.5, the same
+ * kernel as Pillow's BICUBIC; lanczos3 would be sharper than what the reference trains on), widened
+ * when downscaling (antialiased) as Pillow does.
+ */
+const SHARP_KERNEL = { nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic' } as const satisfies Record<ResizeKernel, keyof KernelEnum>;
+
+/** A crop box in the (oriented) image: rows [top, top+height) × cols [left, left+width). */
+export interface RegionSpec {
+  top: number;
+  left: number;
+  height: number;
+  width: number;
+}
+
+/**
+ * One native sharp pipeline: decode → (EXIF orient) → extract `region` (must lie inside the image;
+ * default: whole image) → resize to exactly `resize` with sharp's kernel → 8-bit RGB → float [0, 1].
+ * Fast, but NOT Pillow-exact (libvips' sampling grid differs from Pillow's at the edges by up to
+ * half a pixel, and the result is quantised to 8 bits): for training augmentation, not evaluation.
+ */
+export async function decodeRegionResized(img: EncodedImage, resize: ResizeSpec, region?: RegionSpec): Promise<RgbImage> {
+  checkSize(`resize of ${img.label}`, resize.height, resize.width);
+  if (region) {
+    const { top, left, height, width } = region;
+    if (!(Number.isInteger(top) && Number.isInteger(left) && top >= 0 && left >= 0 && height >= 1 && width >= 1 && top + height <= img.height && left + width <= img.width)) {
+      throw new IceError('INPUT_INVALID', `region ${JSON.stringify(region)} is not inside the ${img.height}×${img.width} image ${img.label}`, { path: img.label });
+    }
+  }
+  try {
+    let p = sharp(img.bytes, { failOn: 'warning' });
+    if (img.autoOrient) p = p.autoOrient();
+    if (region) p = p.extract({ top: region.top, left: region.left, height: region.height, width: region.width });
+    const { data, info } = await p
+      .resize(resize.width, resize.height, { fit: 'fill', kernel: SHARP_KERNEL[resize.kernel ?? 'bilinear'], fastShrinkOnLoad: false })
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.width !== resize.width || info.height !== resize.height) throw new Error(`sharp gave ${info.height}×${info.width}`);
+    const rgb = toRgb(new Uint8Array(data.buffer, data.byteOffset, data.length), info.width, info.height, info.channels);
+    return { data: u8ToFloat(rgb), height: info.height, width: info.width };
+  } catch (err) {
+    if (err instanceof IceError) throw err;
+    throw new IceError('IMAGE_CORRUPT', `cannot decode image ${img.label}: ${errMessage(err)}`, { path: img.label });
+  }
 }

@@ -2,13 +2,23 @@
  * The work of one pipeline task, identical in a worker thread and inline: open the dataset (once
  * per thread and spec), read the batch's samples, augment each with its own Rng (seeded from seed,
  * epoch and dataset index, so results do not depend on batching or on the thread), and pack them
- * into one normalised NCHW batch. A sample that cannot be read or transformed is recorded as skipped
- * (with its path) instead of failing the batch; a problem of the configuration (no fixed output
- * size, masks asked of a dataset without them) fails it.
+ * into one normalised NCHW batch. File-backed images go through sharp natively (decode, crop and
+ * resize in one libvips pipeline) unless the transform spec asks for resampler 'pillow'. A sample
+ * that cannot be read or transformed is recorded as skipped (with its path) instead of failing the
+ * batch; a problem of the configuration (no fixed output size, masks asked of a dataset without
+ * them) fails it.
  */
 import { IceError, Rng } from '@ice/core';
-import type { Box, VisionDataset, VisionSample } from '../dataset.types';
-import { resolveNormalize, transformOutputSize, validateTransformSpec, writeNormalizedCHW, applyTransforms } from '../transforms/augment.transform';
+import type { Box, EncodedSampleSource, EncodedVisionSample, VisionDataset, VisionSample } from '../dataset.types';
+import {
+  type EncodedAugSample,
+  applyTransforms,
+  applyTransformsEncoded,
+  resolveNormalize,
+  transformOutputSize,
+  validateTransformSpec,
+  writeNormalizedCHW,
+} from '../transforms/augment.transform';
 import type { AugSample } from '../transforms/geometry.transform';
 import { type OpenedDataset, datasetSpecKey, errorPath, openDatasetSpec, sampleSeed } from './dataset-spec.util';
 import type { BatchTask, BuiltBatch, DatasetDescription, DatasetSpec, SkippedSample } from './pipeline.types';
@@ -36,6 +46,12 @@ function pathOf(ds: VisionDataset, index: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The dataset as a source of undecoded samples (file-backed image formats), or undefined. */
+function encodedSourceOf(ds: VisionDataset): EncodedSampleSource | undefined {
+  const candidate = (ds as Partial<EncodedSampleSource>).getEncoded;
+  return typeof candidate === 'function' ? { getEncoded: (i) => candidate.call(ds, i) } : undefined;
 }
 
 /** Runs fn over items with at most `limit` in flight; results in item order. */
@@ -79,15 +95,28 @@ export class BatchBuilder {
     const { dataset } = await this.dataset(task.dataset);
     const norm = resolveNormalize(task.transform.normalize);
     const fixedSize = transformOutputSize(task.transform.steps);
+    const useSharp = (task.transform.resampler ?? 'sharp') === 'sharp';
+    const encodedSource = encodedSourceOf(dataset);
 
     const results = await mapLimit(task.indices, task.sampleConcurrency, async (index): Promise<GoodSample | SkippedSample> => {
       try {
+        const rng = new Rng(sampleSeed(task.seed, task.epoch, index));
+        if (useSharp && encodedSource) {
+          // Native path: header only here; decode + crop + resize in one sharp pipeline.
+          const s: EncodedVisionSample = await encodedSource.getEncoded(index);
+          if (task.withMasks && !s.mask) throw new ConfigProblem(`masks were asked for, but ${dataset.name} sample ${s.id} has none`);
+          const input: EncodedAugSample = { encoded: s.encoded, height: s.height, width: s.width };
+          if (task.withMasks) input.mask = s.mask;
+          if (task.withBoxes) input.boxes = s.boxes ?? [];
+          const aug = await applyTransformsEncoded(input, task.transform.steps, rng);
+          return { index, id: s.id, label: s.label, aug };
+        }
         const s: VisionSample = await dataset.get(index);
         if (task.withMasks && !s.mask) throw new ConfigProblem(`masks were asked for, but ${dataset.name} sample ${s.id} has none`);
         const input: AugSample = { image: s.image, height: s.height, width: s.width };
         if (task.withMasks) input.mask = s.mask;
         if (task.withBoxes) input.boxes = s.boxes ?? [];
-        const aug = applyTransforms(input, task.transform.steps, new Rng(sampleSeed(task.seed, task.epoch, index)));
+        const aug = applyTransforms(input, task.transform.steps, rng);
         return { index, id: s.id, label: s.label, aug };
       } catch (err) {
         if (err instanceof ConfigProblem) throw err;

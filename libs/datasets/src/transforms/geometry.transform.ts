@@ -4,7 +4,9 @@
  * pixel boxes, clipped to the image; a box that leaves the image entirely is dropped).
  *
  * Images are resized with the Pillow-exact resampler (image-io `resizeImage`, clamped to [0, 1]),
- * i.e. what torchvision runs on the PIL images of the reference pipelines.
+ * i.e. what torchvision runs on the PIL images of the reference pipelines. (The training pipeline's
+ * default resampler 'sharp' crops and resizes file-backed images natively, see
+ * augment.transform `applyTransformsEncoded`, and uses only the annotation helpers here.)
  */
 import { IceError } from '@ice/core';
 import type { Box } from '../dataset.types';
@@ -86,6 +88,33 @@ export function resizeBoxes(boxes: readonly Box[], inH: number, inW: number, out
     Math.max(0, Math.min(outW - 1, Math.ceil((x1 + 1) * sx) - 1)),
     Math.max(0, Math.min(outH - 1, Math.ceil((y1 + 1) * sy) - 1)),
   ]);
+}
+
+/** A sample's annotations (mask, boxes) on a height × width image, without the pixels. */
+export type Annotations = Omit<AugSample, 'image'>;
+
+/** The annotations of {@link cropSample} (the crop must lie inside the image), without touching pixels. */
+export function cropAnnotations(s: Annotations, box: { top: number; left: number; height: number; width: number }): Annotations {
+  const { top, left, height, width } = box;
+  const out: Annotations = { height, width };
+  if (s.mask) {
+    if (top < 0 || left < 0 || top + height > s.height || left + width > s.width) throw new IceError('INPUT_INVALID', `crop ${JSON.stringify(box)} leaves the ${s.height}×${s.width} mask`);
+    const mask = new Uint8Array(height * width);
+    for (let y = 0; y < height; y++) mask.set(s.mask.subarray((y + top) * s.width + left, (y + top) * s.width + left + width), y * width);
+    out.mask = mask;
+  }
+  if (s.boxes) out.boxes = cropBoxes(s.boxes, top, left, height, width);
+  return out;
+}
+
+/** The annotations of {@link resizeSample} (mask nearest with Pillow's rule, boxes scaled), without touching pixels. */
+export function resizeAnnotations(s: Annotations, height: number, width: number): Annotations {
+  checkPositiveInt('resize height', height);
+  checkPositiveInt('resize width', width);
+  const out: Annotations = { height, width };
+  if (s.mask) out.mask = resizeMaskNearest(s.mask, s.height, s.width, height, width);
+  if (s.boxes) out.boxes = resizeBoxes(s.boxes, s.height, s.width, height, width);
+  return out;
 }
 
 /** Resizes to exactly height × width: the image with `interpolation`, the mask nearest, the boxes scaled. */
