@@ -313,19 +313,28 @@ export class OrchestrationStore implements OnApplicationShutdown {
    * cancelled); a running one stays running until its worker stops it. Null: no such run.
    */
   async requestCancel(id: string): Promise<RunEntity | null> {
+    await this.flagCancel('runs', id);
+    return this.getRun(id);
+  }
+
+  async markCancelled(id: string): Promise<boolean> {
+    return this.markCancelledIn('runs', id);
+  }
+
+  /** Runs and evaluations share the cancel protocol; `table` is one of the two, never user input. */
+  private async flagCancel(table: 'runs' | 'evaluations', id: string): Promise<void> {
     await this.sql(
-      `UPDATE runs SET cancel_requested = true, updated_at = now(),
+      `UPDATE ${table} SET cancel_requested = true, updated_at = now(),
          status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
          finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
        WHERE id = $1 AND status IN ('queued','running')`,
       [id],
     );
-    return this.getRun(id);
   }
 
-  async markCancelled(id: string): Promise<boolean> {
+  private async markCancelledIn(table: 'runs' | 'evaluations', id: string): Promise<boolean> {
     const rows = await this.sql<{ id: string }>(
-      `UPDATE runs SET status = 'cancelled', cancel_requested = true, finished_at = now(), updated_at = now()
+      `UPDATE ${table} SET status = 'cancelled', cancel_requested = true, finished_at = now(), updated_at = now()
        WHERE id = $1 AND status IN ('queued','running') RETURNING id`,
       [id],
     );
@@ -445,22 +454,11 @@ export class OrchestrationStore implements OnApplicationShutdown {
 
   /** Flags a cancel: a queued evaluation is cancelled at once, a running one when its worker next looks. Null: no such evaluation. */
   async requestEvaluationCancel(id: string): Promise<EvaluationEntity | null> {
-    await this.sql(
-      `UPDATE evaluations SET cancel_requested = true, updated_at = now(),
-         status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-         finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
-       WHERE id = $1 AND status IN ('queued','running')`,
-      [id],
-    );
+    await this.flagCancel('evaluations', id);
     return this.getEvaluation(id);
   }
 
   async markEvaluationCancelled(id: string): Promise<boolean> {
-    const rows = await this.sql<{ id: string }>(
-      `UPDATE evaluations SET status = 'cancelled', cancel_requested = true, finished_at = now(), updated_at = now()
-       WHERE id = $1 AND status IN ('queued','running') RETURNING id`,
-      [id],
-    );
-    return rows.length > 0;
+    return this.markCancelledIn('evaluations', id);
   }
 }
