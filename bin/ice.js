@@ -4,4 +4,4 @@
 const path = require('node:path');
 process.env.TS_NODE_PROJECT = process.env.TS_NODE_PROJECT || path.join(__dirname, '..', 'tsconfig.json');
 require('@swc-node/register');
-require(path.join(__dirname, '..', 'apps', 'cli', 'src', 'main.ts'));
+void require(path.join(__dirname, '..', 'apps', 'cli', 'src', 'main.ts')).main(process.argv);

@@ -21,7 +21,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
@@ -38,6 +38,7 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-if (require.main === module || process.argv[1]?.endsWith('ice.js')) {
+// Run directly (node bin/run-ts.js apps/cli/src/main.ts); bin/ice.js calls main() itself.
+if (require.main === module) {
   void main(process.argv);
 }
