@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { encode as encodePng } from 'fast-png';
 import sharp from 'sharp';
 import { h5wasmEntryUrl } from './hdf5.reader';
+import { vocColormap } from '../export/voc-export';
 
 export function makeTempDir(prefix = 'ice-ds-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -67,23 +68,8 @@ export async function writeImage(path: string, rgb: Uint8Array, height: number, 
   else await img.png().toFile(path);
 }
 
-/** The PASCAL VOC colour map (index → RGB), as in the VOC devkit's labelcolormap. */
-export function vocPalette(): number[][] {
-  const bit = (v: number, k: number): number => (v >> k) & 1;
-  return Array.from({ length: 256 }, (_, i) => {
-    let [r, g, b, c] = [0, 0, 0, i];
-    for (let j = 0; j < 8; j++) {
-      r |= bit(c, 0) << (7 - j);
-      g |= bit(c, 1) << (7 - j);
-      b |= bit(c, 2) << (7 - j);
-      c >>= 3;
-    }
-    return [r, g, b];
-  });
-}
-
 /** Writes an 8-bit (or lower) palette PNG holding `indices` (H×W). */
-export function writePalettePng(path: string, indices: Uint8Array, height: number, width: number, depth: 1 | 2 | 4 | 8 = 8, palette = vocPalette()): void {
+export function writePalettePng(path: string, indices: Uint8Array, height: number, width: number, depth: 1 | 2 | 4 | 8 = 8, palette = vocColormap()): void {
   let data = indices;
   if (depth < 8) {
     const rowBytes = Math.ceil((width * depth) / 8);

@@ -2,7 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IceError } from '@ice/core';
 import sharp from 'sharp';
-import { makeTempDir, solidRgb, splitRgb, vocPalette, writeImage, writePalettePng, writeText } from '../formats/formats.testing';
+import { vocColormap } from '../export/voc-export';
+import { makeTempDir, solidRgb, splitRgb, writeImage, writePalettePng, writeText } from '../formats/formats.testing';
 import { decodeImage, decodeImageU8, readLabelPng, resizeImage, resizeMaskNearest } from './image-io';
 import { resizeU8 } from './pil-resample';
 
@@ -147,7 +148,7 @@ describe('image-io', () => {
       writePalettePng(path, idx, 3, 4);
       const viaSharp = await sharp(path).raw().toBuffer({ resolveWithObject: true });
       expect(viaSharp.info.channels).toBeGreaterThanOrEqual(3);
-      const pal = vocPalette();
+      const pal = vocColormap();
       expect(Array.from(viaSharp.data.subarray(3 * viaSharp.info.channels, 3 * viaSharp.info.channels + 3))).toEqual(pal[255]);
       const m = await readLabelPng(path);
       expect([m.height, m.width]).toEqual([3, 4]);

@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { encode as encodePng } from 'fast-png';
 import sharp from 'sharp';
 import { type ExplainerName, IceVit, ICE_CONFIG_METADATA, vitConfig, type VitConfig, writeSafetensors } from '@ice/core';
+import { vocColormap } from '@ice/datasets';
 import type { MethodMap } from '../explain.runner';
 import type { ProtocolSettings } from '../protocol.types';
 import type { PreparedSample } from '../sample-prep.util';
@@ -128,20 +129,6 @@ async function writeJpeg(file: string, rgb: Uint8Array, height: number, width: n
     .toFile(file);
 }
 
-function vocPalette(): number[][] {
-  const bit = (v: number, k: number): number => (v >> k) & 1;
-  return Array.from({ length: 256 }, (_, i) => {
-    let [r, g, b, c] = [0, 0, 0, i];
-    for (let j = 0; j < 8; j++) {
-      r |= bit(c, 0) << (7 - j);
-      g |= bit(c, 1) << (7 - j);
-      b |= bit(c, 2) << (7 - j);
-      c >>= 3;
-    }
-    return [r, g, b];
-  });
-}
-
 const VOC_NAMES = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow'];
 
 /**
@@ -155,7 +142,7 @@ export async function writeVoc(root: string, scenes: SceneSpec[], split = 'val')
     await writeJpeg(join(root, 'JPEGImages', `${ids[i]}.jpg`), rgb, s.height, s.width);
     const png = join(root, 'SegmentationClass', `${ids[i]}.png`);
     ensureDir(png);
-    writeFileSync(png, encodePng({ width: s.width, height: s.height, data: labels, depth: 8, channels: 1, palette: vocPalette() }));
+    writeFileSync(png, encodePng({ width: s.width, height: s.height, data: labels, depth: 8, channels: 1, palette: vocColormap() }));
     const objects = s.objects
       .map((o) => {
         const name = VOC_NAMES[(o.label ?? 1) - 1];
