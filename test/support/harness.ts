@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import IORedis from 'ioredis';
 import { Client } from 'pg';
 import type { INestApplication } from '@nestjs/common';
-import { loadOrchestrationConfig, type OrchestrationConfig } from '@ice/orchestration';
+import { loadOrchestrationConfig, readSseStream, type OrchestrationConfig } from '@ice/orchestration';
 import { createApiApp } from '../../apps/api/src/app.factory';
 
 /**
@@ -213,28 +213,13 @@ export async function readSse(url: string, opts: { timeoutMs: number; until?: (e
   try {
     const res = await fetch(url, { signal: ac.signal, headers: { accept: 'text/event-stream' } });
     if (!res.ok || !res.body) throw new Error(`SSE ${url}: HTTP ${res.status}`);
-    const decoder = new TextDecoder();
-    let buf = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        let event = 'message';
-        const data: string[] = [];
-        for (const line of block.split('\n')) {
-          if (line.startsWith('event:')) event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
-        }
-        if (!data.length) continue;
-        const e = { event, data: JSON.parse(data.join('\n')) };
-        events.push(e);
-        await opts.onEvent?.(e);
-        if (opts.until?.(e)) {
-          ac.abort();
-          return events;
-        }
+    for await (const m of readSseStream(res.body)) {
+      const e: SseEvent = { event: m.event, data: JSON.parse(m.data) };
+      events.push(e);
+      await opts.onEvent?.(e);
+      if (opts.until?.(e)) {
+        ac.abort();
+        return events;
       }
     }
     return events;

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import IORedis from 'ioredis';
+import { readSseStream } from '@ice/orchestration';
 
 /**
  * `npm run demo`: starts Redis (if nothing answers and redis-server is on PATH), the API on the
@@ -162,28 +163,18 @@ async function watch(id: string, label: string): Promise<string> {
     const ac = new AbortController();
     try {
       const res = await fetch(`${API}/sweeps/${id}/events`, { signal: ac.signal });
-      const decoder = new TextDecoder();
-      let buf = '';
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        buf += decoder.decode(chunk, { stream: true });
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const block = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          const data = block.split('\n').find((l) => l.startsWith('data:'));
-          if (!data) continue;
-          const e = JSON.parse(data.slice(5)) as { type: string; runId?: string; status?: string; counts?: Record<string, number>; progress?: { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number }; metrics?: Record<string, number> | null; error?: string | null };
-          if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
-          if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
-            progress.delete(e.runId);
-            log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}` : ''}${e.error ? ` (${e.error})` : ''}`);
-          }
-          if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
-          if (Date.now() - lastPrint > 5000 && progress.size) {
-            lastPrint = Date.now();
-            const parts = [...progress.entries()].map(([rid, p]) => `${rid.slice(0, 8)} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.imgPerSec.toFixed(0)} img/s ETA ${Math.round(p.etaSeconds)}s`);
-            log(`${label}: ${parts.join(' | ')}`);
-          }
+      for await (const m of readSseStream(res.body as unknown as AsyncIterable<Uint8Array>)) {
+        const e = JSON.parse(m.data) as { type: string; runId?: string; status?: string; counts?: Record<string, number>; progress?: { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number }; metrics?: Record<string, number> | null; error?: string | null };
+        if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
+        if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
+          progress.delete(e.runId);
+          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}` : ''}${e.error ? ` (${e.error})` : ''}`);
+        }
+        if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
+        if (Date.now() - lastPrint > 5000 && progress.size) {
+          lastPrint = Date.now();
+          const parts = [...progress.entries()].map(([rid, p]) => `${rid.slice(0, 8)} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.imgPerSec.toFixed(0)} img/s ETA ${Math.round(p.etaSeconds)}s`);
+          log(`${label}: ${parts.join(' | ')}`);
         }
       }
     } catch (e) {

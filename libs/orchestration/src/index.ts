@@ -6,6 +6,7 @@ export * from './queue/job-queue';
 export * from './queue/job-handler';
 export * from './queue/redis';
 export * from './events/event-bus';
+export * from './events/sse-reader';
 export * from './artifacts/artifact-store';
 export * from './validation/data-roots';
 export * from './threads/thread-task';
