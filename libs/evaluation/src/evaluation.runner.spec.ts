@@ -28,6 +28,22 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     expect(r.conventions.join('\n')).toMatch(/the model's own statistics/);
   });
 
+  it.each(['segmentation', 'localization'] as const)('%s: batches (with a short last one) score as images one by one', async (protocol) => {
+    const run = (batchSize: number) =>
+      runEvaluation({ protocol, format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 7, batchSize, maxBoxAccThresholds: [0, 0.2, 0.4, 0.6, 0.8] });
+    const [one, batched] = [await run(1), await run(3)];
+    expect(one.conventions.join('\n')).toMatch(/each image on its own/);
+    expect(batched.conventions.join('\n')).toMatch(/batches of 3 images/);
+    batched.rows.forEach((row, i) => {
+      for (const [k, v] of Object.entries(row.metrics)) {
+        const ref = one.rows[i].metrics[k];
+        if (v === null || ref === null) expect(v).toBe(ref);
+        else expect(v).toBeCloseTo(ref, 3); // float summation order may move a pixel across a threshold
+      }
+    });
+    await expect(run(0)).rejects.toThrow(/batchSize must be an integer in 1\.\.256, got 0/);
+  });
+
   it('writes a PNG overlay per image and method and a contact sheet (rows = images, columns = input + methods)', async () => {
     const dir = join(tmp.dir, 'maps');
     const r = await runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 3, saveMaps: { dir, count: 2 } });
@@ -94,7 +110,7 @@ describe('runEvaluation on the built-in digits benchmark', () => {
 
   it('stops with CANCELLED when aborted', async () => {
     const ac = new AbortController();
-    const p = runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice'], limit: 50, signal: ac.signal, onProgress: (done) => void (done === 2 && ac.abort()) });
+    const p = runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice'], limit: 50, batchSize: 4, signal: ac.signal, onProgress: (done) => void (done === 8 && ac.abort()) });
     await expect(p).rejects.toMatchObject({ code: 'CANCELLED' });
   });
 

@@ -13,23 +13,36 @@ import {
   NORMALIZATION_CHOICES,
   type NormalizationChoice,
 } from './evaluation.types';
-import { runExplainer, predictTop1 } from './explain.runner';
+import { predictTop1, runExplainer, type RunExplainerOptions } from './explain.runner';
 import { jaccardProtocol } from './jaccard.protocol';
 import { localizationProtocol } from './localization.protocol';
 import type { MethodScorer, ProtocolDefinition, ProtocolSettings } from './protocol.types';
-import { normalizationStats, prepareSample } from './sample-prep.util';
+import { normalizationStats, type PreparedSample, prepareSample } from './sample-prep.util';
 import { displayMap, type SavedImageMaps, writeSavedMaps } from './save-maps.util';
 import { segmentationProtocol } from './segmentation.protocol';
 
 /**
- * `runEvaluation`: one protocol, one model, several explainers on the same images. Each image runs
- * on its own (batch of one, as the reference code), every method sees the same prepared input, and
- * each method's time in its explainer is measured for the images/s column.
+ * `runEvaluation`: one protocol, one model, several explainers on the same images, in batches
+ * (batchSize 1 = each image on its own, as the reference code). Every method sees the same
+ * prepared input, and each method's time in its explainer is measured for the images/s column.
  */
 
 /** Intriguing Properties of ViTs evaluates VOC at 512² (position embedding resampled). */
 export const VOC_JACCARD_SIZE = 512;
 const DEFAULT_SAVE_COUNT = 8;
+const MAX_BATCH = 256;
+/** Attention kept per batch by the gradient methods (probabilities, gradients and the tape's copies). */
+const ATTENTION_BUDGET_BYTES = 256 * 2 ** 20;
+
+/**
+ * Images per explainer call when not given: 16, fewer when the attention maps of a batch would
+ * pass ~256 MB (e.g. DeiT-S at 224²: 5; at VOC's 512²: 1), since the wasm heap is limited to 4 GB.
+ */
+export function defaultEvalBatch(config: VitConfig): number {
+  const T = gridSize(config) ** 2 + 1;
+  const perImage = config.depth * config.numHeads * T * T * 4 * 4;
+  return Math.max(1, Math.min(16, Math.floor(ATTENTION_BUDGET_BYTES / perImage)));
+}
 
 export function defaultSplit(format: EvaluationFormat, protocol: EvaluationProtocol): string {
   switch (format) {
@@ -84,6 +97,9 @@ function checkOptions(o: EvaluationOptions): void {
   }
   if (new Set(o.methods).size !== o.methods.length) throw new IceError('CONFIG_INVALID', `a method is named twice: ${o.methods.join(', ')}`);
   if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit > 0)) throw new IceError('CONFIG_INVALID', `limit must be a positive integer, got ${o.limit}`);
+  if (o.batchSize !== undefined && !(Number.isInteger(o.batchSize) && o.batchSize > 0 && o.batchSize <= MAX_BATCH)) {
+    throw new IceError('CONFIG_INVALID', `batchSize must be an integer in 1..${MAX_BATCH}, got ${o.batchSize}`);
+  }
   if (o.normalization !== undefined && !NORMALIZATION_CHOICES.includes(o.normalization)) {
     throw new IceError('CONFIG_INVALID', `normalization must be one of ${NORMALIZATION_CHOICES.join(', ')}, got '${String(o.normalization)}'`);
   }
@@ -201,27 +217,38 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
     const saveCount = o.saveMaps ? Math.min(o.saveMaps.count ?? DEFAULT_SAVE_COUNT, n) : 0;
     const saved: SavedImageMaps[] = [];
 
-    for (let i = 0; i < n; i++) {
-      if (o.signal?.aborted) throw new IceError('CANCELLED', `evaluation cancelled after ${i} of ${n} images`);
-      const p = prepareSample(await ds.get(i), i, size, stats);
-      def.check(p);
-      const x = tf.tensor4d(p.input, [1, 3, size, size]);
+    const batchSize = Math.min(o.batchSize ?? defaultEvalBatch(config), n);
+    for (let start = 0; start < n; start += batchSize) {
+      if (o.signal?.aborted) throw new IceError('CANCELLED', `evaluation cancelled after ${start} of ${n} images`);
+      const count = Math.min(batchSize, n - start);
+      const batch: PreparedSample[] = [];
+      for (let i = start; i < start + count; i++) {
+        const p = prepareSample(await ds.get(i), i, size, stats);
+        def.check(p);
+        batch.push(p);
+      }
+      const input = new Float32Array(count * 3 * size * size);
+      batch.forEach((p, b) => input.set(p.input, b * 3 * size * size));
+      const x = tf.tensor4d(input, [count, 3, size, size]);
       try {
-        if (def.needsTop1) p.top1 = predictTop1(model, x);
-        const explainOpts = (m: ExplainerName): Parameters<typeof runExplainer>[3] => ({ targetClass: def.target(p), startLayer: sl, perHead: def.perHead(m) });
-        if (i === 0) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m)); // warm-up, untimed
-        const keep: SavedImageMaps | undefined = i < saveCount ? { index: i, id: p.id, rgb: p.rgb, maps: [] } : undefined;
+        if (def.needsTop1) predictTop1(model, x).forEach((c, b) => (batch[b].top1 = c));
+        const explainOpts = (m: ExplainerName): RunExplainerOptions => ({ classes: batch.map((p) => def.target(p)), startLayer: sl, perHead: def.perHead(m) });
+        // Warm-up, untimed: the first call at each batch shape compiles and allocates.
+        if (start === 0 || count !== batchSize) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m));
+        const keep: SavedImageMaps[] = batch.filter((p) => p.index < saveCount).map((p) => ({ index: p.index, id: p.id, rgb: p.rgb, maps: [] }));
         for (const m of o.methods) {
           const r = runExplainer(model, x, m, explainOpts(m));
           seconds.set(m, seconds.get(m)! + r.seconds);
-          scorers.get(m)!.add(p, r);
-          keep?.maps.push(displayMap(r, patch, size));
+          r.maps.forEach((map, b) => {
+            scorers.get(m)!.add(batch[b], map);
+            keep[b]?.maps.push(displayMap(map, patch, size));
+          });
         }
-        if (keep) saved.push(keep);
+        saved.push(...keep);
       } finally {
         x.dispose();
       }
-      o.onProgress?.(i + 1, n);
+      o.onProgress?.(start + count, n);
     }
 
     const rows: EvaluationRow[] = o.methods.map((m) => {
@@ -233,7 +260,7 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
       ...notes,
       normalizationText(normalization, o.protocol, config),
       ...def.conventions(),
-      'each image on its own (batch of one, as the reference code); images/s = images ÷ time in the explainer (forward, plus backward for gradient methods, and the read-back of the patch-grid map) after one untimed warm-up call per method; data loading, resizing and scoring excluded',
+      `${batchSize === 1 ? 'each image on its own (batch of one, as the reference code)' : `batches of ${batchSize} images per explainer call (each image's map and target are those it gets alone: a ViT mixes nothing across images; batchSize 1 runs them one by one, as the reference code)`}; images/s = images ÷ time in the explainer (forward, plus backward for gradient methods, and the read-back of the patch-grid maps) after one untimed warm-up call per method and batch shape; data loading, resizing and scoring excluded`,
     ];
     const result: EvaluationResult = {
       protocol: o.protocol,

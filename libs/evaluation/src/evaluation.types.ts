@@ -45,6 +45,11 @@ export interface EvaluationOptions {
   methods: ExplainerName[];
   /** Evaluate only the first N images. */
   limit?: number;
+  /**
+   * Images per explainer call (default 16). Every image's map is the one it gets alone (a ViT
+   * mixes nothing across images); 1 runs each image on its own, as the reference code.
+   */
+  batchSize?: number;
   /** Input side S. Default: 512 for jaccard on VOC (Intriguing), else the model's. */
   imgSize?: number;
   /** Default: segmentation 'half', other protocols 'imagenet'; 'model' for digits. */

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { disposeExplanation, disposeTrace, EXPLAINERS, type ExplainerName, gridSize, type IceVit, traceAttention, upsampleMap, type UpsampleMode } from '@ice/core';
+import { explainBatch, type ExplainerName, gridSize, type IceVit, upsampleMap, type UpsampleMode } from '@ice/core';
 
-/** One explainer's patch-grid map of one image, read back to the CPU, with the time it took. */
+/** One explainer's patch-grid map of one image, read back to the CPU. */
 export interface MethodMap {
   method: ExplainerName;
   /** Grid side g (the map is g×g, row-major). */
@@ -10,55 +10,55 @@ export interface MethodMap {
   /** Raw attention with `perHead`: each head's CLS → patch attention of the last block (g² values each). */
   heads?: Float32Array[];
   targetClass: number;
-  /** Wall time of the explainer: forward (and backward) passes and the read-back of the map. */
-  seconds: number;
 }
 
 export interface RunExplainerOptions {
-  targetClass?: number;
+  /** Per image: its target class, or undefined for the CLS head's top-1. */
+  classes?: readonly (number | undefined)[];
   startLayer?: number;
   /** Raw attention only: keep the heads apart (Intriguing's per-head masks). */
   perHead?: boolean;
 }
 
-/** Runs one registered explainer on one NCHW image [1, C, S, S]. */
-export function runExplainer(model: IceVit, x: tf.Tensor4D, method: ExplainerName, opts: RunExplainerOptions = {}): MethodMap {
+export interface BatchMaps {
+  maps: MethodMap[];
+  /** Wall time of the explainer on the whole batch: forward (and backward) passes and the read-back of the maps. */
+  seconds: number;
+}
+
+/**
+ * Runs one registered explainer on NCHW images [B, C, S, S] in one pass (ice-core's explainBatch:
+ * each image's map is the one it would get alone) and reads the maps back, timed.
+ */
+export function runExplainer(model: IceVit, x: tf.Tensor4D, method: ExplainerName, opts: RunExplainerOptions = {}): BatchMaps {
   const g = gridSize(model.config);
+  const N = g * g;
   const t0 = performance.now();
-  if (method === 'raw-attention' && opts.perHead) {
-    const trace = traceAttention(model, x, false, opts.targetClass);
-    try {
-      const last = trace.attention[trace.attention.length - 1];
-      const [H, T] = last.shape;
-      const rows = tf.tidy((): tf.Tensor2D => tf.reshape(tf.slice(last, [0, 0, 1], [H, 1, T - 1]), [H, T - 1]));
-      const data = rows.dataSync<'float32'>();
-      rows.dispose();
-      const N = T - 1;
-      const heads = Array.from({ length: H }, (_, h) => data.slice(h * N, (h + 1) * N));
-      // The head mean, summed in the order tf.mean would see the heads.
-      const grid = new Float32Array(N);
-      for (const row of heads) for (let i = 0; i < N; i++) grid[i] += row[i];
-      for (let i = 0; i < N; i++) grid[i] /= H;
-      return { method, g, grid, heads, targetClass: trace.targetClass, seconds: (performance.now() - t0) / 1000 };
-    } finally {
-      disposeTrace(trace);
-    }
-  }
-  const e = EXPLAINERS[method].explain(model, x, { targetClass: opts.targetClass, startLayer: opts.startLayer });
+  const e = explainBatch(method, model, x, { classes: opts.classes, startLayer: opts.startLayer, perHead: opts.perHead });
   try {
-    const grid = e.map.dataSync<'float32'>().slice();
-    return { method, g, grid, targetClass: e.targetClass, seconds: (performance.now() - t0) / 1000 };
+    const all = e.maps.dataSync<'float32'>();
+    const heads = e.heads?.dataSync<'float32'>();
+    const H = e.heads?.shape[1] ?? 0;
+    const maps = e.targetClasses.map((targetClass, b): MethodMap => {
+      const m: MethodMap = { method, g, grid: all.slice(b * N, (b + 1) * N), targetClass };
+      if (heads) m.heads = Array.from({ length: H }, (_, h) => heads.slice((b * H + h) * N, (b * H + h + 1) * N));
+      return m;
+    });
+    return { maps, seconds: (performance.now() - t0) / 1000 };
   } finally {
-    disposeExplanation(e);
+    tf.dispose([e.maps, ...(e.heads ? [e.heads] : [])]);
   }
 }
 
-/** The CLS head's top-1 class of one image (first maximum, as torch.argmax). */
-export function predictTop1(model: IceVit, x: tf.Tensor4D): number {
+/** The CLS head's top-1 class of each image (first maximum, as torch.argmax). */
+export function predictTop1(model: IceVit, x: tf.Tensor4D): number[] {
   const logits = tf.tidy(() => model.forward(x, { skipIceHead: true }).clsLogits.dataSync<'float32'>());
-  let best = 0;
-  for (let k = 1; k < logits.length; k++) if (logits[k] > logits[best]) best = k;
-  return best;
+  const K = logits.length / x.shape[0];
+  return Array.from({ length: x.shape[0] }, (_, b) => {
+    let best = 0;
+    for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + best]) best = k;
+    return best;
+  });
 }
 
 /** g×g grid → S×S with ice-core's upsampleMap (bilinear: half-pixel centres, as align_corners=False). */

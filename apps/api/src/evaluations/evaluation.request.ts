@@ -25,7 +25,7 @@ const DataSchema = z
     root: z.string().min(1).optional(),
     split: z.string().min(1).optional(),
     limit: z.number().int().min(1).max(100_000).optional(),
-    batchSize: z.number().int().min(1).max(256).default(32),
+    batchSize: z.number().int().min(1).max(256).optional().describe('images per forward pass (default: 32 for accuracy; 16 for map protocols, fewer for large inputs)'),
   })
   .strict();
 

@@ -26,6 +26,7 @@ export interface EvalCommandOptions {
   model: string;
   method: string;
   limit?: number;
+  batchSize?: number;
   json?: boolean;
   saveMaps?: string;
   saveMapsCount?: number;
@@ -76,6 +77,7 @@ export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log
     modelSpec: o.model,
     methods: parseMethods(o.method),
     limit: o.limit,
+    batchSize: o.batchSize,
     imgSize: o.imgSize,
     rolloutStartLayer: o.rolloutStartLayer,
     excludeVoid: o.excludeVoid,
@@ -138,6 +140,7 @@ export function registerEvalCommand(program: Command): void {
     .requiredOption('--model <preset|config.json>', 'model preset name or JSON config')
     .requiredOption('--method <names>', `comma-separated: ${EXPLAINER_NAMES.join(', ')}, or all`)
     .option('--limit <n>', 'only the first N images', int('--limit', 1))
+    .option('--batch-size <n>', 'images per explainer call (default 16, fewer for large inputs; each map is the one the image gets alone; 1 = one by one, as the reference code)', int('--batch-size', 1))
     .option('--json', 'print the result as JSON')
     .option('--save-maps <dir>', 'write overlays (image + map, jet at 50%) and a contact sheet for the first images')
     .option('--save-maps-count <k>', 'how many images --save-maps draws (default 8)', int('--save-maps-count', 1))

@@ -33,7 +33,7 @@ async function accuracy(spec: EvaluationSpec, post: (m: EvaluateMessage) => void
     model = loadModel(spec.checkpoint, spec.model).model; // a plain weights file
   }
   try {
-    const config = parseRunConfig({ data: { format: spec.data.format, root: spec.data.root, evalLimit: spec.data.limit, batchSize: Math.max(2, spec.data.batchSize) } });
+    const config = parseRunConfig({ data: { format: spec.data.format, root: spec.data.root, evalLimit: spec.data.limit, batchSize: Math.max(2, spec.data.batchSize ?? 32) } });
     const { evaluation } = openRunData(config, model.config.imgSize);
     if (signal.aborted) throw new IceError('CANCELLED', 'evaluation cancelled');
     const metrics = await evaluateRun(model, evaluation, config, (message) => post({ kind: 'log', message }));
@@ -55,6 +55,7 @@ export function evaluationOptions(spec: EvaluationSpec & { protocol: MapProtocol
     modelSpec: spec.model,
     methods: spec.methods as ExplainerName[], // checked against the explainer names by the spec rules
     limit: spec.data.limit,
+    batchSize: spec.data.batchSize,
     saveMaps: spec.saveMaps > 0 && mapsDir ? { dir: mapsDir, count: spec.saveMaps } : undefined,
   };
 }

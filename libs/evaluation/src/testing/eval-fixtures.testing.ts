@@ -47,7 +47,7 @@ export function protocolSettings(size: number, patch: number, overrides: Partial
 
 /** A method's patch-grid map as runExplainer returns it. */
 export function gridMap(method: ExplainerName, grid: readonly number[], g: number, heads?: number[][]): MethodMap {
-  return { method, g, grid: Float32Array.from(grid), targetClass: 0, seconds: 0, ...(heads ? { heads: heads.map((h) => Float32Array.from(h)) } : {}) };
+  return { method, g, grid: Float32Array.from(grid), targetClass: 0, ...(heads ? { heads: heads.map((h) => Float32Array.from(h)) } : {}) };
 }
 
 /** A prepared sample with only the fields the scorers read. */

@@ -151,7 +151,7 @@ describe('explainers against golden-explain (golden-micro, each image on its own
     }
   });
 
-  it('explainBatch runs every registered method image by image', () => {
+  it('explainBatch runs every registered method on the batch in one pass', () => {
     const golden: Record<string, string> = {
       ice: 'ice_fg_mask',
       'ice-class': 'ice_class_score',
@@ -174,6 +174,40 @@ describe('explainers against golden-explain (golden-micro, each image on its own
       expectAllClose(r.maps.dataSync(), explain.get('rollout.s1')!.data as Float32Array, ATOL, RTOL, 'rollout.s1');
       r.maps.dispose();
     });
+  });
+
+  it('explainBatch on a batch equals each image on its own (mixed given and top-1 targets, per-head raw attention)', () => {
+    const batch = tf.tidy(() => tf.concat([x, tf.randomNormal<tf.Rank.R4>([3, 3, 32, 32], 0, 1, 'float32', 5)], 0));
+    const classes = [undefined, 4, undefined, 0, 9];
+    try {
+      for (const name of EXPLAINER_NAMES) {
+        noLeak(() => {
+          const r = explainBatch(name, model, batch, { classes, startLayer: 1, perHead: true });
+          expect(r.maps.shape).toEqual([5, 4, 4]);
+          const maps = r.maps.arraySync();
+          for (let b = 0; b < 5; b++) {
+            const image = tf.slice(batch, [b, 0, 0, 0], [1, -1, -1, -1]);
+            const e = EXPLAINERS[name].explain(model, image, { targetClass: classes[b], startLayer: 1 });
+            expect(r.targetClasses[b]).toBe(e.targetClass);
+            expect(r.targetLogits[b]).toBeCloseTo(e.targetLogit, 4);
+            expectAllClose(maps[b].flat(), e.map.dataSync(), 1e-5, 1e-4, `${name}[${b}]`);
+            if (name === 'raw-attention') {
+              const t = traceAttention(model, image, false);
+              const [H, T] = t.attention[1].shape;
+              const rows = tf.tidy(() => tf.slice(t.attention[1], [0, 0, 1], [H, 1, T - 1]).dataSync());
+              expectAllClose(r.heads!.arraySync()[b].flat(), rows, 1e-6, 1e-5, `heads[${b}]`);
+              disposeTrace(t);
+            }
+            disposeExplanation(e);
+            image.dispose();
+          }
+          expect(r.heads === undefined).toBe(name !== 'raw-attention');
+          tf.dispose([r.maps, ...(r.heads ? [r.heads] : [])]);
+        });
+      }
+    } finally {
+      batch.dispose();
+    }
   });
 
   it('registry: names, backward flags; a given target class is used', () => {

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
 import { classScoreMap, foregroundMask } from '../maps/ice-maps';
+import { bmm } from '../model/fast-ops';
 import { gridSize } from '../model/vit.config';
 import type { IceVit } from '../model/vit.model';
 
@@ -46,72 +47,113 @@ export interface AttentionTrace {
 }
 
 /** Validates before any kernel runs: a throw inside tf.grads would strand the tape's saved tensors. */
-function checkImage(model: IceVit, image: tf.Tensor4D, target: number | undefined): void {
+function checkImages(model: IceVit, images: tf.Tensor4D, classes: readonly (number | undefined)[] | undefined): void {
   const { inChans, imgSize, numClasses } = model.config;
-  const [B, C, H, W] = image.shape;
-  if (image.rank !== 4 || B !== 1 || C !== inChans || H !== imgSize || W !== imgSize) {
-    throw new IceError(
-      'INPUT_INVALID',
-      `an explainer takes one NCHW image [1, ${inChans}, ${imgSize}, ${imgSize}], got [${image.shape.join(', ')}]; use explainBatch for several`,
-    );
+  const [B, C, H, W] = images.shape;
+  if (images.rank !== 4 || B < 1 || C !== inChans || H !== imgSize || W !== imgSize) {
+    throw new IceError('INPUT_INVALID', `an explainer takes NCHW images [B, ${inChans}, ${imgSize}, ${imgSize}], got [${images.shape.join(', ')}]`);
   }
-  if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= numClasses)) {
-    throw new IceError('INPUT_INVALID', `target class ${target} is outside 0..${numClasses - 1}`);
+  if (classes && classes.length !== B) throw new IceError('INPUT_INVALID', `need one class per image: ${classes.length} for ${B} images`);
+  for (const target of classes ?? []) {
+    if (target !== undefined && (!Number.isInteger(target) || target < 0 || target >= numClasses)) {
+      throw new IceError('INPUT_INVALID', `target class ${target} is outside 0..${numClasses - 1}`);
+    }
   }
 }
 
-/** The given target (checked by checkImage) or the first maximum of the logits, as torch.argmax. */
-function resolveTarget(logits: ArrayLike<number>, target: number | undefined): number {
-  if (target !== undefined) return target;
-  let best = 0;
-  for (let k = 1; k < logits.length; k++) if (logits[k] > logits[best]) best = k;
-  return best;
+function checkImage(model: IceVit, image: tf.Tensor4D, target: number | undefined): void {
+  if (image.shape[0] !== 1) {
+    throw new IceError('INPUT_INVALID', `an explainer takes one image [1, C, H, W], got [${image.shape.join(', ')}]; use explainBatch for several`);
+  }
+  checkImages(model, image, [target]);
+}
+
+/** Per image b: the given target or the first maximum of its logits row (as torch.argmax). */
+function resolveTargets(logits: Float32Array, B: number, classes: readonly (number | undefined)[] | undefined): { classes: number[]; logits: number[] } {
+  const K = logits.length / B;
+  const out = { classes: [] as number[], logits: [] as number[] };
+  for (let b = 0; b < B; b++) {
+    let c = classes?.[b];
+    if (c === undefined) {
+      c = 0;
+      for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + c]) c = k;
+    }
+    out.classes.push(c);
+    out.logits.push(logits[b * K + c]);
+  }
+  return out;
+}
+
+/** Per-block attention of a batch of images, and optionally each image's ∂y_c/∂A_l. */
+export interface BatchAttentionTrace {
+  /** Per block, post-softmax attention [B, heads, T, T]. */
+  attention: tf.Tensor4D[];
+  /** Per block, ∂y_{b,c_b}/∂A_l [B, heads, T, T] (only when asked for). */
+  gradients?: tf.Tensor4D[];
+  targetClasses: number[];
+  targetLogits: number[];
 }
 
 /**
- * One forward pass of one image [1, C, H, W] keeping every block's attention; with
- * `withGradients`, one backward pass of the raw target logit as well. A zero tensor is added to
- * each A_l through the model's attention hook, so that tf.grads with respect to those zeros is
- * exactly ∂y_c/∂A_l. The caller owns (and disposes) the returned tensors.
+ * One forward pass of images [B, C, H, W] keeping every block's attention; with `withGradients`,
+ * one backward pass of Σ_b y_{b,c_b}. Images never interact in a ViT (no batch statistics), so
+ * the gradient's slice b is exactly image b's own ∂y_{c_b}/∂A_l, as if it ran alone. A zero
+ * tensor is added to each A_l through the model's attention hook, so that tf.grads with respect
+ * to those zeros is ∂y/∂A_l. The caller owns (and disposes) the returned tensors.
  */
-export function traceAttention(model: IceVit, image: tf.Tensor4D, withGradients: boolean, targetClass?: number): AttentionTrace {
-  checkImage(model, image, targetClass);
-  const squeeze = (a: tf.Tensor4D): tf.Tensor3D => tf.squeeze(a, [0]);
+export function traceAttentionBatch(model: IceVit, images: tf.Tensor4D, withGradients: boolean, classes?: readonly (number | undefined)[]): BatchAttentionTrace {
+  checkImages(model, images, classes);
+  const B = images.shape[0];
   if (!withGradients) {
     let logits: Float32Array = new Float32Array();
     const attention = tf.tidy(() => {
-      const out = model.forward(image, { returnAttention: true });
+      const out = model.forward(images, { returnAttention: true, skipIceHead: true });
       logits = out.clsLogits.dataSync<'float32'>();
-      return out.attention!.map(squeeze);
+      return out.attention!;
     });
-    const c = resolveTarget(logits, targetClass);
-    return { attention, targetClass: c, targetLogit: logits[c] };
+    const t = resolveTargets(logits, B, classes);
+    return { attention, targetClasses: t.classes, targetLogits: t.logits };
   }
 
   const { depth, numHeads } = model.config;
   const T = gridSize(model.config) ** 2 + 1;
-  const zeros = Array.from({ length: depth }, () => tf.zeros([1, numHeads, T, T]));
-  let c = -1;
-  let logit = NaN;
+  const zeros = Array.from({ length: depth }, () => tf.zeros([B, numHeads, T, T]));
+  let targets = { classes: [] as number[], logits: [] as number[] };
   let kept: tf.Tensor4D[] = [];
   try {
     const f = (...probes: tf.Tensor[]): tf.Scalar => {
-      const out = model.forward(image, { returnAttention: true, attentionHook: (l, a) => tf.add(a, probes[l]) });
-      const logits = out.clsLogits.dataSync<'float32'>();
-      c = resolveTarget(logits, targetClass);
-      logit = logits[c];
+      const out = model.forward(images, { returnAttention: true, skipIceHead: true, attentionHook: (l, a) => tf.add(a, probes[l]) });
+      targets = resolveTargets(out.clsLogits.dataSync<'float32'>(), B, classes);
       // tf.grads disposes every intermediate of f; the attention is wanted afterwards.
       kept = out.attention!.map((a) => tf.keep(a));
-      return tf.reshape(tf.slice(out.clsLogits, [0, c], [1, 1]), []);
+      const pick = tf.oneHot(tf.tensor1d(targets.classes, 'int32'), model.config.numClasses);
+      return tf.sum(tf.mul(out.clsLogits, pick));
     };
-    const grads = tf.grads(f)(zeros) as tf.Tensor4D[];
-    const attention = tf.tidy(() => kept.map(squeeze));
-    const gradients = tf.tidy(() => grads.map(squeeze));
-    tf.dispose(grads);
-    return { attention, gradients, targetClass: c, targetLogit: logit };
+    const gradients = tf.grads(f)(zeros) as tf.Tensor4D[];
+    const attention = kept;
+    kept = [];
+    return { attention, gradients, targetClasses: targets.classes, targetLogits: targets.logits };
   } finally {
     tf.dispose(kept);
     tf.dispose(zeros);
+  }
+}
+
+/**
+ * One forward pass of one image [1, C, H, W] keeping every block's attention; with
+ * `withGradients`, one backward pass of the raw target logit as well (traceAttentionBatch at B = 1).
+ */
+export function traceAttention(model: IceVit, image: tf.Tensor4D, withGradients: boolean, targetClass?: number): AttentionTrace {
+  checkImage(model, image, targetClass);
+  const t = traceAttentionBatch(model, image, withGradients, [targetClass]);
+  const squeeze = (xs: tf.Tensor4D[]): tf.Tensor3D[] => tf.tidy(() => xs.map((a) => tf.squeeze<tf.Tensor3D>(a, [0])));
+  try {
+    const out: AttentionTrace = { attention: squeeze(t.attention), targetClass: t.targetClasses[0], targetLogit: t.targetLogits[0] };
+    if (t.gradients) out.gradients = squeeze(t.gradients);
+    return out;
+  } finally {
+    tf.dispose(t.attention);
+    if (t.gradients) tf.dispose(t.gradients);
   }
 }
 
@@ -121,15 +163,43 @@ export function disposeTrace(t: AttentionTrace): void {
 }
 
 // ---------------------------------------------------------------- the rules, on attention
+// Each rule is written once for a batch of images ([B, heads, T, T] per block); the one-image
+// forms below are the same code at B = 1, so the golden tests cover the batched path too.
+
+/** Row 0 (CLS), patch columns of every head: [B, H, T, T] → [B, H, N]. */
+function clsRowsBatch(x: tf.Tensor4D): tf.Tensor3D {
+  const [B, H, , T] = x.shape;
+  return tf.reshape(tf.slice(x, [0, 0, 0, 1], [B, H, 1, T - 1]), [B, H, T - 1]);
+}
+
+/** Raw attention of a batch: mean over heads of the CLS row, patch columns. [B, H, T, T] → [B, N]. */
+export function rawAttentionMapBatch(a: tf.Tensor4D): tf.Tensor2D {
+  return tf.tidy(() => tf.mean(clsRowsBatch(a), 1));
+}
 
 /** Raw attention: mean over heads of the CLS row, patch columns. a: [heads, T, T] → [N]. */
 export function rawAttentionMap(a: tf.Tensor3D): tf.Tensor1D {
-  const [H, T] = a.shape;
-  return tf.tidy(() => tf.reshape(tf.mean(tf.slice(a, [0, 0, 1], [H, 1, T - 1]), 0), [T - 1]));
+  return tf.tidy(() => tf.squeeze(rawAttentionMapBatch(tf.expandDims(a, 0)), [0]));
 }
 
 function checkStartLayer(s: number, depth: number): void {
   if (!Number.isInteger(s) || s < 0 || s >= depth) throw new IceError('INPUT_INVALID', `rollout start layer ${s} is outside 0..${depth - 1}`);
+}
+
+/** rolloutJoint for a batch: per block [B, H, T, T] → J [B, T, T]. */
+export function rolloutJointBatch(attention: readonly tf.Tensor4D[], startLayer = 0): tf.Tensor3D {
+  const L = attention.length;
+  checkStartLayer(startLayer, L);
+  return tf.tidy(() => {
+    const eye = tf.eye(attention[0].shape[2]);
+    let joint: tf.Tensor3D | undefined;
+    for (let l = startLayer; l < L; l++) {
+      const a: tf.Tensor3D = tf.add(tf.mean(attention[l], 1), eye); // [B,T,T]
+      const hat: tf.Tensor3D = tf.div(a, tf.sum(a, 2, true));
+      joint = joint ? bmm(hat, joint) : hat;
+    }
+    return joint!;
+  });
 }
 
 /**
@@ -137,18 +207,8 @@ function checkStartLayer(s: number, depth: number): void {
  * J = Â_{L−1} ⋯ Â_s (later blocks on the left). attention: per block [heads, T, T] → J [T, T].
  */
 export function rolloutJoint(attention: readonly tf.Tensor3D[], startLayer = 0): tf.Tensor2D {
-  const L = attention.length;
-  checkStartLayer(startLayer, L);
-  return tf.tidy(() => {
-    const eye = tf.eye(attention[0].shape[1]);
-    let joint: tf.Tensor2D | undefined;
-    for (let l = startLayer; l < L; l++) {
-      const a: tf.Tensor2D = tf.add(tf.mean(attention[l], 0), eye);
-      const hat: tf.Tensor2D = tf.div(a, tf.sum(a, 1, true));
-      joint = joint ? tf.matMul(hat, joint) : hat;
-    }
-    return joint!;
-  });
+  checkStartLayer(startLayer, attention.length);
+  return tf.tidy(() => tf.squeeze(rolloutJointBatch(attention.map((a) => tf.expandDims(a, 0)), startLayer), [0]));
 }
 
 export interface GradcamParts {
@@ -160,14 +220,41 @@ export interface GradcamParts {
   headWeights: tf.Tensor1D;
 }
 
+/** GradcamParts of a batch: a, grad [B, H, T, T] → map, unclamped [B, N], headWeights [B, H]. */
+export function gradcamFromAttentionBatch(a: tf.Tensor4D, grad: tf.Tensor4D): { map: tf.Tensor2D; unclamped: tf.Tensor2D; headWeights: tf.Tensor2D } {
+  return tf.tidy(() => {
+    const headWeights: tf.Tensor2D = tf.mean(clsRowsBatch(grad), 2); // [B,H]
+    const unclamped: tf.Tensor2D = tf.mean(tf.mul(clsRowsBatch(a), tf.expandDims(headWeights, 2)), 1); // [B,N]
+    return { map: tf.relu(unclamped), unclamped, headWeights };
+  });
+}
+
 /** Chefer's attn_gradcam on the last block: a, grad [heads, T, T]. The clamp follows the head mean. */
 export function gradcamFromAttention(a: tf.Tensor3D, grad: tf.Tensor3D): GradcamParts {
-  const [H, T] = a.shape;
   return tf.tidy(() => {
-    const clsRow = (x: tf.Tensor3D): tf.Tensor2D => tf.reshape(tf.slice(x, [0, 0, 1], [H, 1, T - 1]), [H, T - 1]);
-    const headWeights: tf.Tensor1D = tf.mean(clsRow(grad), 1);
-    const unclamped: tf.Tensor1D = tf.mean(tf.mul(clsRow(a), tf.expandDims(headWeights, 1)), 0);
-    return { map: tf.relu(unclamped), unclamped, headWeights };
+    const p = gradcamFromAttentionBatch(tf.expandDims(a, 0), tf.expandDims(grad, 0));
+    const one = (t: tf.Tensor2D): tf.Tensor1D => tf.squeeze<tf.Tensor1D>(t, [0]);
+    return { map: one(p.map), unclamped: one(p.unclamped), headWeights: one(p.headWeights) };
+  });
+}
+
+function checkPairs(attention: readonly tf.Tensor[], gradients: readonly tf.Tensor[]): void {
+  if (attention.length !== gradients.length || attention.length === 0) {
+    throw new IceError('INPUT_INVALID', `need one gradient per attention block: ${gradients.length} for ${attention.length}`);
+  }
+}
+
+/** genericAttentionR for a batch: per block [B, H, T, T] → R [B, T, T]. */
+export function genericAttentionRBatch(attention: readonly tf.Tensor4D[], gradients: readonly tf.Tensor4D[]): tf.Tensor3D {
+  checkPairs(attention, gradients);
+  return tf.tidy(() => {
+    const [B, , T] = attention[0].shape;
+    let R: tf.Tensor3D = tf.tile(tf.expandDims(tf.eye(T), 0), [B, 1, 1]);
+    attention.forEach((a, l) => {
+      const abar: tf.Tensor3D = tf.mean(tf.relu(tf.mul(gradients[l], a)), 1); // [B,T,T]
+      R = tf.add(R, bmm(abar, R));
+    });
+    return R;
   });
 }
 
@@ -176,23 +263,28 @@ export function gradcamFromAttention(a: tf.Tensor3D, grad: tf.Tensor3D): Gradcam
  * Ā = mean_h max(∂y_c/∂A_l ⊙ A_l, 0) and R = R + Ā R. Returns the final R [T, T].
  */
 export function genericAttentionR(attention: readonly tf.Tensor3D[], gradients: readonly tf.Tensor3D[]): tf.Tensor2D {
-  if (attention.length !== gradients.length || attention.length === 0) {
-    throw new IceError('INPUT_INVALID', `need one gradient per attention block: ${gradients.length} for ${attention.length}`);
-  }
-  return tf.tidy(() => {
-    let R: tf.Tensor2D = tf.eye(attention[0].shape[1]);
-    attention.forEach((a, l) => {
-      const abar: tf.Tensor2D = tf.mean(tf.relu(tf.mul(gradients[l], a)), 0);
-      R = tf.add(R, tf.matMul(abar, R));
-    });
-    return R;
-  });
+  checkPairs(attention, gradients);
+  return tf.tidy(() =>
+    tf.squeeze(
+      genericAttentionRBatch(
+        attention.map((a) => tf.expandDims(a, 0)),
+        gradients.map((g) => tf.expandDims(g, 0)),
+      ),
+      [0],
+    ),
+  );
 }
 
 /** Row 0 (CLS), patch columns of a [T, T] matrix → [N]. */
 export function clsRowPatches(m: tf.Tensor2D): tf.Tensor1D {
   const T = m.shape[1];
   return tf.tidy(() => tf.reshape(tf.slice(m, [0, 1], [1, T - 1]), [T - 1]));
+}
+
+/** Row 0 (CLS), patch columns of each [T, T] matrix of a batch: [B, T, T] → [B, N]. */
+function clsRowPatchesBatch(m: tf.Tensor3D): tf.Tensor2D {
+  const [B, , T] = m.shape;
+  return tf.reshape(tf.slice(m, [0, 0, 1], [B, 1, T - 1]), [B, T - 1]);
 }
 
 function toGrid(v: tf.Tensor1D): tf.Tensor2D {
@@ -287,19 +379,10 @@ export function genericAttention(model: IceVit, image: tf.Tensor4D, opts: Explai
 
 function iceExplain(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions, method: 'ice' | 'ice-class'): Explanation {
   checkImage(model, image, opts.targetClass);
-  if (model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', 'ICE maps need a model with an ICE head');
-  let c = -1;
-  let logit = NaN;
-  const map = tf.tidy(() => {
-    const out = model.forward(image);
-    const logits = out.clsLogits.dataSync<'float32'>();
-    c = resolveTarget(logits, opts.targetClass);
-    logit = logits[c];
-    const maps = method === 'ice' ? foregroundMask(out.zIce!) : classScoreMap(out.zIce!, [c]);
-    const m: tf.Tensor2D = tf.squeeze(maps, [0]);
-    return m;
-  });
-  return { method, map, targetClass: c, targetLogit: logit };
+  const r = iceBatch(model, image, method, [opts.targetClass]);
+  const map = tf.tidy((): tf.Tensor2D => tf.squeeze(r.maps, [0]));
+  r.maps.dispose();
+  return { method, map, targetClass: r.targetClasses[0], targetLogit: r.targetLogits[0] };
 }
 
 /** ICE's class-agnostic foreground mask (0/1 per patch: argmax of the ICE logits is not background). */
@@ -352,42 +435,78 @@ export function isExplainerName(name: string): name is ExplainerName {
   return Object.prototype.hasOwnProperty.call(EXPLAINERS, name);
 }
 
+export interface BatchExplainOptions {
+  /** Per image: its target class, or undefined for its CLS top-1. Default: every image's top-1. */
+  classes?: readonly (number | undefined)[];
+  /** Rollout only: first block in the product. Default 0. */
+  startLayer?: number;
+  /** Raw attention only: also return each head's CLS → patch attention of the last block. */
+  perHead?: boolean;
+}
+
 export interface BatchExplanation {
   /** [B, g, g] */
   maps: tf.Tensor3D;
   targetClasses: number[];
   targetLogits: number[];
+  /** Raw attention with `perHead`: [B, heads, N], the last block's CLS row per head. */
+  heads?: tf.Tensor3D;
+}
+
+function iceBatch(model: IceVit, x: tf.Tensor4D, method: 'ice' | 'ice-class', classes: readonly (number | undefined)[] | undefined): BatchExplanation {
+  if (model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', 'ICE maps need a model with an ICE head');
+  const B = x.shape[0];
+  let targets = { classes: [] as number[], logits: [] as number[] };
+  const maps = tf.tidy(() => {
+    const out = model.forward(x);
+    targets = resolveTargets(out.clsLogits.dataSync<'float32'>(), B, classes);
+    return method === 'ice' ? foregroundMask(out.zIce!) : classScoreMap(out.zIce!, targets.classes);
+  });
+  return { maps, targetClasses: targets.classes, targetLogits: targets.logits };
 }
 
 /**
- * Runs an explainer on each image of x [B, C, H, W] on its own (as the references do: batch
- * statistics never mix, and each image's target is its own top-1 unless `classes` is given).
+ * Runs an explainer on a batch x [B, C, H, W] in one pass (one forward, plus one backward for the
+ * gradient methods). Every image's map equals the one it gets on its own (batch of one, as the
+ * references run): a ViT mixes nothing across images, and each image keeps its own target.
  */
-export function explainBatch(name: ExplainerName, model: IceVit, x: tf.Tensor4D, opts: { classes?: number[]; startLayer?: number } = {}): BatchExplanation {
+export function explainBatch(name: ExplainerName, model: IceVit, x: tf.Tensor4D, opts: BatchExplainOptions = {}): BatchExplanation {
+  checkImages(model, x, opts.classes);
   const B = x.shape[0];
-  if (B < 1) throw new IceError('INPUT_INVALID', 'explainBatch needs at least one image');
-  if (opts.classes && opts.classes.length !== B) throw new IceError('INPUT_INVALID', `need one class per image: ${opts.classes.length} for ${B} images`);
-  const explainer = EXPLAINERS[name];
-  const maps: tf.Tensor2D[] = [];
-  const targetClasses: number[] = [];
-  const targetLogits: number[] = [];
-  try {
-    for (let b = 0; b < B; b++) {
-      const image = tf.slice(x, [b, 0, 0, 0], [1, -1, -1, -1]);
+  const g = gridSize(model.config);
+  const toGrids = (v: tf.Tensor2D): tf.Tensor3D => tf.reshape(v, [B, g, g]);
+  switch (name) {
+    case 'ice':
+    case 'ice-class':
+      return iceBatch(model, x, name, opts.classes);
+    case 'raw-attention':
+    case 'rollout':
+    case 'gradcam':
+    case 'generic-attention': {
+      if (name === 'rollout') checkStartLayer(opts.startLayer ?? 0, model.config.depth);
+      const t = traceAttentionBatch(model, x, EXPLAINERS[name].needsBackward, opts.classes);
       try {
-        const e = explainer.explain(model, image, { targetClass: opts.classes?.[b], startLayer: opts.startLayer });
-        maps.push(e.map);
-        targetClasses.push(e.targetClass);
-        targetLogits.push(e.targetLogit);
-        disposeExtras(e);
+        const L = t.attention.length;
+        const last = t.attention[L - 1];
+        const maps = tf.tidy(() => {
+          switch (name) {
+            case 'raw-attention':
+              return toGrids(rawAttentionMapBatch(last));
+            case 'rollout':
+              return toGrids(clsRowPatchesBatch(rolloutJointBatch(t.attention, opts.startLayer ?? 0)));
+            case 'gradcam':
+              return toGrids(gradcamFromAttentionBatch(last, t.gradients![L - 1]).map);
+            case 'generic-attention':
+              return toGrids(clsRowPatchesBatch(genericAttentionRBatch(t.attention, t.gradients!)));
+          }
+        });
+        const result: BatchExplanation = { maps, targetClasses: t.targetClasses, targetLogits: t.targetLogits };
+        if (name === 'raw-attention' && opts.perHead) result.heads = tf.tidy(() => clsRowsBatch(last));
+        return result;
       } finally {
-        image.dispose();
+        tf.dispose(t.attention);
+        if (t.gradients) tf.dispose(t.gradients);
       }
     }
-    const [g1, g2] = maps[0].shape;
-    const stacked: tf.Tensor3D = tf.tidy(() => tf.reshape(tf.stack(maps), [B, g1, g2]));
-    return { maps: stacked, targetClasses, targetLogits };
-  } finally {
-    tf.dispose(maps);
   }
 }

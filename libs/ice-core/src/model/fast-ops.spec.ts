@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../backend/tf-backend.service';
-import { attentionCore, gelu, layerNorm, linear } from './fast-ops';
+import { attentionCore, bmm, gelu, layerNorm, linear } from './fast-ops';
 
 /**
  * The custom gradients of fast-ops against tfjs autodiff of plain reference formulations
@@ -82,6 +82,31 @@ function expectNoLeak(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[])
 
 const rand = (shape: number[], seed: number, scale = 1): tf.Tensor => tf.randomNormal(shape, 0, scale, 'float32', seed);
 
+describe('bmm: batched products, per slice when large', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  it.each([
+    [3, 5, 4, 6], // one batched call
+    [2, 48, 40, 32], // per-slice 2-D products
+  ])('n=%i r=%i k=%i c=%i, every transpose combination, equals tf.matMul without leaking', (n, r, k, c) => {
+    for (const tA of [false, true]) {
+      for (const tB of [false, true]) {
+        const a = rand(tA ? [n, k, r] : [n, r, k], 61) as tf.Tensor3D;
+        const b = rand(tB ? [n, c, k] : [n, k, c], 62) as tf.Tensor3D;
+        const before = tf.memory().numTensors;
+        const y = bmm(a, b, tA, tB);
+        expect(tf.memory().numTensors).toBe(before + 1);
+        const ref = tf.matMul(a, b, tA, tB);
+        expect(y.shape).toEqual([n, r, c]);
+        expect(relDiff(y, ref)).toBeLessThan(1e-6);
+        tf.dispose([a, b, y, ref]);
+      }
+    }
+  });
+});
+
 describe('fast-ops: custom gradients match autodiff of the plain formulations', () => {
   beforeAll(async () => {
     await initBackend('wasm');
@@ -125,6 +150,7 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
       [2, 5, 3, 4],
       [1, 17, 3, 8],
       [3, 4, 1, 6],
+      [2, 40, 2, 24], // slices of ≥ 32 k multiply-adds: bmm's per-slice 2-D path on wasm
     ] as const;
 
     it.each(cases)('B=%i T=%i H=%i hd=%i: out and attn values and d/dqkv', (B, T, H, hd) => {

@@ -118,20 +118,41 @@ export function gelu<T extends tf.Tensor>(x: T): T {
 // (an explainer's gate) the core is cut at the post-softmax probabilities into two custom
 // gradients, so that the hook sits between them on the tape and gets exact gradients by autodiff.
 
+/** Below this many multiply-adds per slice a batched product stays one call (see bmm). */
+const SLICE_MACS = 32_768;
+
+/**
+ * Batched matMul [n, r, k]·[n, k, c] → [n, r, c], transposes as in tf.matMul. Why: wasm's
+ * BatchMatMul gives XNNPACK only 2-D untransposed products; batched or transposed ones run a
+ * scalar loop (≈1 GMAC/s). For large slices (attention at T ≈ 200: 2.5 M MACs each) n separate
+ * 2-D products after one rank-3 transpose are much faster (DeiT-Tiny forward 290 → 183 ms); small
+ * slices (digits, T = 17) stay one call, where the per-call overhead would dominate.
+ */
+export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
+  const [r, k] = transposeA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
+  const c = transposeB ? b.shape[1] : b.shape[2];
+  if (r * k * c < SLICE_MACS || tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);
+  return tf.tidy(() => {
+    const as = tf.unstack(transposeA ? tf.transpose(a, [0, 2, 1]) : a) as tf.Tensor2D[]; // n × [r, k]
+    const bs = tf.unstack(transposeB ? tf.transpose(b, [0, 2, 1]) : b) as tf.Tensor2D[]; // n × [k, c]
+    return tf.stack(as.map((x, i) => tf.matMul(x, bs[i]))) as tf.Tensor3D; // [n, r, c]
+  });
+}
+
 /** P = softmax(q·kᵀ·hd^−½). q, k: [BH, T, hd] → [BH, T, T]. */
 const attnProbs = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [q, k, save] = args as [tf.Tensor3D, tf.Tensor3D, tf.GradSaveFunc];
   const scale = q.shape[2] ** -0.5;
-  const p: tf.Tensor3D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)); // [BH, T, T]
+  const p: tf.Tensor3D = tf.softmax(tf.mul(bmm(q, k, false, true), scale)); // [BH, T, T]
   save([q, k, p]);
   return {
     value: p,
     gradFunc: (dP: tf.Tensor3D, [qs, ks, ps]: tf.Tensor[]) => {
       // softmax backward with the scale folded in: dS = scale·p·(dP − Σ_j dP·p)   [BH, T, T]
-      const dS = tf.mul(ps, tf.mul(tf.sub(dP, tf.sum(tf.mul(dP, ps), -1, true)), scale));
+      const dS: tf.Tensor3D = tf.mul(ps, tf.mul(tf.sub(dP, tf.sum(tf.mul(dP, ps), -1, true)), scale));
       return [
-        tf.matMul(dS, ks), // dq [BH, T, hd]
-        tf.matMul(tf.transpose(dS, [0, 2, 1]), qs), // dk [BH, T, hd]
+        bmm(dS, ks as tf.Tensor3D), // dq [BH, T, hd]
+        bmm(dS, qs as tf.Tensor3D, true), // dk = dSᵀ·q [BH, T, hd]
       ];
     },
   };
@@ -141,12 +162,12 @@ const attnProbs = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
 const attnApply = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [a, v, save] = args as [tf.Tensor3D, tf.Tensor3D, tf.GradSaveFunc];
   save([a, v]);
-  const o: tf.Tensor3D = tf.matMul(a, v);
+  const o: tf.Tensor3D = bmm(a, v);
   return {
     value: o,
     gradFunc: (dO: tf.Tensor3D, [as, vs]: tf.Tensor[]) => [
-      tf.matMul(dO, vs, false, true), // dA = dO·vᵀ [BH, T, T]
-      tf.matMul(tf.transpose(as, [0, 2, 1]), dO), // dv = Aᵀ·dO [BH, T, hd]
+      bmm(dO, vs as tf.Tensor3D, false, true), // dA = dO·vᵀ [BH, T, T]
+      bmm(as as tf.Tensor3D, dO, true), // dv = Aᵀ·dO [BH, T, hd]
     ],
   };
 });
@@ -174,19 +195,19 @@ function fusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => 
     const [q, k, v] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
     const hd = q.shape[2];
     const scale = hd ** -0.5;
-    const p: tf.Tensor3D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale)); // [B·H, T, T]
+    const p: tf.Tensor3D = tf.softmax(tf.mul(bmm(q, k, false, true), scale)); // [B·H, T, T]
     save([q, k, v, p]);
     return {
-      value: mergeHeads(tf.matMul(p, v), B, T, H), // [B·T, D]
+      value: mergeHeads(bmm(p, v), B, T, H), // [B·T, D]
       gradFunc: (dy: tf.Tensor2D, [qs, ks, vs, ps]: tf.Tensor[]) => {
         // [B·T, D] → [B, T, H, hd] → [B, H, T, hd] → [B·H, T, hd]
         const dO: tf.Tensor3D = tf.reshape(tf.transpose(tf.reshape(dy, [B, T, H, hd]), [0, 2, 1, 3]), [B * H, T, hd]);
-        const dP = tf.matMul(dO, vs, false, true); // [B·H, T, T]
-        const dS = tf.mul(ps, tf.mul(tf.sub(dP, tf.sum(tf.mul(dP, ps), -1, true)), scale)); // softmax backward, scale folded in
+        const dP = bmm(dO, vs as tf.Tensor3D, false, true); // [B·H, T, T]
+        const dS: tf.Tensor3D = tf.mul(ps, tf.mul(tf.sub(dP, tf.sum(tf.mul(dP, ps), -1, true)), scale)); // softmax backward, scale folded in
         const d4 = (z: tf.Tensor): tf.Tensor4D => tf.reshape(z, [B, H, T, hd]); // [B·H, T, hd] → [B, H, T, hd]
-        const dq = d4(tf.matMul(dS, ks));
-        const dk = d4(tf.matMul(tf.transpose(dS, [0, 2, 1]), qs));
-        const dv = d4(tf.matMul(tf.transpose(ps, [0, 2, 1]), dO));
+        const dq = d4(bmm(dS, ks as tf.Tensor3D));
+        const dk = d4(bmm(dS, qs as tf.Tensor3D, true)); // dSᵀ·q
+        const dv = d4(bmm(ps as tf.Tensor3D, dO, true)); // pᵀ·dO
         // 3 × [B, H, T, hd] → [B, 3H, T, hd] → [B, T, 3H, hd] → [B·T, 3D]
         return tf.reshape(tf.transpose(tf.concat([dq, dk, dv], 1), [0, 2, 1, 3]), [B * T, 3 * H * hd]);
       },

@@ -84,8 +84,8 @@ export const EvaluationDataSchema = z
     root: z.string().min(1).optional(),
     split: z.string().min(1).optional(),
     limit: z.number().int().min(1).max(100_000),
-    /** Accuracy only: images per forward pass. */
-    batchSize: z.number().int().min(1).max(256),
+    /** Images per forward (explainer) call; default 32 for accuracy, the evaluation's memory-aware default for map protocols. */
+    batchSize: z.number().int().min(1).max(256).optional(),
   })
   .strict();
 
