@@ -27,6 +27,8 @@ export * from './formats/dataset-files.util';
 export { Hdf5Reader, type Hdf5Array, type Hdf5Data } from './formats/hdf5.reader';
 export * from './formats/imagenet-folder.dataset';
 export * from './formats/imagenet-seg.dataset';
+// Writing gtsegs_ijcv.mat (fixtures, small hand-made sets); spawns its h5wasm worker only when called.
+export { writeImageNetSegMat, type ImageNetSegMatSample, type WriteImageNetSegMatOptions } from './formats/imagenet-seg.writer';
 export * from './formats/voc.dataset';
 export * from './formats/cub.dataset';
 export * from './formats/open-dataset';

@@ -1,15 +1,13 @@
 /**
  * Test helpers: write small data sets in the REAL on-disk formats (JPEG/PNG via sharp, palette PNGs
- * via fast-png, VOC XML, CUB text files, and a MATLAB v7.3 .mat built with h5wasm, object references
- * included). Used by the specs only.
+ * via fast-png, VOC XML, CUB text files). Used by the specs only; ImageNet-Segmentation .mat files
+ * are written with the exported `writeImageNetSegMat` (imagenet-seg.writer.ts).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { encode as encodePng } from 'fast-png';
 import sharp from 'sharp';
-import { h5wasmEntryUrl } from './hdf5.reader';
 import { vocColormap } from '../export/voc-export';
 
 export function makeTempDir(prefix = 'ice-ds-'): { dir: string; cleanup: () => void } {
@@ -119,87 +117,4 @@ export function vocXml(filename: string, width: number, height: number, objects:
   <segmented>1</segmented>
 ${objs}</annotation>
 `;
-}
-
-export interface MatSample {
-  /** H×W×3 uint8. */
-  rgb: Uint8Array;
-  /** H×W {0,1}. */
-  mask: Uint8Array;
-  height: number;
-  width: number;
-}
-
-const MAT_WRITER = String.raw`
-const { parentPort, workerData } = require('node:worker_threads');
-(async () => {
-  try {
-    const h5 = await import(workerData.entryUrl);
-    await h5.ready;
-    const f = new h5.File(workerData.path, 'w');
-    const refs = f.create_group('#refs#');
-    const value = f.create_group('value');
-    value.create_attribute('MATLAB_class', 'struct');
-    const imgRefs = [];
-    const gtRefs = [];
-    workerData.samples.forEach((s, i) => {
-      const img = refs.create_dataset({ name: 'img' + i, data: s.img, shape: [3, s.w, s.h] });
-      img.create_attribute('MATLAB_class', 'uint8');
-      const m = refs.create_dataset({ name: 'gt' + i, data: s.mask, shape: [s.w, s.h] });
-      m.create_attribute('MATLAB_class', 'uint8');
-      const cell = refs.create_dataset({ name: 'gtcell' + i, data: [m.create_reference()], shape: [1, 1] });
-      cell.create_attribute('MATLAB_class', 'cell');
-      imgRefs.push(img.create_reference());
-      gtRefs.push(cell.create_reference());
-    });
-    const n = workerData.samples.length;
-    value.create_dataset({ name: 'img', data: imgRefs, shape: [n, 1] }).create_attribute('MATLAB_class', 'cell');
-    if (!workerData.omitGt) value.create_dataset({ name: 'gt', data: gtRefs, shape: [n, 1] }).create_attribute('MATLAB_class', 'cell');
-    f.close();
-    parentPort.postMessage({ ok: true });
-  } catch (e) {
-    parentPort.postMessage({ ok: false, message: String((e && e.message) || e) });
-  }
-})();
-`;
-
-/**
- * Writes an ImageNet-Segmentation-style MATLAB v7.3 file: `/value/img` and `/value/gt` are (N, 1)
- * cells of object references; images stored (3, W, H) uint8 and masks (W, H) (MATLAB's H×W×3 and
- * H×W in column-major order), each mask wrapped in a 1×1 cell; and, as MATLAB does, a 512-byte text
- * header before the HDF5 superblock.
- */
-export async function writeGtsegsMat(path: string, samples: MatSample[], opts: { omitGt?: boolean } = {}): Promise<void> {
-  ensureDir(path);
-  const plain = `${path}.h5tmp`;
-  const stored = samples.map(({ rgb, mask, height: h, width: w }) => {
-    const img = new Uint8Array(3 * w * h);
-    const m = new Uint8Array(w * h);
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        for (let c = 0; c < 3; c++) img[c * w * h + x * h + y] = rgb[(y * w + x) * 3 + c];
-        m[x * h + y] = mask[y * w + x];
-      }
-    }
-    return { img, mask: m, w, h };
-  });
-  const worker = new Worker(MAT_WRITER, {
-    eval: true,
-    workerData: { path: plain, entryUrl: h5wasmEntryUrl(), samples: stored, omitGt: opts.omitGt === true },
-  });
-  try {
-    const reply = await new Promise<{ ok: boolean; message?: string }>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    });
-    if (!reply.ok) throw new Error(`writing ${path} with h5wasm failed: ${reply.message ?? '?'}`);
-  } finally {
-    await worker.terminate();
-  }
-  const header = Buffer.alloc(512);
-  header.write('MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .'.padEnd(116, ' '), 'latin1');
-  header.writeUInt16LE(0x0200, 124);
-  header.write('IM', 126, 'latin1');
-  writeFileSync(path, Buffer.concat([header, readFileSync(plain)]));
-  rmSync(plain);
 }

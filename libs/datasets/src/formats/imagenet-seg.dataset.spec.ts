@@ -1,10 +1,11 @@
 import { join } from 'node:path';
 import { ImageNetSegDataset } from './imagenet-seg.dataset';
 import { Hdf5Reader, isHdf5File } from './hdf5.reader';
-import { type MatSample, makeTempDir, writeGtsegsMat, writeText } from './formats.testing';
+import { makeTempDir, writeText } from './formats.testing';
+import { type ImageNetSegMatSample, writeImageNetSegMat } from './imagenet-seg.writer';
 
 /** An H×W image whose every value is distinct enough to catch any transposition mistake. */
-function sample(height: number, width: number, seed: number): MatSample {
+function sample(height: number, width: number, seed: number): ImageNetSegMatSample {
   const rgb = new Uint8Array(height * width * 3);
   for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) for (let c = 0; c < 3; c++) rgb[(y * width + x) * 3 + c] = (seed + y * 50 + x * 7 + c * 2) % 256;
   const mask = new Uint8Array(height * width);
@@ -19,7 +20,7 @@ describe('ImageNetSegDataset (gtsegs_ijcv.mat, MATLAB v7.3)', () => {
   const samples = [sample(3, 5, 1), sample(4, 2, 100), sample(6, 7, 200)];
 
   beforeAll(async () => {
-    await writeGtsegsMat(file, samples);
+    await writeImageNetSegMat(file, samples);
   });
   afterAll(() => tmp.cleanup());
 
@@ -74,7 +75,7 @@ describe('ImageNetSegDataset (gtsegs_ijcv.mat, MATLAB v7.3)', () => {
     writeText(v5, `MATLAB 5.0 MAT-file${' '.repeat(2000)}`);
     await expect(ImageNetSegDataset.open(v5)).rejects.toMatchObject({ code: 'INPUT_INVALID', message: expect.stringContaining('-v7.3') as unknown });
     const noGt = join(tmp.dir, 'nogt.mat');
-    await writeGtsegsMat(noGt, samples.slice(0, 1), { omitGt: true });
+    await writeImageNetSegMat(noGt, samples.slice(0, 1), { omitGt: true });
     await expect(ImageNetSegDataset.open(noGt)).rejects.toMatchObject({
       code: 'INPUT_INVALID',
       message: expect.stringMatching(/nogt\.mat is not an ImageNet-Segmentation file.*\/value\/gt/) as unknown,

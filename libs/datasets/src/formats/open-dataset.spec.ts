@@ -5,7 +5,8 @@ import { ImageNetFolderDataset } from './imagenet-folder.dataset';
 import { ImageNetSegDataset } from './imagenet-seg.dataset';
 import { evenlySpaced, inspectDataset, openDataset } from './open-dataset';
 import { VocDataset } from './voc.dataset';
-import { makeTempDir, solidRgb, vocXml, writeGtsegsMat, writeImage, writePalettePng, writeText } from './formats.testing';
+import { makeTempDir, solidRgb, vocXml, writeImage, writePalettePng, writeText } from './formats.testing';
+import { writeImageNetSegMat } from './imagenet-seg.writer';
 
 describe('openDataset / inspectDataset', () => {
   const tmp = makeTempDir();
@@ -22,7 +23,7 @@ describe('openDataset / inspectDataset', () => {
 
     // masks with foreground fractions 1/4, 1/2 and 1 (3 images)
     const masks = [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]];
-    await writeGtsegsMat(
+    await writeImageNetSegMat(
       join(seg, 'gtsegs_ijcv.mat'),
       masks.map((m) => ({ rgb: solidRgb(2, 2, [1, 2, 3]), mask: new Uint8Array(m), height: 2, width: 2 })),
     );

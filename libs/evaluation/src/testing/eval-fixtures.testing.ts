@@ -4,15 +4,13 @@
  * JPEGs, palette PNG masks and XML, CUB's text files). Each image is a plain background with one
  * or two coloured rectangles (the objects), so masks and boxes are known exactly.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { encode as encodePng } from 'fast-png';
 import sharp from 'sharp';
 import { type ExplainerName, IceVit, ICE_CONFIG_METADATA, vitConfig, type VitConfig, writeSafetensors } from '@ice/core';
-import { vocColormap } from '@ice/datasets';
+import { vocColormap, writeImageNetSegMat } from '@ice/datasets';
 import type { MethodMap } from '../explain.runner';
 import type { ProtocolSettings } from '../protocol.types';
 import type { PreparedSample } from '../sample-prep.util';
@@ -196,77 +194,13 @@ export async function writeCub(root: string, scenes: CubSpec[], classes = 10): P
   put('classes.txt', classLines);
 }
 
-function h5wasmUrl(): string {
-  for (const dir of require.resolve.paths('h5wasm') ?? []) {
-    const p = join(dir, 'h5wasm', 'dist', 'node', 'hdf5_hl.js');
-    if (existsSync(p)) return pathToFileURL(p).href;
-  }
-  throw new Error('h5wasm is not installed');
-}
-
-const MAT_WRITER = String.raw`
-const { parentPort, workerData } = require('node:worker_threads');
-(async () => {
-  try {
-    const h5 = await import(workerData.entryUrl);
-    await h5.ready;
-    const f = new h5.File(workerData.path, 'w');
-    const refs = f.create_group('#refs#');
-    const value = f.create_group('value');
-    const imgRefs = [];
-    const gtRefs = [];
-    workerData.samples.forEach((s, i) => {
-      const img = refs.create_dataset({ name: 'img' + i, data: s.img, shape: [3, s.w, s.h] });
-      const m = refs.create_dataset({ name: 'gt' + i, data: s.mask, shape: [s.w, s.h] });
-      const cell = refs.create_dataset({ name: 'gtcell' + i, data: [m.create_reference()], shape: [1, 1] });
-      imgRefs.push(img.create_reference());
-      gtRefs.push(cell.create_reference());
-    });
-    const n = workerData.samples.length;
-    value.create_dataset({ name: 'img', data: imgRefs, shape: [n, 1] });
-    value.create_dataset({ name: 'gt', data: gtRefs, shape: [n, 1] });
-    f.close();
-    parentPort.postMessage({ ok: true });
-  } catch (e) {
-    parentPort.postMessage({ ok: false, message: String((e && e.message) || e) });
-  }
-})();
-`;
-
-/**
- * gtsegs_ijcv.mat as MATLAB v7.3 writes it: a 512-byte header, then HDF5 with `/value/img` and
- * `/value/gt` (N, 1) cells of references; images stored (3, W, H), masks (W, H) inside 1×1 cells.
- */
+/** gtsegs_ijcv.mat as MATLAB v7.3 writes it (see writeImageNetSegMat): one sample a scene, every labelled pixel foreground. */
 export async function writeImageNetSeg(file: string, scenes: SceneSpec[]): Promise<void> {
-  ensureDir(file);
-  const plain = `${file}.h5tmp`;
-  const samples = scenes.map((s) => {
-    const { rgb, labels } = renderScene(s);
-    const [h, w] = [s.height, s.width];
-    const img = new Uint8Array(3 * w * h);
-    const mask = new Uint8Array(w * h);
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        for (let c = 0; c < 3; c++) img[c * w * h + x * h + y] = rgb[(y * w + x) * 3 + c];
-        mask[x * h + y] = labels[y * w + x] !== 0 ? 1 : 0;
-      }
-    }
-    return { img, mask, w, h };
-  });
-  const worker = new Worker(MAT_WRITER, { eval: true, workerData: { path: plain, entryUrl: h5wasmUrl(), samples } });
-  try {
-    const reply = await new Promise<{ ok: boolean; message?: string }>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    });
-    if (!reply.ok) throw new Error(`writing ${file} failed: ${reply.message ?? '?'}`);
-  } finally {
-    await worker.terminate();
-  }
-  const header = Buffer.alloc(512);
-  header.write('MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .'.padEnd(116, ' '), 'latin1');
-  header.writeUInt16LE(0x0200, 124);
-  header.write('IM', 126, 'latin1');
-  writeFileSync(file, Buffer.concat([header, readFileSync(plain)]));
-  rmSync(plain);
+  await writeImageNetSegMat(
+    file,
+    scenes.map((s) => {
+      const { rgb, labels } = renderScene(s);
+      return { rgb, mask: labels.map((l) => (l !== 0 ? 1 : 0)), height: s.height, width: s.width };
+    }),
+  );
 }
