@@ -1,6 +1,5 @@
 import { Column, Entity, Index } from 'typeorm';
-import { BaseEntity } from '../base.entity';
-import type { RunStatus } from './status';
+import { JobStateEntity } from './job-state.entity';
 
 /** The latest progress an evaluation's worker reported. */
 export interface EvaluationProgressSnapshot {
@@ -13,7 +12,7 @@ export interface EvaluationProgressSnapshot {
 @Entity({ name: 'evaluations' })
 @Index('evaluations_created_at_idx', ['createdAt'])
 @Index('evaluations_run_id_idx', ['runId'])
-export class EvaluationEntity extends BaseEntity {
+export class EvaluationEntity extends JobStateEntity<EvaluationProgressSnapshot> {
   /** The resolved EvaluationSpec: protocol, data set, methods, checkpoint and model. */
   @Column({ type: 'jsonb' })
   spec!: Record<string, unknown>;
@@ -25,37 +24,10 @@ export class EvaluationEntity extends BaseEntity {
   @Column({ name: 'run_id', type: 'uuid', nullable: true })
   runId!: string | null;
 
-  @Column({ type: 'text', default: 'queued' })
-  status!: RunStatus;
-
-  @Column({ type: 'jsonb', nullable: true })
-  progress!: EvaluationProgressSnapshot | null;
-
   /**
    * The outcome without its per-method rows (those are evaluation_results): protocol, data set,
    * model, backend, metric columns, conventions and saved maps — or the accuracy protocol's metrics.
    */
   @Column({ type: 'jsonb', nullable: true })
   result!: Record<string, unknown> | null;
-
-  @Column({ type: 'text', nullable: true })
-  error!: string | null;
-
-  @Column({ name: 'cancel_requested', type: 'boolean', default: false })
-  cancelRequested!: boolean;
-
-  @Column({ type: 'integer', default: 0 })
-  attempts!: number;
-
-  @Column({ name: 'worker_id', type: 'text', nullable: true })
-  workerId!: string | null;
-
-  @Column({ name: 'started_at', type: 'timestamptz', nullable: true })
-  startedAt!: Date | null;
-
-  @Column({ name: 'finished_at', type: 'timestamptz', nullable: true })
-  finishedAt!: Date | null;
-
-  @Column({ name: 'duration_ms', type: 'integer', nullable: true })
-  durationMs!: number | null;
 }

@@ -1,4 +1,5 @@
 export * from './status';
+export * from './job-state.entity';
 export * from './sweep.entity';
 export * from './run.entity';
 export * from './metric-point.entity';

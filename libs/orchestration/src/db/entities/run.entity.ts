@@ -1,6 +1,5 @@
 import { Column, Entity, Index } from 'typeorm';
-import { BaseEntity } from '../base.entity';
-import type { RunStatus } from './status';
+import { JobStateEntity } from './job-state.entity';
 
 /** What the worker reports while a run trains (the latest report only; the series lives in metric_points). */
 export interface RunProgressSnapshot {
@@ -25,7 +24,7 @@ export interface StoredRunConfig {
 @Entity({ name: 'runs' })
 // One row per (sweep, grid cell, seed): a duplicated submission or redelivered job cannot add a second.
 @Index('runs_sweep_cell_seed_key', ['sweepId', 'cellKey', 'seed'], { unique: true })
-export class RunEntity extends BaseEntity {
+export class RunEntity extends JobStateEntity<RunProgressSnapshot> {
   @Column({ name: 'sweep_id', type: 'uuid', nullable: true })
   sweepId!: string | null;
 
@@ -42,15 +41,6 @@ export class RunEntity extends BaseEntity {
   @Column({ type: 'jsonb' })
   config!: StoredRunConfig;
 
-  @Column({ type: 'text', default: 'queued' })
-  status!: RunStatus;
-
-  @Column({ type: 'integer', default: 0 })
-  attempts!: number;
-
-  @Column({ type: 'jsonb', nullable: true })
-  progress!: RunProgressSnapshot | null;
-
   @Column({ type: 'jsonb', nullable: true })
   metrics!: Record<string, number> | null;
 
@@ -64,23 +54,4 @@ export class RunEntity extends BaseEntity {
 
   @Column({ name: 'resumed_from_step', type: 'integer', nullable: true })
   resumedFromStep!: number | null;
-
-  @Column({ type: 'text', nullable: true })
-  error!: string | null;
-
-  @Column({ name: 'worker_id', type: 'text', nullable: true })
-  workerId!: string | null;
-
-  @Column({ name: 'cancel_requested', type: 'boolean', default: false })
-  cancelRequested!: boolean;
-
-  @Column({ name: 'started_at', type: 'timestamptz', nullable: true })
-  startedAt!: Date | null;
-
-  @Column({ name: 'finished_at', type: 'timestamptz', nullable: true })
-  finishedAt!: Date | null;
-
-  /** Wall time of the attempt that finished (training and scoring). */
-  @Column({ name: 'duration_ms', type: 'integer', nullable: true })
-  durationMs!: number | null;
 }
