@@ -5,27 +5,15 @@ export type RunStatus = (typeof RUN_STATUSES)[number];
 export const SWEEP_STATUSES = ['queued', 'running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
 export type SweepStatus = (typeof SWEEP_STATUSES)[number];
 
+/** Which statuses are terminal: a Record, so that a new status cannot be left unclassified. */
+const TERMINAL_RUN: Readonly<Record<RunStatus, boolean>> = { queued: false, running: false, succeeded: true, failed: true, cancelled: true };
+/** A sweep's statuses are a run's plus `partial` (some of its runs failed), which is terminal too. */
+const TERMINAL_SWEEP: Readonly<Record<SweepStatus, boolean>> = { ...TERMINAL_RUN, partial: true };
+
 export function isTerminalRunStatus(s: RunStatus): boolean {
-  switch (s) {
-    case 'succeeded':
-    case 'failed':
-    case 'cancelled':
-      return true;
-    case 'queued':
-    case 'running':
-      return false;
-  }
+  return TERMINAL_RUN[s] === true;
 }
 
 export function isTerminalSweepStatus(s: SweepStatus): boolean {
-  switch (s) {
-    case 'succeeded':
-    case 'partial':
-    case 'failed':
-    case 'cancelled':
-      return true;
-    case 'queued':
-    case 'running':
-      return false;
-  }
+  return TERMINAL_SWEEP[s] === true;
 }
