@@ -1,6 +1,7 @@
 import { Controller, Get, HttpCode, Param, Post, Query, Sse, type MessageEvent } from '@nestjs/common';
 import { ApiOperation, ApiQuery, ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Observable } from 'rxjs';
+import { RUN_STATUSES } from '@ice/orchestration';
 import { parseId } from '../common/request-schemas';
 import { RunsService } from './runs.service';
 
@@ -11,7 +12,7 @@ export class RunsController {
 
   @Get()
   @ApiOperation({ summary: 'List runs, newest first' })
-  @ApiQuery({ name: 'status', required: false, enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] })
+  @ApiQuery({ name: 'status', required: false, enum: RUN_STATUSES })
   @ApiQuery({ name: 'sweepId', required: false })
   @ApiQuery({ name: 'limit', required: false, type: Number })
   @ApiQuery({ name: 'offset', required: false, type: Number })

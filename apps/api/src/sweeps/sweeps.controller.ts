@@ -3,6 +3,7 @@ import { ApiBody, ApiOperation, ApiProduces, ApiQuery, ApiSecurity, ApiTags } fr
 import type { Response } from 'express';
 import type { Observable } from 'rxjs';
 import { SweepRequestSchema } from '@ice/experiments';
+import { SWEEP_STATUSES } from '@ice/orchestration';
 import { openApiSchema } from '../common/openapi';
 import { parseId } from '../common/request-schemas';
 import { SweepsService } from './sweeps.service';
@@ -22,7 +23,7 @@ export class SweepsController {
 
   @Get()
   @ApiOperation({ summary: 'List sweeps with run counts per status' })
-  @ApiQuery({ name: 'status', required: false, enum: ['queued', 'running', 'succeeded', 'partial', 'failed', 'cancelled'] })
+  @ApiQuery({ name: 'status', required: false, enum: SWEEP_STATUSES })
   @ApiQuery({ name: 'name', required: false })
   @ApiQuery({ name: 'limit', required: false, type: Number })
   @ApiQuery({ name: 'offset', required: false, type: Number })
