@@ -1,17 +1,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { IceError } from '@ice/core';
 import { CubDataset } from './cub.dataset';
-import { makeTempDir, solidRgb, writeImage, writeText } from './formats.testing';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof IceError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
-  }
-  return undefined;
-}
+import { codeOf, makeTempDir, solidRgb, writeImage, writeText } from './formats.testing';
 
 const A1 = '001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg';
 const A2 = '001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg';

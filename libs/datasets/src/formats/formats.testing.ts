@@ -8,11 +8,22 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { encode as encodePng } from 'fast-png';
 import sharp from 'sharp';
+import { IceError } from '@ice/core';
 import { vocColormap } from '../export/voc-export';
 
 export function makeTempDir(prefix = 'ice-ds-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** What `fn` throws: `CODE: message` for an IceError, `other: …` for anything else; undefined if it returns. */
+export function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof IceError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
+  }
+  return undefined;
 }
 
 function ensureDir(path: string): void {

@@ -1,17 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { IceError } from '@ice/core';
 import { ImageNetFolderDataset } from './imagenet-folder.dataset';
-import { makeTempDir, solidRgb, writeImage, writeText } from './formats.testing';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof IceError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
-  }
-  return undefined;
-}
+import { codeOf, makeTempDir, solidRgb, writeImage, writeText } from './formats.testing';
 
 describe('ImageNetFolderDataset', () => {
   const tmp = makeTempDir();

@@ -1,20 +1,10 @@
 import { join } from 'node:path';
-import { IceError } from '@ice/core';
 import { VOC_CLASSES, VocDataset, parseVocAnnotation } from './voc.dataset';
-import { makeTempDir, solidRgb, vocXml, writeImage, writePalettePng, writeText } from './formats.testing';
+import { codeOf, makeTempDir, solidRgb, vocXml, writeImage, writePalettePng, writeText } from './formats.testing';
 
 const PERSON = VOC_CLASSES.indexOf('person');
 const DOG = VOC_CLASSES.indexOf('dog');
 const CAT = VOC_CLASSES.indexOf('cat');
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof IceError ? `${e.code}: ${e.message}` : `other: ${String(e)}`;
-  }
-  return undefined;
-}
 
 /** 6×8 label map: a person (15) block with a void (255) border, a dog (12) pixel pair, background. */
 function seg1(): Uint8Array {
