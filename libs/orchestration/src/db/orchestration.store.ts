@@ -7,6 +7,7 @@ import {
   EvaluationEntity,
   EvaluationResultEntity,
   type EvaluationProgressSnapshot,
+  isTerminalSweepStatus,
   RunEntity,
   SweepEntity,
   type RunProgressSnapshot,
@@ -222,7 +223,7 @@ export class OrchestrationStore implements OnApplicationShutdown {
 
   /** Moves a sweep forward; a terminal sweep is not reopened. Returns false when nothing changed. */
   async setSweepStatus(id: string, status: SweepStatus): Promise<boolean> {
-    const terminal = status !== 'queued' && status !== 'running';
+    const terminal = isTerminalSweepStatus(status);
     const rows = await this.sql<{ id: string }>(
       `UPDATE sweeps SET status = $2, updated_at = now(), finished_at = CASE WHEN $3 THEN now() ELSE finished_at END
        WHERE id = $1 AND status IN ('queued','running') AND status <> $2 RETURNING id`,
