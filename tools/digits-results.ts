@@ -2,7 +2,7 @@
  * Reproduces docs/results.md: the paper's Table-1-style comparison, the Table-6-style α × λ_class
  * ablation and the localisation / CorLoc rows, on the built-in `digits` benchmark.
  *
- *   npm run results:digits [-- --backbone assets/digits-micro-pretrained.safetensors --out artifacts/results]
+ *   npm run results:digits [-- --backbone assets/digits-micro-pretrained.safetensors --preset digits-micro --out artifacts/results]
  *
  * Every run goes through the same executor as `ice train` / the workers (finished runs in --out are
  * reused), every evaluation through the same runner as `ice eval`. Seeds are fixed.
@@ -10,25 +10,28 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import type { ExplainerName } from '@ice/core';
-import { buildAblationTable, expandSweep, parseRunConfig, runOnce, RunOutcome, tableToMarkdown, type RunConfigInput } from '@ice/experiments';
+import { initBackend, loadModel, vitConfig, type ExplainerName } from '@ice/core';
+import { DigitsDataset } from '@ice/datasets';
+import { buildAblationTable, evaluateRun, expandSweep, parseRunConfig, runOnce, RunOutcome, tableToMarkdown, type RunConfigInput } from '@ice/experiments';
 import { formatEvaluationTable, runEvaluation, type EvaluationProtocol, type EvaluationResult } from '@ice/evaluation';
 
 const opts = new Command()
   .option('--backbone <file>', 'digits-pretrained backbone (ice weights export of a classify run)', 'assets/digits-micro-pretrained.safetensors')
+  .option('--preset <name>', 'model preset of the backbone', 'digits-micro')
+  .option('--backbone-config <file>', 'the classify run config that made the backbone (named in the document)', 'configs/digits-pretrain.json')
   .option('--out <dir>', 'run directories', 'artifacts/results')
   .option('--steps <n>', 'ICE fine-tuning steps per run', '600')
   .option('--limit <n>', 'evaluation images', '500')
   .option('--doc <file>', 'markdown output', 'docs/results.md')
   .parse(process.argv)
-  .opts<{ backbone: string; out: string; steps: string; limit: string; doc: string }>();
+  .opts<{ backbone: string; preset: string; backboneConfig: string; out: string; steps: string; limit: string; doc: string }>();
 
 const steps = Number(opts.steps);
 const limit = Number(opts.limit);
 const base = (over: RunConfigInput): RunConfigInput => ({
   steps,
   checkpointEvery: 200,
-  model: { preset: 'digits-micro', weights: opts.backbone },
+  model: { preset: opts.preset, weights: opts.backbone },
   optimizer: { lr: 5e-4, warmupSteps: 30 },
   data: { batchSize: 32, evalLimit: limit },
   seed: 0,
@@ -38,11 +41,52 @@ const base = (over: RunConfigInput): RunConfigInput => ({
 const BASELINES: ExplainerName[] = ['raw-attention', 'rollout', 'gradcam', 'generic-attention'];
 
 async function evaluate(protocol: EvaluationProtocol, weights: string, methods: ExplainerName[]): Promise<EvaluationResult> {
-  return runEvaluation({ protocol, format: 'digits', weights, modelSpec: 'digits-micro', methods, limit, log: () => undefined });
+  return runEvaluation({ protocol, format: 'digits', weights, modelSpec: opts.preset, methods, limit, log: () => undefined });
+}
+
+/**
+ * Several evaluations of one protocol as one table: each part's rows get its tag appended to the
+ * label ('rollout [pre-trained backbone]'), the conventions are the union (first-seen order).
+ */
+function merge(parts: { r: EvaluationResult; tag?: string }[]): EvaluationResult {
+  const conventions: string[] = [];
+  const columns: string[] = [];
+  for (const { r } of parts) {
+    for (const c of r.conventions) if (!conventions.includes(c)) conventions.push(c);
+    for (const c of r.columns) if (!columns.includes(c)) columns.push(c);
+  }
+  return { ...parts[0].r, columns, conventions, rows: parts.flatMap(({ r, tag }) => r.rows.map((row) => ({ ...row, label: tag ? `${row.label} [${tag}]` : row.label }))) };
+}
+
+/**
+ * One protocol as Table 1 lays it out: ICE (and ice-class) of the Table-1 ICE model, ICE-f of the
+ * ICE-f model, the baselines on the pre-trained backbone (whose CLS head is trained, so the gradient
+ * methods' target class is meaningful), and the baselines again on the ICE-fine-tuned weights
+ * (whose CLS head the ICE loss leaves stale).
+ */
+async function table1(protocol: EvaluationProtocol, ice: string, icef: string, iceMethods: ExplainerName[]): Promise<EvaluationResult> {
+  return merge([
+    { r: await evaluate(protocol, ice, iceMethods), tag: 'ICE model' },
+    { r: await evaluate(protocol, icef, ['ice']), tag: 'ICE-f model' },
+    { r: await evaluate(protocol, opts.backbone, BASELINES), tag: 'pre-trained backbone' },
+    { r: await evaluate(protocol, ice, BASELINES), tag: 'ICE-fine-tuned weights' },
+  ]);
 }
 
 function section(title: string, r: EvaluationResult): string {
   return [`### ${title}`, '', '```', formatEvaluationTable(r).trimEnd(), '```', '', ...r.conventions.map((c) => `- ${c}`), ''].join('\n');
+}
+
+/** Top-1 of the backbone's CLS head on the first `n` images of a digits split (as the runs score it). */
+async function backboneTop1(split: 'val' | 'test', n: number): Promise<number> {
+  await initBackend(undefined, () => undefined);
+  const { model } = loadModel(opts.backbone, opts.preset, {}, { ignore: ['optimizer.*'] });
+  try {
+    const ds = new DigitsDataset({ split, canvasSize: model.config.imgSize, seed: 0 });
+    return (await evaluateRun(model, ds, parseRunConfig({ mode: 'classify', data: { batchSize: 64, evalLimit: n } }))).top1;
+  } finally {
+    model.dispose();
+  }
 }
 
 async function ablation(variant: 'official' | 'paper'): Promise<{ table: string; dirs: Map<string, string> }> {
@@ -55,7 +99,19 @@ async function ablation(variant: 'official' | 'paper'): Promise<{ table: string;
     dirs.set(`${cell.cellKey},seed=${cell.seed}`, r.checkpoint);
     outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
   }
-  return { table: tableToMarkdown(buildAblationTable(outcomes, ['alpha', 'lambda_class'], ['pix_acc', 'miou', 'iou_fg', 'map', 'top1', 'fg_fraction']), 4), dirs };
+  return { table: tableToMarkdown(buildAblationTable(outcomes, ['alpha', 'lambda_class'], ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction']), 4), dirs };
+}
+
+const TABLE1_ROWS = [
+  'Rows: `[ICE model]` = the ICE fine-tuning of the Table-6 cell α 0.5, λ_class 0.5, official head and loss, seed 0; `[ICE-f model]` = the ICE-f run below;',
+  '`[pre-trained backbone]` = the baselines on the backbone the ICE runs start from (its CLS head is trained, so the target class of the gradient',
+  'methods is its prediction); `[ICE-fine-tuned weights]` = the same baselines on the ICE model, whose CLS head the ICE loss leaves stale.',
+  '',
+].join('\n');
+
+function describePreset(name: string): string {
+  const c = vitConfig(name);
+  return `${c.imgSize}², patch ${c.patchSize}, D ${c.embedDim}, depth ${c.depth}`;
 }
 
 async function main(): Promise<void> {
@@ -65,31 +121,37 @@ async function main(): Promise<void> {
   const official = await ablation('official');
   const paperAbl = await ablation('paper');
   const iceDefault = await runOnce(parseRunConfig(base({})), path.join(opts.out, 'ice-official-default'), 'ICE (released λ)');
-  const icef = await runOnce(parseRunConfig(base({ model: { preset: 'digits-micro', weights: opts.backbone, head: 'icef' }, loss: { lambdaClass: 0.5 }, optimizer: { lr: 2e-3, warmupSteps: 30 } })), path.join(opts.out, 'ice-f'), 'ICE-f');
-  const paper = await runOnce(parseRunConfig(base({ model: { preset: 'digits-micro', weights: opts.backbone, head: 'paper' }, loss: { variant: 'paper', alpha: 0.5, lambdaClass: 0.975 } })), path.join(opts.out, 'ice-paper'), 'ICE paper');
+  const icef = await runOnce(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'icef' }, loss: { lambdaClass: 0.5 }, optimizer: { lr: 2e-3, warmupSteps: 30 } })), path.join(opts.out, 'ice-f'), 'ICE-f');
+  const paper = await runOnce(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'paper' }, loss: { variant: 'paper', alpha: 0.5, lambdaClass: 0.975 } })), path.join(opts.out, 'ice-paper'), 'ICE paper');
   const table1Model = official.dirs.get('alpha=0.5,lambda_class=0.5,seed=0')!;
   const ice = { checkpoint: table1Model, metrics: (JSON.parse(fs.readFileSync(path.join(path.dirname(table1Model), 'result.json'), 'utf8')) as { result: { metrics: Record<string, number> } }).result.metrics };
 
-  // Table 1: every method on one ICE model (official head and loss, α 0.5, λ_class 0.5, seed 0): same backbone, input and target class.
-  const seg = await evaluate('segmentation', ice.checkpoint, ['ice', 'ice-class', ...BASELINES]);
-  out.push(section('Table 1 style: segmentation of the digits test split (ICE official head and loss, α 0.5, λ_class 0.5)', seg));
+  // Table 1: ICE from the ICE model (official head and loss, α 0.5, λ_class 0.5, seed 0), ICE-f from the ICE-f model,
+  // the baselines on the pre-trained backbone and, labelled, on the ICE model's weights. Same input for all.
+  const seg = await table1('segmentation', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class']);
+  out.push(
+    section('Table 1 style: segmentation of the digits test split', seg),
+    TABLE1_ROWS,
+  );
   out.push(section('ICE with the released λ_class = 1/1.025 (official head and loss, α 0.5)', await evaluate('segmentation', iceDefault.checkpoint, ['ice'])));
-  out.push(section('ICE-f (frozen backbone, two-layer head; official loss, λ_class 0.5)', await evaluate('segmentation', icef.checkpoint, ['ice'])));
   out.push(section('ICE with the paper head and loss (α 0.5, λ_class 0.975)', await evaluate('segmentation', paper.checkpoint, ['ice'])));
 
   out.push('### Table 6 style: α × λ_class, official loss (official head; mean ± std over seeds 0 and 1)', '', official.table, '');
   out.push('### Table 6 style: α × λ_class, paper loss (official head; mean ± std over seeds 0 and 1)', '', paperAbl.table, '');
 
-  const corloc = await evaluate('corloc', ice.checkpoint, ['ice', ...BASELINES]);
-  out.push(section('Single-object discovery (CorLoc), Table 1 model', corloc));
-  const loc = await evaluate('localization', ice.checkpoint, ['ice', 'ice-class', ...BASELINES]);
-  out.push(section('Weakly-supervised localisation, Table 1 model', loc));
+  const corloc = await table1('corloc', ice.checkpoint, icef.checkpoint, ['ice']);
+  out.push(section('Single-object discovery (CorLoc), Table 1 models', corloc), TABLE1_ROWS);
+  const loc = await table1('localization', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class']);
+  out.push(section('Weakly-supervised localisation, Table 1 models', loc), TABLE1_ROWS, 'top1Cls is the CLS head\'s top-1 of the row\'s model: stale (near chance) on the ICE-fine-tuned weights, the backbone\'s own on the pre-trained backbone.', '');
 
-  const fg = (name: string, m: Record<string, number>): string => `${name}: foreground fraction ${m.fg_fraction.toFixed(3)}, CLS top-1 ${m.top1.toFixed(3)}`;
+  const fg = (name: string, m: Record<string, number>): string =>
+    `${name}: foreground fraction ${m.fg_fraction.toFixed(3)}, ICE top-1 ${m.ice_top1.toFixed(3)} (no foreground patch: ${m.ice_no_fg.toFixed(3)} of the images), CLS top-1 ${m.top1.toFixed(3)}`;
   out.push(
     '### Reading',
     '',
-    'What the ICE heads learned in these runs (fraction of test patches predicted as foreground; the CLS head is not trained by the ICE loss):',
+    'What the ICE heads learned in these runs (fraction of test patches predicted as foreground; ICE top-1 = argmax over the image classes of',
+    'Ŷ, the ICE logits pooled over the foreground patches as the loss pools them, an image without foreground patch counted wrong;',
+    'the CLS head is not trained by the ICE loss, so its top-1 is stale):',
     '',
     `- ${fg('ICE official, λ_class 0.5 (Table 1 model)', ice.metrics)}`,
     `- ${fg('ICE official, released λ_class 1/1.025', iceDefault.metrics)}`,
@@ -102,15 +164,16 @@ async function main(): Promise<void> {
     'λ_class leaves the background term too weak to carve out background in a short fine-tuning of a weak backbone.',
     '',
   );
+  const [valTop1, testTop1] = [await backboneTop1('val', 997), await backboneTop1('test', 997)];
   const header = [
     '# Results on the built-in digits benchmark',
     '',
     `Generated by \`npm run results:digits\` (tools/digits-results.ts) in ${Math.round((Date.now() - started) / 60000)} min on this machine's default backend.`,
-    'Backbone: `digits-micro` (32², patch 8, D 48, depth 2) pre-trained on digits classification by',
-    '`npx ice train --config configs/digits-pretrain.json --out artifacts/digits-pretrain` then',
-    '`npx ice weights export artifacts/digits-pretrain/final.safetensors --out assets/digits-micro-pretrained.safetensors`.',
+    `Backbone: \`${opts.preset}\` (${describePreset(opts.preset)}) pre-trained on digits classification by`,
+    `\`npx ice train --config ${opts.backboneConfig} --out artifacts/${path.basename(opts.backboneConfig, '.json')}\` then`,
+    `\`npx ice weights export artifacts/${path.basename(opts.backboneConfig, '.json')}/final.safetensors --out ${opts.backbone}\`.`,
     `ICE fine-tuning: ${steps} steps, batch 32, AdamW lr 5e-4 (ICE-f: 2e-3, backbone frozen), seed 0; evaluation on the first ${limit} test images`,
-    `(digits never seen in training). The backbone alone: top-1 0.394 on the test digits.`,
+    `(digits never seen in training). The backbone alone (CLS head): top-1 ${testTop1.toFixed(3)} on the 997 test digits, ${valTop1.toFixed(3)} on the 997 val digits.`,
     '',
     'Whatever the numbers say is the result, including where ICE does not win.',
     '',
