@@ -73,6 +73,21 @@ async function table1(protocol: EvaluationProtocol, ice: string, icef: string, i
   ]);
 }
 
+/** "metric: ICE 0.41, ICE-f 0.51; best baseline on the pre-trained backbone 0.35 (generic-attention), …" for the Reading section. */
+function compare(r: EvaluationResult, metric: string): string {
+  const v = (x: number | null | undefined): string => (typeof x === 'number' ? x.toFixed(3) : '—');
+  const tagged = (tag: string) => r.rows.filter((row) => row.label.endsWith(`[${tag}]`));
+  const best = (tag: string): string => {
+    const rows = tagged(tag).filter((row) => typeof row.metrics[metric] === 'number');
+    if (!rows.length) return '—';
+    const b = rows.reduce((a, row) => ((row.metrics[metric] as number) > (a.metrics[metric] as number) ? row : a));
+    return `${v(b.metrics[metric])} (${b.method})`;
+  };
+  const ice = tagged('ICE model').find((row) => row.method === 'ice');
+  const icef = tagged('ICE-f model').find((row) => row.method === 'ice');
+  return `${r.protocol} ${metric}: ICE ${v(ice?.metrics[metric])}, ICE-f ${v(icef?.metrics[metric])}; best baseline on the pre-trained backbone ${best('pre-trained backbone')}, on the ICE-fine-tuned weights ${best('ICE-fine-tuned weights')}`;
+}
+
 function section(title: string, r: EvaluationResult): string {
   return [`### ${title}`, '', '```', formatEvaluationTable(r).trimEnd(), '```', '', ...r.conventions.map((c) => `- ${c}`), ''].join('\n');
 }
@@ -157,6 +172,15 @@ async function main(): Promise<void> {
     `- ${fg('ICE official, released λ_class 1/1.025', iceDefault.metrics)}`,
     `- ${fg('ICE-f', icef.metrics)}`,
     `- ${fg('ICE paper head and loss', paper.metrics)}`,
+    '',
+    'Table 1 models against the baselines (higher is better):',
+    '',
+    `- ${compare(seg, 'mIoU')}`,
+    `- ${compare(seg, 'iouFg')}`,
+    `- ${compare(seg, 'mAP')}`,
+    `- ${compare(corloc, 'corloc')}`,
+    `- ${compare(loc, 'gtKnownLoc')}`,
+    `- ${compare(loc, 'maxBoxAcc@0.5')}`,
     '',
     'A foreground fraction of 1 (or 0) is a degenerate mask: the segmentation protocol scores a constant map as all background,',
     'which is why such rows show IoU_fg 0 and mAP 0.5. With the paper loss and the empty-foreground rule (Ŷ = 0), a model that',
