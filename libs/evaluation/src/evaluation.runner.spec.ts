@@ -5,7 +5,7 @@ import sharp from 'sharp';
 import { EXPLAINER_NAMES, IceError, IceVit, initBackend, vitConfig } from '@ice/core';
 import { formatEvaluationReport, formatEvaluationTable } from './evaluation-table.util';
 import { EVALUATION_PROTOCOLS } from './evaluation.types';
-import { runEvaluation } from './evaluation.runner';
+import { defaultEvalBatch, runEvaluation } from './evaluation.runner';
 import { jet } from './save-maps.util';
 import { makeTempDir, writeTinyModel } from './testing/eval-fixtures.testing';
 
@@ -112,6 +112,16 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     const ac = new AbortController();
     const p = runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice'], limit: 50, batchSize: 4, signal: ac.signal, onProgress: (done) => void (done === 8 && ac.abort()) });
     await expect(p).rejects.toMatchObject({ code: 'CANCELLED' });
+  });
+
+  it('picks the default batch size from the model and backend', () => {
+    expect(defaultEvalBatch(vitConfig('digits-micro'), 'wasm')).toBe(16);
+    // Large attention products go per head to XNNPACK on wasm, which only one image at a time allows.
+    expect(defaultEvalBatch(vitConfig('deit_tiny_patch16_224'), 'wasm')).toBe(1);
+    // Elsewhere the attention maps' memory decides: 256 MB / (depth · heads · T² · 16 bytes).
+    expect(defaultEvalBatch(vitConfig('deit_tiny_patch16_224'), 'tensorflow')).toBe(12);
+    expect(defaultEvalBatch(vitConfig('deit_small_patch16_224'), 'tensorflow')).toBe(6);
+    expect(defaultEvalBatch({ ...vitConfig('deit_small_patch16_224'), imgSize: 512 }, 'tensorflow')).toBe(1);
   });
 
   it('colours maps with a jet-like ramp', () => {

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { camThresholds, EXPLAINERS, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
+import { camThresholds, EXPLAINERS, prefersSingleImages, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
 import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
 import { corlocProtocol } from './corloc.protocol';
 import {
@@ -35,10 +35,14 @@ const MAX_BATCH = 256;
 const ATTENTION_BUDGET_BYTES = 256 * 2 ** 20;
 
 /**
- * Images per explainer call when not given: 16, fewer when the attention maps of a batch would
- * pass ~256 MB (e.g. DeiT-S at 224²: 5; at VOC's 512²: 1), since the wasm heap is limited to 4 GB.
+ * Images per explainer call when not given. Batches pay off for small models, whose time goes to
+ * per-call overhead: 16, fewer when a batch's attention maps would pass ~256 MB (the wasm heap is
+ * limited to 4 GB; DeiT-S at 224²: 6). Models with large attention products (DeiT at 224²) run one image at a time
+ * on wasm: their per-head products then go to XNNPACK (ice-core's bmm), which a batch would not
+ * (measured on DeiT-Tiny: 327 ms/image alone, 475–565 ms/image in batches of 12).
  */
-export function defaultEvalBatch(config: VitConfig): number {
+export function defaultEvalBatch(config: VitConfig, backend: string = tf.getBackend()): number {
+  if (prefersSingleImages(config, backend)) return 1;
   const T = gridSize(config) ** 2 + 1;
   const perImage = config.depth * config.numHeads * T * T * 4 * 4;
   return Math.max(1, Math.min(16, Math.floor(ATTENTION_BUDGET_BYTES / perImage)));

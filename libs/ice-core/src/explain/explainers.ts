@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
 import { classScoreMap, foregroundMask } from '../maps/ice-maps';
-import { bmm } from '../model/fast-ops';
-import { gridSize } from '../model/vit.config';
+import { bmm, SLICE_MACS } from '../model/fast-ops';
+import { gridSize, type VitConfig } from '../model/vit.config';
 import type { IceVit } from '../model/vit.model';
 
 /**
@@ -433,6 +433,16 @@ export const EXPLAINER_NAMES = Object.keys(EXPLAINERS) as ExplainerName[];
 
 export function isExplainerName(name: string): name is ExplainerName {
   return Object.prototype.hasOwnProperty.call(EXPLAINERS, name);
+}
+
+/**
+ * True when this model's attention products are large enough that, on wasm, bmm runs them per
+ * head on XNNPACK — for one image at a time; batching images would send them back to the scalar
+ * loop. Explaining such models image by image is then faster.
+ */
+export function prefersSingleImages(config: VitConfig, backend: string = tf.getBackend()): boolean {
+  const T = gridSize(config) ** 2 + 1;
+  return backend === 'wasm' && T * T * (config.embedDim / config.numHeads) >= SLICE_MACS;
 }
 
 export interface BatchExplainOptions {

@@ -119,19 +119,22 @@ export function gelu<T extends tf.Tensor>(x: T): T {
 // gradients, so that the hook sits between them on the tape and gets exact gradients by autodiff.
 
 /** Below this many multiply-adds per slice a batched product stays one call (see bmm). */
-const SLICE_MACS = 32_768;
+export const SLICE_MACS = 32_768;
+/** Above this many slices, splitting (wasm's Unpack) costs more than the scalar loop saves. */
+const MAX_SLICES = 12;
 
 /**
  * Batched matMul [n, r, k]·[n, k, c] → [n, r, c], transposes as in tf.matMul. Why: wasm's
  * BatchMatMul gives XNNPACK only 2-D untransposed products; batched or transposed ones run a
  * scalar loop (≈1 GMAC/s). For large slices (attention at T ≈ 200: 2.5 M MACs each) n separate
- * 2-D products after one rank-3 transpose are much faster (DeiT-Tiny forward 290 → 183 ms); small
- * slices (digits, T = 17) stay one call, where the per-call overhead would dominate.
+ * 2-D products after one rank-3 transpose are much faster (DeiT-Tiny forward 290 → 183 ms, one
+ * image); small slices (digits, T = 17) stay one call, where the per-call overhead would dominate,
+ * and so do many slices (a batch of images), where the split itself grows slow.
  */
 export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
   const [r, k] = transposeA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
   const c = transposeB ? b.shape[1] : b.shape[2];
-  if (r * k * c < SLICE_MACS || tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);
+  if (r * k * c < SLICE_MACS || a.shape[0] > MAX_SLICES || tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);
   return tf.tidy(() => {
     const as = tf.unstack(transposeA ? tf.transpose(a, [0, 2, 1]) : a) as tf.Tensor2D[]; // n × [r, k]
     const bs = tf.unstack(transposeB ? tf.transpose(b, [0, 2, 1]) : b) as tf.Tensor2D[]; // n × [k, c]
