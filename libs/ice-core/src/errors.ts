@@ -12,6 +12,7 @@ export type IceErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'CHECKPOINT_INVALID'
   | 'CANCELLED' // a run stopped on request
+  | 'RANK_TIMEOUT' // a data-parallel rank waited too long for the other ranks' gradients
   | 'IMAGE_CORRUPT'; // an image file that exists but cannot be decoded (pipelines skip and count these)
 
 export class IceError extends Error {

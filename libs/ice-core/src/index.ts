@@ -16,6 +16,7 @@ export * from './train/adamw';
 export * from './train/lr-schedule';
 export * from './train/targets';
 export * from './train/trainer';
+export * from './train/gradient.reducer';
 export * from './train/checkpoint';
 export * from './explain/explainers';
 export * from './metrics/segmentation.metric';

@@ -19,6 +19,7 @@ export function httpStatusOf(code: IceErrorCode): number {
     case 'NON_FINITE_LOSS':
       return HttpStatus.UNPROCESSABLE_ENTITY;
     case 'BACKEND_UNAVAILABLE':
+    case 'RANK_TIMEOUT':
       return HttpStatus.SERVICE_UNAVAILABLE;
   }
 }

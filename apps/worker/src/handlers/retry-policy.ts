@@ -15,6 +15,7 @@ export function isRetryable(e: unknown): boolean {
       return false;
     case 'NON_FINITE_LOSS':
     case 'BACKEND_UNAVAILABLE':
+    case 'RANK_TIMEOUT': // the group meets again at its common checkpoint once every rank's job is running
       return true;
   }
 }

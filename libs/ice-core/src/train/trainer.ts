@@ -169,24 +169,32 @@ export class IceTrainer {
     return lr;
   }
 
-  /** A micro-batch; every accumSteps-th call updates the weights with the mean gradient. */
-  trainStep(x: tf.Tensor4D, labels: readonly number[]): StepStats {
-    const r = this.computeGradients(x, labels);
-    const { grads, ...stats } = r;
-    if (this.config.accumSteps === 1) {
-      const lr = this.applyGradients(grads);
-      tf.dispose([...grads.values()]);
-      return { ...stats, step: this.step, lr, updated: true };
-    }
+  /**
+   * A micro-batch's gradients, accumulated: every accumSteps-th call returns the mean gradient of
+   * the update (the caller owns and disposes it, and applies it — after averaging it across
+   * data-parallel ranks), the others return null.
+   */
+  accumulateGradients(x: tf.Tensor4D, labels: readonly number[]): { stats: Omit<GradientResult, 'grads'>; update: Map<string, tf.Tensor> | null } {
+    const { grads, ...stats } = this.computeGradients(x, labels);
+    if (this.config.accumSteps === 1) return { stats, update: grads };
     this.accumulator.add(grads);
     tf.dispose([...grads.values()]);
     this.microStep++;
-    if (this.microStep < this.config.accumSteps) return { ...stats, step: this.step, lr: this.lr(), updated: false };
-    const mean = this.accumulator.takeMean();
-    const lr = this.applyGradients(mean);
-    tf.dispose([...mean.values()]);
+    if (this.microStep < this.config.accumSteps) return { stats, update: null };
     this.microStep = 0;
-    return { ...stats, step: this.step, lr, updated: true };
+    return { stats, update: this.accumulator.takeMean() };
+  }
+
+  /** A micro-batch; every accumSteps-th call updates the weights with the mean gradient. */
+  trainStep(x: tf.Tensor4D, labels: readonly number[]): StepStats {
+    const { stats, update } = this.accumulateGradients(x, labels);
+    if (!update) return { ...stats, step: this.step, lr: this.lr(), updated: false };
+    try {
+      const lr = this.applyGradients(update);
+      return { ...stats, step: this.step, lr, updated: true };
+    } finally {
+      tf.dispose([...update.values()]);
+    }
   }
 
   getState(): TrainerState {
