@@ -40,6 +40,7 @@ const EnvSchema = z.object({
   RUN_ATTEMPTS: intFromEnv(1, 20).default(3),
   RUN_BACKOFF_MS: intFromEnv(0).default(5000),
   CANCEL_GRACE_MS: intFromEnv(0).default(3000),
+  ALLREDUCE_TIMEOUT_MS: intFromEnv(100).default(300_000),
   CODE_VERSION: z.string().optional(),
   WORKER_ID: z.string().optional(),
 });
@@ -67,6 +68,12 @@ export interface OrchestrationConfig {
     attempts: number;
     backoffMs: number;
     cancelGraceMs: number;
+    /**
+     * How long a data-parallel rank waits at a step for the other ranks' gradients before its job
+     * fails (and is retried from its checkpoint). Covers the group's start too: every rank's job
+     * must be running within it.
+     */
+    allReduceTimeoutMs: number;
   };
   codeVersion: string;
 }
@@ -118,6 +125,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       attempts: e.RUN_ATTEMPTS,
       backoffMs: e.RUN_BACKOFF_MS,
       cancelGraceMs: e.CANCEL_GRACE_MS,
+      allReduceTimeoutMs: e.ALLREDUCE_TIMEOUT_MS,
     },
     codeVersion: e.CODE_VERSION ?? detectCodeVersion(),
   };
