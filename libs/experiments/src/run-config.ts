@@ -9,6 +9,9 @@ import { IceError, isVitPreset, VIT_PRESETS } from '@ice/core';
  */
 export const DATASET_FORMATS = ['digits', 'imagenet', 'voc', 'cub'] as const;
 
+/** Most data-parallel ranks of one run. */
+export const MAX_WORLD_SIZE = 64;
+
 const presetName = z.string().refine(isVitPreset, { message: `unknown model preset; known: ${Object.keys(VIT_PRESETS).join(', ')}` });
 
 export const RunConfigSchema = z
@@ -66,8 +69,11 @@ export const RunConfigSchema = z
       .prefault({}),
     steps: z.number().int().min(1).max(1_000_000).default(100),
     seed: z.number().int().min(0).default(0),
-    /** Data-parallel ranks (several workers averaging gradients); 1 = one worker. */
-    worldSize: z.number().int().min(1).max(64).default(1),
+    /**
+     * Data-parallel ranks: W workers, each training on its shard of every batch (data.batchSize
+     * samples per rank, W × batchSize per update) and averaging gradients; 1 = one worker.
+     */
+    worldSize: z.number().int().min(1).max(MAX_WORLD_SIZE).default(1),
     checkpointEvery: z.number().int().min(1).default(50),
   })
   .strict()

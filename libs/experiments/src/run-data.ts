@@ -104,6 +104,8 @@ export interface TrainBatchStreamOptions {
   std: number | readonly [number, number, number];
   /** First position to yield (a resumed run: its step × accumSteps). */
   startPosition: number;
+  /** This rank's shard of every batch (of config.worldSize; default 0). */
+  rank?: number;
   /** Worker threads (default: resolveLoaderThreads(config.data.loaderThreads)). */
   threads?: number;
   log?: (message: string) => void;
@@ -146,6 +148,8 @@ export class TrainBatchStream {
       transform: { steps: [], normalize: { mean: triple(o.mean), std: triple(o.std) } },
       batchSize: B,
       seed: o.config.seed,
+      rank: o.rank ?? 0,
+      worldSize: o.config.worldSize,
       shuffle: true,
       dropLast: true,
       threads,
@@ -154,7 +158,7 @@ export class TrainBatchStream {
       log,
     });
     try {
-      const perEpoch = batchesPerEpoch(loader.length, B);
+      const perEpoch = batchesPerEpoch(loader.length, B, o.config.worldSize);
       if (loader.batchesPerEpoch !== perEpoch) throw new IceError('INPUT_INVALID', `batch loader plans ${loader.batchesPerEpoch} batches per epoch, the run's stream ${perEpoch}`);
       streamPosition(o.startPosition, perEpoch);
       return new TrainBatchStream(loader, perEpoch, o.startPosition, log);

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
+  type GradientReducer,
   IceError,
   IceTrainer,
   IceVit,
@@ -29,6 +30,13 @@ import { evaluateRun } from './run-evaluation';
  * for data; the batches, and so the weights, are bit-identical whatever the thread count. The
  * threads are stopped when the training loop ends, however it ends (completion, error, NaN loss,
  * cancel).
+ *
+ * Data-parallel runs (worldSize W > 1) execute once per rank, each with a GradientReducer: rank r
+ * trains on its shard of every batch (batchSize samples per rank, so W × batchSize per update),
+ * averages its gradient of each update with the other ranks' between compute and apply, and so
+ * keeps weights identical to every other rank's. All ranks checkpoint at the same steps (into their
+ * own runDir), so a group restarted after a failure meets again at the common checkpoint. Only
+ * rank 0 writes the final weights and scores the run; the other ranks return empty metrics.
  */
 export interface RunProgress {
   step: number;
@@ -51,6 +59,10 @@ export interface RunContext {
   /** Minimum time between progress reports (the final step is always reported). */
   progressIntervalMs?: number;
   log?: (msg: string) => void;
+  /** This process's rank of config.worldSize (default 0). */
+  rank?: number;
+  /** Averages gradients across the ranks; required when config.worldSize > 1, unused otherwise. */
+  reducer?: GradientReducer;
 }
 
 export interface RunResult {
@@ -123,6 +135,19 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   fs.mkdirSync(ctx.runDir, { recursive: true });
   const lastPath = path.join(ctx.runDir, LAST_CHECKPOINT);
   const runJson = runIdentityJson(config);
+  const rank = ctx.rank ?? 0;
+  const W = config.worldSize;
+  if (!Number.isInteger(rank) || rank < 0 || rank >= W) throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${W}), got ${rank}`);
+  // One rank alone never averages: it trains exactly as it did before data parallelism existed.
+  const reducer = W > 1 ? ctx.reducer : undefined;
+  if (W > 1 && !reducer) {
+    throw new IceError('CONFIG_INVALID', `worldSize ${W} needs ${W} ranks exchanging gradients: submit the run through the API with at least ${W} workers (the CLI trains one rank)`);
+  }
+  if (reducer && (reducer.worldSize !== W || reducer.rank !== rank)) {
+    throw new IceError('CONFIG_INVALID', `the gradient reducer is rank ${reducer.rank} of ${reducer.worldSize}, the run rank ${rank} of ${W}`);
+  }
+  // The rank goes into data-parallel checkpoints only, so single-rank checkpoints keep their bytes.
+  const identity: Record<string, string> = W > 1 ? { run_config: runJson, rank: String(rank) } : { run_config: runJson };
 
   let model: IceVit;
   let trainer: IceTrainer;
@@ -133,6 +158,11 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
       ck.trainer.dispose();
       ck.model.dispose();
       throw new IceError('CHECKPOINT_INVALID', `${lastPath} belongs to a run with another configuration; refusing to resume from it`);
+    }
+    if (W > 1 && ck.info.extra.rank !== undefined && ck.info.extra.rank !== String(rank)) {
+      ck.trainer.dispose();
+      ck.model.dispose();
+      throw new IceError('CHECKPOINT_INVALID', `${lastPath} is rank ${ck.info.extra.rank}'s checkpoint, not rank ${rank}'s; refusing to resume from it`);
     }
     ({ model, trainer } = ck);
     resumedFromStep = ck.info.step;
@@ -147,8 +177,23 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   const { evaluation } = openRunData(config, imgSize);
   const B = config.data.batchSize;
   const k = config.optimizer.accumSteps;
-  const checkpoint = async (file: string): Promise<void> => saveCheckpoint(file, trainer, { run_config: runJson });
+  const checkpoint = async (file: string): Promise<void> => saveCheckpoint(file, trainer, identity);
   const cancelled = (): IceError => new IceError('CANCELLED', `run cancelled at step ${trainer.step}`);
+  /** One optimizer update with the mean over the ranks of each rank's (accumulated) gradient; disposes `update`. */
+  const reduceAndApply = async (update: Map<string, tf.Tensor>): Promise<{ step: number; lr: number; updated: true }> => {
+    let mean: Map<string, tf.Tensor>;
+    try {
+      mean = await reducer!.allReduceMean(trainer.step, update, ctx.signal);
+    } finally {
+      tf.dispose([...update.values()]);
+    }
+    try {
+      const lr = trainer.applyGradients(mean);
+      return { step: trainer.step, lr, updated: true };
+    } finally {
+      tf.dispose([...mean.values()]);
+    }
+  };
   let stream: TrainBatchStream | undefined;
   const closeStream = async (): Promise<void> => {
     const s = stream;
@@ -165,7 +210,7 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
     if (trainer.step < config.steps) {
       if (ctx.signal?.aborted) throw cancelled();
       // Micro-batch m of update `step` is position step·k + m of the deterministic batch stream.
-      stream = await TrainBatchStream.open({ config, imgSize, mean, std, startPosition: trainer.step * k, log });
+      stream = await TrainBatchStream.open({ config, imgSize, mean, std, startPosition: trainer.step * k, rank, log });
       log(`training data: ${stream.threads > 0 ? `${stream.threads} loader thread(s), prefetched` : 'built on the training thread'}`);
       loopStart = performance.now();
     }
@@ -180,7 +225,12 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
         const t0 = performance.now();
         const x = tf.tensor4d(batch.x, batch.shape);
         try {
-          stats = trainer.trainStep(x, batch.labels);
+          if (!reducer) stats = trainer.trainStep(x, batch.labels);
+          else {
+            const { stats: s, update } = trainer.accumulateGradients(x, batch.labels);
+            stats = { ...s, step: trainer.step, lr: trainer.lr(), updated: false };
+            if (update) stats = { ...stats, ...(await reduceAndApply(update)) };
+          }
         } finally {
           x.dispose();
           trainMs += performance.now() - t0;
@@ -201,7 +251,8 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
           lBg: stats.lBg,
           clsPer: stats.clsPer,
           lr: stats.lr,
-          imgPerSec: (B * config.optimizer.accumSteps) / secPerStep,
+          // Every rank trains at the group's pace: the group's images per second.
+          imgPerSec: (B * config.optimizer.accumSteps * W) / secPerStep,
           etaSeconds: secPerStep * (config.steps - done),
         });
         lastReport = now;
@@ -219,6 +270,12 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
           `other ${((performance.now() - loopStart - trainMs - stream.waitMs) / steps).toFixed(1)} ms (in-thread batch building, checkpoints, progress)`,
       );
       await closeStream();
+    }
+    if (rank > 0) {
+      // Same weights as rank 0's: only rank 0 writes the final weights and scores them. The last
+      // checkpoint lets a redelivered job of this rank end at once.
+      await checkpoint(lastPath);
+      return { metrics: {}, checkpoint: lastPath, steps: trainer.step, resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
     }
     const finalPath = path.join(ctx.runDir, FINAL_CHECKPOINT);
     await checkpoint(finalPath);

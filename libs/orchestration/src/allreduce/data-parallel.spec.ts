@@ -1,0 +1,168 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes, randomUUID } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs-core';
+import IORedis from 'ioredis';
+import { initBackend, readWeights, type StateDict } from '@ice/core';
+import { executeRun, FINAL_CHECKPOINT, LAST_CHECKPOINT, parseRunConfig, type RunConfigInput, type RunProgress, type RunResult } from '@ice/experiments';
+import { RedisGradientReducer } from './redis-gradient.reducer';
+
+/**
+ * Data-parallel training of digits-micro, ranks as concurrent executeRun calls in this process
+ * averaging through the real Redis.
+ *
+ * Rank r of W takes positions r, r+W, r+2W… of each epoch's permutation, so the union of the
+ * ranks' batches at stream position p is exactly the single-rank batch at p of W × batchSize
+ * samples (in another order). Where the loss is a per-sample mean (classification with label
+ * smoothing, no mixup, no drop path), the mean of the ranks' gradients is the gradient of the
+ * union batch: two ranks must end with the weights of one rank trained on the union, up to float
+ * rounding. The ICE loss is not a per-sample mean (its background gate pools the foreground
+ * fraction over the whole batch), so there the test is that the ranks stay bit-identical and learn.
+ */
+const REDIS_URL = process.env.E2E_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PRETRAINED = path.resolve(__dirname, '..', '..', '..', '..', 'assets', 'digits-micro-pretrained.safetensors');
+
+describe('data-parallel executeRun (two ranks through Redis)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-dp-'));
+  const keyPrefix = `ice-test-dp-${randomBytes(4).toString('hex')}`;
+  let redis: IORedis;
+
+  beforeAll(async () => {
+    await initBackend();
+    redis = new IORedis(REDIS_URL);
+  });
+  afterAll(async () => {
+    const left = await redis.keys(`${keyPrefix}:*`);
+    if (left.length) await redis.del(...left);
+    await redis.quit();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** Both ranks of one run, concurrently; dirs as the artifact store lays them out. */
+  async function trainRanks(
+    raw: RunConfigInput,
+    dir: string,
+    opts: { runId?: string; abortAtStep?: number; onProgress?: (rank: number, p: RunProgress) => void } = {},
+  ): Promise<PromiseSettledResult<RunResult>[]> {
+    const config = parseRunConfig({ ...raw, worldSize: 2 });
+    const runId = opts.runId ?? randomUUID();
+    const ac = new AbortController();
+    return Promise.allSettled(
+      [0, 1].map(async (rank) => {
+        const reducer = new RedisGradientReducer({ redisUrl: REDIS_URL, keyPrefix, runId, rank, worldSize: 2, timeoutMs: 30_000 });
+        try {
+          return await executeRun(config, {
+            runDir: rank === 0 ? dir : path.join(dir, `rank-${rank}`),
+            rank,
+            reducer,
+            signal: ac.signal,
+            progressIntervalMs: 0,
+            onProgress: (p) => {
+              opts.onProgress?.(rank, p);
+              if (p.step === opts.abortAtStep) ac.abort();
+            },
+          });
+        } finally {
+          await reducer.close();
+        }
+      }),
+    );
+  }
+
+  const weightsOf = (file: string): StateDict => {
+    const t = readWeights(file).tensors;
+    for (const k of [...t.keys()]) if (k.startsWith('optimizer.')) t.delete(k);
+    return t;
+  };
+
+  /** Largest |a − b| over the weights; `skip(name, i)` leaves elements out. */
+  function maxAbsDiff(a: StateDict, b: StateDict, skip: (name: string, i: number, size: number) => boolean = () => false): number {
+    expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+    let m = 0;
+    for (const [k, ta] of a) {
+      const tb = b.get(k)!;
+      expect(tb.shape).toEqual(ta.shape);
+      for (let i = 0; i < ta.data.length; i++) if (!skip(k, i, ta.data.length)) m = Math.max(m, Math.abs(Number(ta.data[i]) - Number(tb.data[i])));
+    }
+    return m;
+  }
+
+  /**
+   * The attention's key bias (the middle third of qkv.bias): softmax over keys ignores a shift
+   * common to all keys, so its gradient is zero in exact arithmetic and only float rounding noise
+   * (~1e-10) in practice. AdamW normalises gradients, so noise that differs between two summation
+   * orders moves these weights by up to lr per step, in either direction: they are compared
+   * against that bound, not against 1e-6.
+   */
+  const isKeyBias = (name: string, i: number, size: number): boolean => /attn\.qkv\.bias$/.test(name) && i >= size / 3 && i < (2 * size) / 3;
+
+  function values<T>(settled: PromiseSettledResult<T>[]): T[] {
+    return settled.map((s) => {
+      if (s.status === 'rejected') throw s.reason;
+      return s.value;
+    });
+  }
+
+  const classify = (accumSteps: number): RunConfigInput => ({
+    mode: 'classify',
+    steps: 3,
+    checkpointEvery: 2,
+    seed: 7,
+    data: { batchSize: 4, evalLimit: 8, loaderThreads: 0 },
+    optimizer: { accumSteps, warmupSteps: 1, lr: 1e-3, mixup: false },
+  });
+
+  it.each([1, 2])('two ranks of batch 4 end with the weights of one rank on the union batch of 8 (accumSteps %i)', async (accumSteps) => {
+    const tensorsBefore = tf.memory().numTensors;
+    const dir = path.join(tmp, `union-${accumSteps}`);
+    const [r0, r1] = values(await trainRanks(classify(accumSteps), dir));
+    // Only rank 0 scores and writes final weights; rank 1 ends with its last checkpoint.
+    expect(r0.metrics.eval_images).toBe(8);
+    expect(r1.metrics).toEqual({});
+    expect(fs.existsSync(path.join(dir, 'rank-1', FINAL_CHECKPOINT))).toBe(false);
+    expect(r1.checkpoint).toBe(path.join(dir, 'rank-1', LAST_CHECKPOINT));
+    // Nothing leaked by the reducer path (the models themselves are disposed by executeRun).
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+
+    const rank0 = weightsOf(path.join(dir, FINAL_CHECKPOINT));
+    expect(maxAbsDiff(rank0, weightsOf(r1.checkpoint))).toBe(0);
+
+    const single = path.join(tmp, `single-${accumSteps}`);
+    const base = classify(accumSteps);
+    await executeRun(parseRunConfig({ ...base, data: { ...base.data, batchSize: 8 } }), { runDir: single });
+    const union = weightsOf(path.join(single, FINAL_CHECKPOINT));
+    expect(maxAbsDiff(rank0, union, isKeyBias)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(rank0, union)).toBeLessThan(base.steps! * base.optimizer!.lr!);
+    expect(await redis.keys(`${keyPrefix}:*`)).toEqual([]);
+  });
+
+  it('keeps the ranks of an ICE run bit-identical while the loss goes down, and resumes both ranks from their checkpoints', async () => {
+    const ice: RunConfigInput = { steps: 16, checkpointEvery: 4, seed: 2, model: { weights: PRETRAINED }, data: { batchSize: 8, evalLimit: 8, loaderThreads: 0 }, optimizer: { warmupSteps: 1, lr: 5e-3 } };
+    const losses: number[][] = [[], []];
+    const dir = path.join(tmp, 'ice');
+    values(await trainRanks(ice, dir, { onProgress: (rank, p) => losses[rank].push(p.loss) }));
+    expect(losses.map((l) => l.length)).toEqual([16, 16]);
+    const final = weightsOf(path.join(dir, FINAL_CHECKPOINT));
+    expect(maxAbsDiff(final, weightsOf(path.join(dir, 'rank-1', LAST_CHECKPOINT)))).toBe(0);
+    // Each rank reports the loss of its own shard; the group's (their mean) falls, batch noise aside: second half below first.
+    const group = losses[0].map((l, i) => (l + losses[1][i]) / 2);
+    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+    expect(mean(group.slice(8))).toBeLessThan(mean(group.slice(0, 8)) - 0.02);
+
+    // Killed after step 6 (the common checkpoint is step 4): both ranks resume from it to the same weights.
+    const killed = path.join(tmp, 'ice-killed');
+    const runId = randomUUID();
+    const outcomes = await trainRanks(ice, killed, { runId, abortAtStep: 6 });
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected']);
+    const resumed = values(await trainRanks(ice, killed, { runId }));
+    expect(resumed.map((r) => r.resumedFromStep)).toEqual([4, 4]);
+    expect(maxAbsDiff(weightsOf(path.join(killed, FINAL_CHECKPOINT)), final)).toBe(0);
+  });
+
+  it('refuses worldSize > 1 without a reducer, and a rank outside the world', async () => {
+    const config = parseRunConfig({ steps: 1, worldSize: 2, data: { batchSize: 4, evalLimit: 8, loaderThreads: 0 } });
+    await expect(executeRun(config, { runDir: path.join(tmp, 'none') })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/needs 2 ranks/) as unknown });
+    await expect(executeRun(config, { runDir: path.join(tmp, 'none'), rank: 2 })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  });
+});
