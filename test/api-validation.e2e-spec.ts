@@ -44,10 +44,11 @@ describe('API validation and access (e2e)', () => {
     expect(weights.body.message).toMatch(/^model\.weights: /);
   });
 
-  it('refuses data-parallel runs until ranks can exchange gradients', async () => {
-    const r = await post('/experiments', { worldSize: 2 });
+  it('bounds data-parallel runs at 64 ranks', async () => {
+    const r = await post('/experiments', { worldSize: 65 });
     expect(r.status).toBe(400);
-    expect(r.body.message).toMatch(/^worldSize: /);
+    expect(r.body.code).toBe('CONFIG_INVALID');
+    expect(r.body.message).toMatch(/worldSize: /);
   });
 
   it('rejects a grid over 1,000 runs unless explicitly allowed', async () => {

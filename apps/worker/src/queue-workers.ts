@@ -18,6 +18,7 @@ import {
   type OrchestrationConfig,
   type QueueName,
 } from '@ice/orchestration';
+import { MAX_WORLD_SIZE } from '@ice/experiments';
 import { CANCEL_REASON_SHUTDOWN, CANCEL_REASON_USER } from './handlers/cancel-reasons';
 
 /**
@@ -50,7 +51,10 @@ export class QueueWorkers implements OnApplicationBootstrap, OnApplicationShutdo
     this.handlers = buildHandlerMap(found);
 
     this.offCancel = await this.bus.onCancel(({ runId }) => {
-      for (const w of this.workers) if (w.cancelJob(jobIds.run(runId), CANCEL_REASON_USER)) this.log.log(`cancelling run ${runId}`);
+      // Any rank of a data-parallel run may be running here; cancelJob ignores ids this worker does not hold.
+      for (let rank = 0; rank < MAX_WORLD_SIZE; rank++) {
+        for (const w of this.workers) if (w.cancelJob(jobIds.run(runId, rank), CANCEL_REASON_USER)) this.log.log(`cancelling run ${runId}${rank ? ` rank ${rank}` : ''}`);
+      }
     });
 
     const w = this.config.worker;

@@ -19,12 +19,12 @@ export class RunsService {
     private readonly rules: SubmissionRules,
   ) {}
 
-  /** One experiment: validated, stored, queued. */
+  /** One experiment: validated, stored, queued (one job per data-parallel rank). */
   async submit(raw: unknown) {
     const config = this.rules.runConfig(raw);
     const run = await this.store.createRun({ cellKey: '', cell: {}, seed: config.seed, config: this.rules.stored(config) });
     try {
-      await this.queue.enqueueRun({ runId: run.id, config: run.config.run });
+      await this.queue.enqueueRun({ runId: run.id, config: run.config.run, worldSize: config.worldSize });
     } catch (e) {
       await this.store.failRun(run.id, `could not be queued: ${(e as Error).message}`, true);
       throw e;

@@ -1,11 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { IceError } from '@ice/core';
-import { expandSweep, parseRunConfig, type RunConfig, type SweepCell, type SweepRequest } from '@ice/experiments';
+import { IceError, vitConfig } from '@ice/core';
+import { batchesPerEpoch, expandSweep, parseRunConfig, trainDatasetSpec, type RunConfig, type SweepCell, type SweepRequest } from '@ice/experiments';
 import { ArtifactStore, assertInsideRoots, ORCHESTRATION_CONFIG, type OrchestrationConfig, type StoredRunConfig } from '@ice/orchestration';
 
 /**
- * What a submission must satisfy beyond its schema: one rank per run for now, and files it names inside the configured
- * data roots (weights may also come from the artifact directory, i.e. a finished run's checkpoint).
+ * What a submission must satisfy beyond its schema: files it names inside the configured data roots (weights may also
+ * come from the artifact directory, i.e. a finished run's checkpoint), and, for data-parallel runs, shards that hold a
+ * batch. The schema bounds worldSize (≤ 64); data.batchSize is per rank.
  */
 @Injectable()
 export class SubmissionRules {
@@ -28,10 +29,21 @@ export class SubmissionRules {
   }
 
   private check(config: RunConfig, prefix: string): void {
-    // Jobs and run state are keyed by rank already, but ranks do not yet exchange gradients: refuse rather than silently train one rank.
-    if (config.worldSize > 1) throw new IceError('INPUT_INVALID', `${prefix}worldSize: data-parallel runs (worldSize > 1) are not supported yet; use 1`);
+    if (config.worldSize > 1) this.checkShards(config, prefix);
     if (config.data.root) assertInsideRoots(`${prefix}data.root`, config.data.root, this.config.dataRoots);
     if (config.model.weights) assertInsideRoots(`${prefix}model.weights`, config.model.weights, [...this.config.dataRoots, this.artifacts.root]);
+  }
+
+  /** Every rank's shard of an epoch must hold at least one batch (the workers would fail on it after queueing). */
+  private checkShards(config: RunConfig, prefix: string): void {
+    if (config.data.format !== 'digits') return; // other formats are refused at training time (no file-backed pipeline in runs yet)
+    const spec = trainDatasetSpec(config, vitConfig(config.model.preset).imgSize);
+    const length = spec.format === 'digits' ? (spec.options?.length ?? 0) : 0;
+    try {
+      batchesPerEpoch(length, config.data.batchSize, config.worldSize);
+    } catch (e) {
+      throw new IceError('INPUT_INVALID', `${prefix}worldSize ${config.worldSize} × data.batchSize ${config.data.batchSize}: ${(e as Error).message}`);
+    }
   }
 
   stored(config: RunConfig): StoredRunConfig {

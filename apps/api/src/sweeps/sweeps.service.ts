@@ -45,7 +45,8 @@ export class SweepsService {
     try {
       await this.queue.enqueueSweep(
         sweep.id,
-        runs.map((r) => ({ runId: r.id, config: r.config.run })),
+        // createSweep returns the runs in the order of the cells.
+        runs.map((r, i) => ({ runId: r.id, config: r.config.run, worldSize: cells[i].config.worldSize })),
       );
     } catch (e) {
       await this.store.setSweepStatus(sweep.id, 'failed');

@@ -8,6 +8,13 @@ import { createRedis } from './redis';
 export interface RunJob {
   runId: string;
   config: Record<string, unknown>;
+  /** Data-parallel ranks: one job each (default 1). */
+  worldSize?: number;
+}
+
+/** The run's rank jobs, rank 0 first: every rank gets the same config and a job id of its own. */
+function rankJobs(job: RunJob): JobPayloadInput<'run.train'>[] {
+  return Array.from({ length: job.worldSize ?? 1 }, (_, rank) => ({ runId: job.runId, rank, config: job.config }));
 }
 
 /**
@@ -28,9 +35,9 @@ export class JobQueue implements OnApplicationShutdown {
   }
 
   /** Retries with exponential backoff; finished jobs are kept a while for the dashboard, then dropped. */
-  private runJobOptions(runId: string): JobsOptions {
+  private runJobOptions(runId: string, rank = 0): JobsOptions {
     return {
-      jobId: jobIds.run(runId),
+      jobId: jobIds.run(runId, rank),
       attempts: this.config.worker.attempts,
       backoff: { type: 'exponential', delay: this.config.worker.backoffMs },
       removeOnComplete: { age: 7 * 24 * 3600, count: 10_000 },
@@ -42,15 +49,19 @@ export class JobQueue implements OnApplicationShutdown {
     return data;
   }
 
+  /** A run's jobs, one per data-parallel rank, added atomically (all ranks or none). */
   async enqueueRun(job: RunJob): Promise<void> {
     const name = 'run.train' satisfies JobName;
-    await this.queues[JOB_DEFINITIONS[name].queue].add(name, this.payload(name, { runId: job.runId, rank: 0, config: job.config }), this.runJobOptions(job.runId));
+    await this.queues[JOB_DEFINITIONS[name].queue].addBulk(
+      rankJobs(job).map((data) => ({ name, data: this.payload(name, data), opts: this.runJobOptions(job.runId, data.rank) })),
+    );
   }
 
   /**
    * A sweep as one flow: the finalize parent waits for every run. A run that fails after its last
    * retry is moved to the parent's failed dependencies (ignoreDependencyOnFailure) instead of
-   * failing the parent, so the other runs go on and the parent still completes.
+   * failing the parent, so the other runs go on and the parent still completes. A data-parallel
+   * run is one child per rank.
    */
   async enqueueSweep(sweepId: string, runs: RunJob[]): Promise<void> {
     const parent = 'sweep.finalize' satisfies JobName;
@@ -60,11 +71,11 @@ export class JobQueue implements OnApplicationShutdown {
       queueName: JOB_DEFINITIONS[parent].queue,
       data: this.payload(parent, { sweepId }),
       opts: { jobId: jobIds.sweep(sweepId), removeOnComplete: { age: 7 * 24 * 3600 } },
-      children: runs.map((r) => ({
+      children: runs.flatMap(rankJobs).map((data) => ({
         name: child,
         queueName: JOB_DEFINITIONS[child].queue,
-        data: this.payload(child, { runId: r.runId, rank: 0, config: r.config }),
-        opts: { ...this.runJobOptions(r.runId), ignoreDependencyOnFailure: true },
+        data: this.payload(child, data),
+        opts: { ...this.runJobOptions(data.runId, data.rank), ignoreDependencyOnFailure: true },
       })),
     });
   }
@@ -79,7 +90,7 @@ export class JobQueue implements OnApplicationShutdown {
     });
   }
 
-  /** Where the run's job is (waiting, active, completed…), or null when BullMQ no longer has it. */
+  /** Where the run's job (rank 0's) is (waiting, active, completed…), or null when BullMQ no longer has it. */
   async runJobState(runId: string): Promise<string | null> {
     const job = await this.queues.training.getJob(jobIds.run(runId));
     return job ? await job.getState() : null;

@@ -12,7 +12,7 @@ export type QueueName = (typeof QUEUE_NAMES)[number];
 const uuid = z.uuid();
 
 export const JOB_DEFINITIONS = {
-  /** One training run (or, later, one data-parallel rank of it: rank/worldSize key the shared run). */
+  /** One training run, or one data-parallel rank of it (rank < config.worldSize; the ranks share the run's row). */
   'run.train': {
     queue: 'training',
     payload: z.object({ runId: uuid, rank: z.number().int().min(0).default(0), config: z.record(z.string(), z.unknown()) }).strict(),
