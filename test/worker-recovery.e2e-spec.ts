@@ -51,7 +51,8 @@ describe('worker crash and resume (e2e)', () => {
     expect(run).toMatchObject({ status: 'succeeded', workerId: 'worker-b', attempts: 2 });
     // Resumed from a checkpoint written by the first worker, not from step 0.
     expect(run.resumedFromStep).toBeGreaterThanOrEqual(10);
-    expect(run.resumedFromStep).toBeLessThanOrEqual(killedAt);
+    // Progress reports are throttled, so the stored step may trail the checkpoint on disk by up to one interval.
+    expect(run.resumedFromStep).toBeLessThanOrEqual(killedAt + 10);
     expect(run.resumedFromStep % 10).toBe(0);
     expect(second.output()).toMatch(new RegExp(`resuming from .*last\\.safetensors at step ${run.resumedFromStep}`));
 
