@@ -55,6 +55,8 @@ function merge(parts: { r: EvaluationResult; tag?: string }[]): EvaluationResult
     for (const c of r.conventions) if (!conventions.includes(c)) conventions.push(c);
     for (const c of r.columns) if (!columns.includes(c)) columns.push(c);
   }
+  // the parts' model lines first, together
+  conventions.sort((a, b) => Number(!a.startsWith('model:')) - Number(!b.startsWith('model:')));
   return { ...parts[0].r, columns, conventions, rows: parts.flatMap(({ r, tag }) => r.rows.map((row) => ({ ...row, label: tag ? `${row.label} [${tag}]` : row.label }))) };
 }
 
@@ -111,7 +113,7 @@ async function backboneTop1(split: 'train' | 'val' | 'test', n: number): Promise
   }
 }
 
-async function ablation(variant: 'official' | 'paper'): Promise<{ table: string; dirs: Map<string, string> }> {
+async function ablation(variant: 'official' | 'paper'): Promise<{ table: string; dirs: Map<string, string>; outcomes: RunOutcome[] }> {
   const { cells } = expandSweep({ base: base({ loss: { variant } }), grid: { alpha: [0.5, 1.0], lambda_class: [0.5, 0.975] }, seeds: [0, 1] });
   const outcomes: RunOutcome[] = [];
   const dirs = new Map<string, string>();
@@ -121,11 +123,11 @@ async function ablation(variant: 'official' | 'paper'): Promise<{ table: string;
     dirs.set(`${cell.cellKey},seed=${cell.seed}`, r.checkpoint);
     outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
   }
-  return { table: tableToMarkdown(buildAblationTable(outcomes, ['alpha', 'lambda_class'], ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction']), 4), dirs };
+  return { table: tableToMarkdown(buildAblationTable(outcomes, ['alpha', 'lambda_class'], ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction']), 4), dirs, outcomes };
 }
 
 const TABLE1_ROWS = [
-  'Rows: `[ICE model]` = the ICE fine-tuning of the Table-6 cell α 0.5, λ_class 0.5, official head and loss, seed 0; `[ICE-f model]` = the ICE-f run below;',
+  'Rows: `[ICE model]` = the ICE fine-tuning of the Table-6 cell α 0.5, λ_class 0.5, official head and loss, seed 0; `[ICE-f model]` = the ICE-f run (frozen backbone, icef head, official loss, λ_class 0.5);',
   '`[pre-trained backbone]` = the baselines on the backbone the ICE runs start from (its CLS head is trained, so the target class of the gradient',
   'methods is its prediction); `[ICE-fine-tuned weights]` = the same baselines on the ICE model, whose CLS head the ICE loss leaves stale.',
   '',
@@ -166,6 +168,12 @@ async function main(): Promise<void> {
   const loc = await table1('localization', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class']);
   out.push(section('Weakly-supervised localisation, Table 1 models', loc), TABLE1_ROWS, 'top1Cls is the CLS head\'s top-1 of the row\'s model: stale (near chance) on the ICE-fine-tuned weights, the backbone\'s own on the pre-trained backbone.', '');
 
+  const degenerate = (test: (m: Record<string, number>) => boolean): string => {
+    const hits = [...official.outcomes.map((o) => ({ o, v: 'official' })), ...paperAbl.outcomes.map((o) => ({ o, v: 'paper' }))]
+      .filter(({ o }) => test(o.metrics as Record<string, number>))
+      .map(({ o, v }) => `${v} α ${o.values.alpha} λ ${o.values.lambda_class} seed ${o.seed}`);
+    return hits.length ? `${hits.length}: ${hits.join('; ')}` : 'none';
+  };
   const fg = (name: string, m: Record<string, number>): string =>
     `${name}: foreground fraction ${m.fg_fraction.toFixed(3)}, ICE top-1 ${m.ice_top1.toFixed(3)} (no foreground patch: ${m.ice_no_fg.toFixed(3)} of the images), CLS top-1 ${m.top1.toFixed(3)}`;
   out.push(
@@ -190,9 +198,19 @@ async function main(): Promise<void> {
     `- ${compare(loc, 'maxBoxAcc@0.5')}`,
     '',
     'A foreground fraction of 1 (or 0) is a degenerate mask: the segmentation protocol scores a constant map as all background,',
-    'which is why such rows show IoU_fg 0 and mAP 0.5. With the paper loss and the empty-foreground rule (Ŷ = 0), a model that',
-    'predicts no foreground patch gets no class-loss gradient at all, so small λ_class collapses to all background; large',
-    'λ_class leaves the background term too weak to carve out background in a short fine-tuning of a weak backbone.',
+    'which is why such rows show IoU_fg 0 and mAP 0.5. Table-6 runs (of 16) that ended degenerate:',
+    '',
+    `- all foreground (fraction ≥ 0.999): ${degenerate((m) => m.fg_fraction >= 0.999)}`,
+    `- all background (fraction ≤ 0.001): ${degenerate((m) => m.fg_fraction <= 0.001)}`,
+    '',
+    'With the paper loss and the empty-foreground rule (Ŷ = 0), a model that predicts no foreground patch gets no class-loss',
+    'gradient at all, so it can stay all background; with a large λ_class the background term is too weak to carve out background',
+    'in 600 steps. An all-foreground head pools every patch (Ŷ = the mean patch logit, up to a factor), i.e. it is a linear',
+    'classifier on the mean patch token, which is why those runs have the highest ICE top-1; the heads that do segment name the',
+    'right class less often (they pool few patches, and an image without foreground patch counts as wrong).',
+    ...(vitConfig(opts.preset).depth === 2
+      ? ['With depth 2 and rollout starting at block 1 (the segmentation protocol\'s default), rollout is the last block\'s attention alone,', 'so its segmentation rows equal raw attention\'s.']
+      : []),
     '',
   );
   const [trainTop1, valTop1, testTop1] = [await backboneTop1('train', 997), await backboneTop1('val', 997), await backboneTop1('test', 997)];
