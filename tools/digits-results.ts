@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { initBackend, loadModel, vitConfig, type ExplainerName } from '@ice/core';
 import { DigitsDataset } from '@ice/datasets';
-import { buildAblationTable, evaluateRun, expandSweep, parseRunConfig, runOnce, RunOutcome, tableToMarkdown, trainDatasetSpec, type RunConfigInput } from '@ice/experiments';
+import { buildAblationTable, evaluateRun, expandSweep, parseRunConfig, runOnce, RunOutcome, type RunResult, tableToMarkdown, trainDatasetSpec, type RunConfigInput } from '@ice/experiments';
 import { formatEvaluationTable, runEvaluation, type EvaluationProtocol, type EvaluationResult } from '@ice/evaluation';
 
 const opts = new Command()
@@ -113,13 +113,24 @@ async function backboneTop1(split: 'train' | 'val' | 'test', n: number): Promise
   }
 }
 
+/** Fine-tuning runs used, reused or not, and their own run times (RunResult.durationMs, as recorded when they ran). */
+const runs = { count: 0, reused: 0, ms: 0 };
+async function run(config: unknown, dir: string, label: string): Promise<RunResult> {
+  const reused = fs.existsSync(path.join(dir, 'result.json'));
+  const r = await runOnce(config, dir, label);
+  runs.count++;
+  runs.reused += reused ? 1 : 0;
+  runs.ms += r.durationMs;
+  return r;
+}
+
 async function ablation(variant: 'official' | 'paper'): Promise<{ table: string; dirs: Map<string, string>; outcomes: RunOutcome[] }> {
   const { cells } = expandSweep({ base: base({ loss: { variant } }), grid: { alpha: [0.5, 1.0], lambda_class: [0.5, 0.975] }, seeds: [0, 1] });
   const outcomes: RunOutcome[] = [];
   const dirs = new Map<string, string>();
   for (const cell of cells) {
     const dir = path.join(opts.out, `ablation-${variant}`, `${cell.cellKey},seed=${cell.seed}`);
-    const r = await runOnce(cell.config, dir, `${variant} ${cell.cellKey} seed ${cell.seed}`);
+    const r = await run(cell.config, dir, `${variant} ${cell.cellKey} seed ${cell.seed}`);
     dirs.set(`${cell.cellKey},seed=${cell.seed}`, r.checkpoint);
     outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
   }
@@ -144,9 +155,9 @@ async function main(): Promise<void> {
   // Table 6 first: the Table 1 model is one of its cells.
   const official = await ablation('official');
   const paperAbl = await ablation('paper');
-  const iceDefault = await runOnce(parseRunConfig(base({})), path.join(opts.out, 'ice-official-default'), 'ICE (released λ)');
-  const icef = await runOnce(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'icef' }, loss: { lambdaClass: 0.5 }, optimizer: { lr: 2e-3, warmupSteps: 30 } })), path.join(opts.out, 'ice-f'), 'ICE-f');
-  const paper = await runOnce(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'paper' }, loss: { variant: 'paper', alpha: 0.5, lambdaClass: 0.975 } })), path.join(opts.out, 'ice-paper'), 'ICE paper');
+  const iceDefault = await run(parseRunConfig(base({})), path.join(opts.out, 'ice-official-default'), 'ICE (released λ)');
+  const icef = await run(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'icef' }, loss: { lambdaClass: 0.5 }, optimizer: { lr: 2e-3, warmupSteps: 30 } })), path.join(opts.out, 'ice-f'), 'ICE-f');
+  const paper = await run(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'paper' }, loss: { variant: 'paper', alpha: 0.5, lambdaClass: 0.975 } })), path.join(opts.out, 'ice-paper'), 'ICE paper');
   const table1Model = official.dirs.get('alpha=0.5,lambda_class=0.5,seed=0')!;
   const ice = { checkpoint: table1Model, metrics: (JSON.parse(fs.readFileSync(path.join(path.dirname(table1Model), 'result.json'), 'utf8')) as { result: { metrics: Record<string, number> } }).result.metrics };
 
@@ -170,7 +181,7 @@ async function main(): Promise<void> {
 
   const degenerate = (test: (m: Record<string, number>) => boolean): string => {
     const hits = [...official.outcomes.map((o) => ({ o, v: 'official' })), ...paperAbl.outcomes.map((o) => ({ o, v: 'paper' }))]
-      .filter(({ o }) => test(o.metrics as Record<string, number>))
+      .filter(({ o }) => o.metrics !== null && test(o.metrics))
       .map(({ o, v }) => `${v} α ${o.values.alpha} λ ${o.values.lambda_class} seed ${o.seed}`);
     return hits.length ? `${hits.length}: ${hits.join('; ')}` : 'none';
   };
@@ -206,7 +217,7 @@ async function main(): Promise<void> {
     'With the paper loss and the empty-foreground rule (Ŷ = 0), a model that predicts no foreground patch gets no class-loss',
     'gradient at all, so it can stay all background; with a large λ_class the background term is too weak to carve out background',
     'in 600 steps. An all-foreground head pools every patch (Ŷ = the mean patch logit, up to a factor), i.e. it is a linear',
-    'classifier on the mean patch token, which is why those runs have the highest ICE top-1; the heads that do segment name the',
+    'classifier on the mean patch token for the official head, which is why those runs have the highest ICE top-1; the heads that do segment name the',
     'right class less often (they pool few patches, and an image without foreground patch counts as wrong).',
     ...(vitConfig(opts.preset).depth === 2
       ? ['With depth 2 and rollout starting at block 1 (the segmentation protocol\'s default), rollout is the last block\'s attention alone,', 'so its segmentation rows equal raw attention\'s.']
@@ -217,7 +228,9 @@ async function main(): Promise<void> {
   const header = [
     '# Results on the built-in digits benchmark',
     '',
-    `Generated by \`npm run results:digits\` (tools/digits-results.ts) in ${Math.round((Date.now() - started) / 60000)} min on this machine's default backend.`,
+    `Generated by \`npm run results:digits\` (tools/digits-results.ts) on this machine's default backend: ${runs.count} ICE fine-tuning runs`,
+    `(${Math.round(runs.ms / 60000)} min of run time in all, as recorded when each ran${runs.reused ? `; ${runs.reused} reused from ${opts.out}` : ''}), evaluations and this document in ${Math.round((Date.now() - started) / 60000)} min.`,
+    `Command: \`npm run results:digits -- --backbone ${opts.backbone} --preset ${opts.preset} --backbone-config ${opts.backboneConfig} --out ${opts.out} --steps ${steps} --limit ${limit}\`.`,
     `Backbone: \`${opts.preset}\` (${describePreset(opts.preset)}) pre-trained on digits classification by`,
     `\`npx ice train --config ${opts.backboneConfig} --out artifacts/${path.basename(opts.backboneConfig, '.json')}\` then`,
     `\`npx ice weights export artifacts/${path.basename(opts.backboneConfig, '.json')}/final.safetensors --out ${opts.backbone}\`.`,
