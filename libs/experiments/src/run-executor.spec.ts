@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { IceError } from '@ice/core';
 import { BatchLoader, batchNCHW, loadMnistSource } from '@ice/datasets';
 import { parseRunConfig, type RunConfig } from './run-config';
+import { runOnce } from './run-once';
 import { batchesPerEpoch, batchIndices, loadSamples, openRunData, resolveLoaderThreads, TRAIN_CANVASES_PER_DIGIT, TrainBatchStream } from './run-data';
 import { executeRun, FINAL_CHECKPOINT, LAST_CHECKPOINT, runIdentityJson } from './run-executor';
 
@@ -81,6 +82,20 @@ describe('executeRun on digits', () => {
     const dir = path.join(tmp, 'a');
     expect(fs.existsSync(path.join(dir, LAST_CHECKPOINT))).toBe(true);
     await expect(executeRun({ ...config, seed: 4 }, { runDir: dir })).rejects.toThrow(/another configuration/);
+  });
+
+  it('reuses or resumes a run only from the same starting weights content, not just the same path', async () => {
+    const w = path.join(tmp, 'start.safetensors');
+    fs.copyFileSync(path.join(tmp, 'a', FINAL_CHECKPOINT), w);
+    const dir = path.join(tmp, 'from-weights');
+    const cfg = { ...config, steps: 2, checkpointEvery: 1, model: { ...config.model, weights: w } };
+    const first = await runOnce(cfg, dir, 'w');
+    const again = await runOnce(cfg, dir, 'w');
+    expect(again).toEqual(first); // read back from result.json
+    fs.copyFileSync(path.join(dir, FINAL_CHECKPOINT), w); // new content at the same path
+    await expect(runOnce(cfg, dir, 'w')).rejects.toThrow(/started from other weights than .*start\.safetensors/);
+    fs.rmSync(w);
+    await expect(runOnce(cfg, dir, 'w')).rejects.toThrow(/cannot read the starting weights/);
   });
 
   it('resumes with another loader thread count to the same final weights (the thread count is not part of the run identity)', async () => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -128,6 +129,15 @@ function buildModel(config: RunConfig, numClasses: number, log: (m: string) => v
   }
 }
 
+/** SHA-256 (hex) of a weights file: what a run started from, beyond its path. */
+export function weightsFingerprint(file: string): string {
+  try {
+    return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  } catch (e) {
+    throw new IceError('INPUT_INVALID', `cannot read the starting weights ${file}: ${(e as Error).message}`);
+  }
+}
+
 export async function executeRun(config: RunConfig, ctx: RunContext): Promise<RunResult> {
   const log = ctx.log ?? (() => undefined);
   const started = Date.now();
@@ -148,6 +158,9 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   }
   // The rank goes into data-parallel checkpoints only, so single-rank checkpoints keep their bytes.
   const identity: Record<string, string> = W > 1 ? { run_config: runJson, rank: String(rank) } : { run_config: runJson };
+  // The config names the starting weights by path; their content is what the run continues from.
+  const initWeights = config.model.weights ? weightsFingerprint(config.model.weights) : undefined;
+  if (initWeights) identity.init_weights_sha256 = initWeights;
 
   let model: IceVit;
   let trainer: IceTrainer;
@@ -158,6 +171,11 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
       ck.trainer.dispose();
       ck.model.dispose();
       throw new IceError('CHECKPOINT_INVALID', `${lastPath} belongs to a run with another configuration; refusing to resume from it`);
+    }
+    if (ck.info.extra.init_weights_sha256 !== undefined && ck.info.extra.init_weights_sha256 !== initWeights) {
+      ck.trainer.dispose();
+      ck.model.dispose();
+      throw new IceError('CHECKPOINT_INVALID', `${lastPath} was started from other weights than ${config.model.weights} holds now (SHA-256 ${ck.info.extra.init_weights_sha256.slice(0, 12)}… vs ${initWeights?.slice(0, 12) ?? 'none'}…); refusing to resume from it`);
     }
     if (W > 1 && ck.info.extra.rank !== undefined && ck.info.extra.rank !== String(rank)) {
       ck.trainer.dispose();

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseRunConfig } from './run-config';
-import { executeRun, type RunProgress, type RunResult } from './run-executor';
+import { executeRun, type RunProgress, type RunResult, weightsFingerprint } from './run-executor';
 
 /**
  * A run in a local directory, for the CLI and the results scripts: a finished run's result.json
@@ -20,15 +20,17 @@ const RESULT_FILE = 'result.json';
 export async function runOnce(raw: unknown, dir: string, label: string): Promise<RunResult> {
   const config = parseRunConfig(raw);
   const resultPath = path.join(dir, RESULT_FILE);
+  // Same config and same starting weights' content (a path can hold new weights).
+  const initWeightsSha256 = config.model.weights ? weightsFingerprint(config.model.weights) : null;
   if (fs.existsSync(resultPath)) {
-    const prev = JSON.parse(fs.readFileSync(resultPath, 'utf8')) as { config: unknown; result: RunResult };
-    if (JSON.stringify(prev.config) === JSON.stringify(config)) {
+    const prev = JSON.parse(fs.readFileSync(resultPath, 'utf8')) as { config: unknown; initWeightsSha256?: string | null; result: RunResult };
+    if (JSON.stringify(prev.config) === JSON.stringify(config) && (prev.initWeightsSha256 ?? null) === initWeightsSha256) {
       process.stderr.write(`${label}: reusing finished result in ${dir}\n`);
       return prev.result;
     }
   }
   const result = await executeRun(config, { runDir: dir, onProgress: progressLine(label), progressIntervalMs: 5000, log: (m) => process.stderr.write(`${label}: ${m}\n`) });
-  fs.writeFileSync(resultPath, JSON.stringify({ config, result }, null, 2));
+  fs.writeFileSync(resultPath, JSON.stringify({ config, initWeightsSha256, result }, null, 2));
   return result;
 }
 
