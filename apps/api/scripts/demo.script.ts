@@ -36,7 +36,7 @@ const SWEEP = (weights: string) => ({
   grid: { alpha: [0.25, 0.5, 1], lambda_class: [0.5, 0.975] },
   seeds: QUICK ? [0] : [0, 1],
 });
-const TABLE_METRICS = 'top1,pix_acc,miou,map,fg_fraction';
+const TABLE_METRICS = 'ice_top1,top1,pix_acc,miou,map,fg_fraction';
 const COMMITTED_BACKBONE = path.join(ROOT, 'assets', 'digits-micro-pretrained.safetensors');
 
 const children: { name: string; proc: ChildProcess }[] = [];
@@ -168,7 +168,7 @@ async function watch(id: string, label: string): Promise<string> {
         if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
         if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
           progress.delete(e.runId);
-          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}` : ''}${e.error ? ` (${e.error})` : ''}`);
+          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}${e.metrics.ice_top1 !== undefined ? ` ice_top1=${e.metrics.ice_top1.toFixed(3)}` : ''}` : ''}${e.error ? ` (${e.error})` : ''}`);
         }
         if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
         if (Date.now() - lastPrint > 5000 && progress.size) {
