@@ -151,6 +151,35 @@ describe('explainers against golden-explain (golden-micro, each image on its own
     }
   });
 
+  it.each([
+    ['golden-micro-icef.safetensors', 'icef', 'z_icef'],
+    ['golden-micro-paper.safetensors', 'paper', 'z_paper'],
+  ] as const)('ICE maps from %s (%s head) follow its golden logits %s (tolerances of the golden README)', (file, head, zName) => {
+    const other = IceVit.create(vitConfig('golden-micro', { iceHead: head }));
+    other.loadStateDict(readSafetensors(goldenPath(file)).tensors);
+    const z = io.get(zName)!.data as Float32Array; // [2, 16, 11], background last
+    try {
+      noLeak(() => {
+        const fg = explainBatch('ice', other, x);
+        const cs = explainBatch('ice-class', other, x);
+        expect(cs.targetClasses).toEqual(targets()); // same backbone and CLS head as golden-micro
+        const fgMaps = fg.maps.dataSync();
+        const scores = cs.maps.dataSync();
+        for (let b = 0; b < 2; b++) {
+          for (let p = 0; p < 16; p++) {
+            const row = Array.from(z.subarray((b * 16 + p) * 11, (b * 16 + p + 1) * 11));
+            const argmax = row.indexOf(Math.max(...row));
+            expect(fgMaps[b * 16 + p]).toBe(argmax !== 10 ? 1 : 0);
+            expect(Math.abs(scores[b * 16 + p] - row[targets()[b]])).toBeLessThan(ATOL + RTOL * Math.abs(row[targets()[b]]));
+          }
+        }
+        tf.dispose([fg.maps, cs.maps]);
+      });
+    } finally {
+      other.dispose();
+    }
+  });
+
   it('explainBatch runs every registered method on the batch in one pass', () => {
     const golden: Record<string, string> = {
       ice: 'ice_fg_mask',
