@@ -1,37 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { batchNCHW, type VisionDataset } from '@ice/datasets';
-import { foregroundMask, ICE_LOSS_PRESETS, iceLoss, type IceLossVariant, IceVit, SegmentationAccumulator, upsampleMap } from '@ice/core';
+import { foregroundMask, iceClassPredictions, IceVit, NO_ICE_CLASS, SegmentationAccumulator, upsampleMap } from '@ice/core';
 import type { RunConfig } from './run-config';
 import { loadSamples } from './run-data';
-
-/** ICE class prediction of an image with no foreground patch: the ICE head names no class. */
-export const NO_ICE_CLASS = -1;
-
-/**
- * The ICE head's own classification of each image: argmax over the c image classes of Ŷ_b, the
- * foreground-pooled ICE logits exactly as the loss forms them (iceLoss's `yHat`; official variant:
- * Σ_{p∈F_b} z_bp / (|F_b|+1), paper variant: the mean over F_b, F_b = {p : argmax_k z_bpk ≠ c}).
- * The variants differ by a positive factor per image, so they give the same argmax; α, λ_class and
- * the gate do not enter Ŷ at all. The background channel c is left out of the argmax (the question
- * is which image class the head names; with F_b non-empty, Ŷ_b pools only patches whose own argmax
- * is an image class).
- *
- * An image with no foreground patch (F_b empty) has Ŷ_b = 0 in both variants, i.e. a tie over all
- * classes: it gets NO_ICE_CLASS (−1), which never equals a label, so `ice_top1` counts it as wrong
- * (the head made no class claim) rather than breaking the tie towards class 0.
- *
- * zIce: [B, N, c+1] raw ICE logits (background last), as the model's forward returns them.
- * Returns [B] int32 classes in 0..c−1, or NO_ICE_CLASS.
- */
-export function iceClassPredictions(zIce: tf.Tensor3D, variant: IceLossVariant = 'official'): tf.Tensor1D {
-  const [B, , K] = zIce.shape;
-  return tf.tidy(() => {
-    // The targets only enter the loss terms, not Ŷ or the mask: zeros will do.
-    const { yHat, fCount } = iceLoss(zIce, tf.zeros([B, K - 1]), ICE_LOSS_PRESETS[variant]);
-    const cls = tf.argMax<tf.Tensor1D>(tf.slice(yHat, [0, 0], [B, K - 1]), 1);
-    return tf.where<tf.Tensor1D>(tf.greater(fCount, 0), cls, tf.fill([B], NO_ICE_CLASS, 'int32'));
-  });
-}
 
 /**
  * Scores a trained model on the first `evalLimit` samples of the evaluation split: top-1 of the
