@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
-import { EXPLAINER_NAMES, IceError, IceVit, initBackend, vitConfig } from '@ice/core';
+import { EXPLAINER_NAMES, IceError, IceVit, initBackend, loadModel, topClasses, vitConfig } from '@ice/core';
+import { DigitsDataset } from '@ice/datasets';
+import { normalizationStats, prepareSample } from './sample-prep.util';
 import { formatEvaluationReport, formatEvaluationTable } from './evaluation-table.util';
 import { EVALUATION_PROTOCOLS } from './evaluation.types';
 import { defaultEvalBatch, runEvaluation } from './evaluation.runner';
@@ -122,6 +124,33 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     expect(defaultEvalBatch(vitConfig('deit_tiny_patch16_224'), 'tensorflow')).toBe(12);
     expect(defaultEvalBatch(vitConfig('deit_small_patch16_224'), 'tensorflow')).toBe(6);
     expect(defaultEvalBatch({ ...vitConfig('deit_small_patch16_224'), imgSize: 512 }, 'tensorflow')).toBe(1);
+  });
+
+  it("targetSource 'ice': targets and Top-1 Cls from the ICE head's own top-1, stated in the conventions", async () => {
+    const run = (targetSource: 'cls' | 'ice') =>
+      runEvaluation({ protocol: 'localization', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice-class', 'gradcam'], limit: 8, targetSource, maxBoxAccThresholds: [0, 0.5] });
+    const [cls, ice] = [await run('cls'), await run('ice')];
+    expect(cls.conventions.join('\n')).toMatch(/Top-1 Cls = the CLS head's top-1 prediction equals the label/);
+    expect(ice.conventions.join('\n')).toMatch(/Top-1 Cls = the ICE head's own top-1 prediction \(argmax over the image classes of Ŷ/);
+    // The ICE head's own top-1 of these 8 images, with the CLS head's where no patch is foreground.
+    const { model } = loadModel(weights, 'digits-micro');
+    const ds = new DigitsDataset({ split: 'test', canvasSize: 32, seed: 0 });
+    const xs = tf.tensor4d(
+      Float32Array.from(Array.from({ length: 8 }, (_, i) => Array.from(prepareSample(ds.get(i), i, 32, normalizationStats('model', model.config)).input)).flat()),
+      [8, 3, 32, 32],
+    );
+    const labels = Array.from({ length: 8 }, (_, i) => ds.get(i).label);
+    const [iceTop1, clsTop1] = [topClasses(model, xs, 'ice'), topClasses(model, xs, 'cls')];
+    tf.dispose([xs]);
+    model.dispose();
+    const acc = (pred: number[]): number => pred.filter((c, i) => c === labels[i]).length / 8;
+    expect(ice.rows[0].metrics.top1Cls).toBeCloseTo(acc(iceTop1), 10);
+    expect(cls.rows[0].metrics.top1Cls).toBeCloseTo(acc(clsTop1), 10);
+    const noHead = join(tmp.dir, 'no-head-target.safetensors');
+    await writeTinyModel(noHead, { overrides: { iceHead: 'none' } });
+    await expect(runEvaluation({ protocol: 'segmentation', format: 'digits', weights: noHead, modelSpec: 'digits-micro', methods: ['rollout'], limit: 1, targetSource: 'ice' })).rejects.toThrow(
+      /targetSource 'ice' .* needs a model with an ICE head/,
+    );
   });
 
   it('colours maps with a jet-like ramp', () => {

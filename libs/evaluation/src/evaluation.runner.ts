@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { camThresholds, EXPLAINERS, prefersSingleImages, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
+import { camThresholds, EXPLAINERS, prefersSingleImages, TARGET_SOURCES, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
 import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
 import { corlocProtocol } from './corloc.protocol';
 import {
@@ -108,6 +108,9 @@ function checkOptions(o: EvaluationOptions): void {
     throw new IceError('CONFIG_INVALID', `normalization must be one of ${NORMALIZATION_CHOICES.join(', ')}, got '${String(o.normalization)}'`);
   }
   if (o.imgSize !== undefined && !(Number.isInteger(o.imgSize) && o.imgSize > 0)) throw new IceError('CONFIG_INVALID', `imgSize must be a positive integer, got ${o.imgSize}`);
+  if (o.targetSource !== undefined && !TARGET_SOURCES.includes(o.targetSource)) {
+    throw new IceError('CONFIG_INVALID', `targetSource must be one of ${TARGET_SOURCES.join(', ')}, got '${String(o.targetSource)}'`);
+  }
   if (o.corlocTau !== undefined && !(o.corlocTau > 0 && o.corlocTau <= 1)) throw new IceError('CONFIG_INVALID', `corlocTau must be in (0, 1], got ${o.corlocTau}`);
   if (o.maxBoxAccInterval !== undefined && !(o.maxBoxAccInterval > 0 && o.maxBoxAccInterval < 1)) {
     throw new IceError('CONFIG_INVALID', `maxBoxAccInterval must be in (0, 1), got ${o.maxBoxAccInterval}`);
@@ -186,12 +189,15 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
   let data: Awaited<ReturnType<typeof openEvaluationData>> | undefined;
   try {
     const config = model.config;
+    const targetSource = o.targetSource ?? 'cls';
+    if (targetSource === 'ice' && config.iceHead === 'none') throw new IceError('CONFIG_INVALID', "targetSource 'ice' (the ICE head's own top-1) needs a model with an ICE head; this checkpoint has none");
     const missingHead = o.methods.filter((m) => EXPLAINERS[m].needsIceHead && config.iceHead === 'none');
     if (missingHead.length) throw new IceError('CONFIG_INVALID', `${missingHead.join(', ')} need a model with an ICE head; this checkpoint has none`);
     const size = config.imgSize;
     const patch = config.patchSize;
     const startDefault = o.protocol === 'segmentation' && config.depth > 1 ? 1 : 0;
     const settings: ProtocolSettings = {
+      targetSource,
       size,
       patch,
       grid: gridSize(config),
@@ -235,8 +241,8 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
       batch.forEach((p, b) => input.set(p.input, b * 3 * size * size));
       const x = tf.tensor4d(input, [count, 3, size, size]);
       try {
-        if (def.needsTop1) predictTop1(model, x).forEach((c, b) => (batch[b].top1 = c));
-        const explainOpts = (m: ExplainerName): RunExplainerOptions => ({ classes: batch.map((p) => def.target(p)), startLayer: sl, perHead: def.perHead(m) });
+        if (def.needsTop1) predictTop1(model, x, targetSource).forEach((c, b) => (batch[b].top1 = c));
+        const explainOpts = (m: ExplainerName): RunExplainerOptions => ({ classes: batch.map((p) => def.target(p)), targetSource, startLayer: sl, perHead: def.perHead(m) });
         // Warm-up, untimed: the first call at each batch shape compiles and allocates.
         if (start === 0 || count !== batchSize) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m));
         const results = new Map<ExplainerName, MethodMap[]>();

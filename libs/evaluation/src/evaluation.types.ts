@@ -1,4 +1,4 @@
-import type { ExplainerName, IceVit } from '@ice/core';
+import type { ExplainerName, IceVit, TargetSource } from '@ice/core';
 import type { VisionDataset } from '@ice/datasets';
 
 /** The four protocols of the paper's evaluation (issue 4). */
@@ -54,6 +54,12 @@ export interface EvaluationOptions {
   imgSize?: number;
   /** Default: segmentation 'half', other protocols 'imagenet'; 'model' for digits. */
   normalization?: NormalizationChoice;
+  /**
+   * Whose top-1 is each image's target class (and the localisation protocol's Top-1 Cls): 'cls',
+   * the CLS head (default, as the reference code), or 'ice', the ICE head's own (the CLS head's
+   * where an image has no foreground patch; needs an ICE head).
+   */
+  targetSource?: TargetSource;
   /** Rollout's first block. Default: 1 for segmentation (Chefer's seg eval), else 0. */
   rolloutStartLayer?: number;
   /** Jaccard: remove void (255) pixels from the unions (default false, as the released code). */

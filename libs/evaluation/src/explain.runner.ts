@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { explainBatch, type ExplainerName, gridSize, type IceVit, upsampleMap, type UpsampleMode } from '@ice/core';
+import { explainBatch, type ExplainerName, gridSize, type IceVit, type TargetSource, topClasses, upsampleMap, type UpsampleMode } from '@ice/core';
 
 /** One explainer's patch-grid map of one image, read back to the CPU. */
 export interface MethodMap {
@@ -13,8 +13,9 @@ export interface MethodMap {
 }
 
 export interface RunExplainerOptions {
-  /** Per image: its target class, or undefined for the CLS head's top-1. */
+  /** Per image: its target class, or undefined for the top-1 of `targetSource`. */
   classes?: readonly (number | undefined)[];
+  targetSource?: TargetSource;
   startLayer?: number;
   /** Raw attention only: keep the heads apart (Intriguing's per-head masks). */
   perHead?: boolean;
@@ -34,7 +35,7 @@ export function runExplainer(model: IceVit, x: tf.Tensor4D, method: ExplainerNam
   const g = gridSize(model.config);
   const N = g * g;
   const t0 = performance.now();
-  const e = explainBatch(method, model, x, { classes: opts.classes, startLayer: opts.startLayer, perHead: opts.perHead });
+  const e = explainBatch(method, model, x, { classes: opts.classes, targetSource: opts.targetSource, startLayer: opts.startLayer, perHead: opts.perHead });
   try {
     const all = e.maps.dataSync<'float32'>();
     const heads = e.heads?.dataSync<'float32'>();
@@ -50,15 +51,9 @@ export function runExplainer(model: IceVit, x: tf.Tensor4D, method: ExplainerNam
   }
 }
 
-/** The CLS head's top-1 class of each image (first maximum, as torch.argmax). */
-export function predictTop1(model: IceVit, x: tf.Tensor4D): number[] {
-  const logits = tf.tidy(() => model.forward(x, { skipIceHead: true }).clsLogits.dataSync<'float32'>());
-  const K = logits.length / x.shape[0];
-  return Array.from({ length: x.shape[0] }, (_, b) => {
-    let best = 0;
-    for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + best]) best = k;
-    return best;
-  });
+/** Each image's top-1 class: the CLS head's (first maximum, as torch.argmax) or, with 'ice', the ICE head's own (ice-core's topClasses). */
+export function predictTop1(model: IceVit, x: tf.Tensor4D, source: TargetSource = 'cls'): number[] {
+  return topClasses(model, x, source);
 }
 
 /** g×g grid → S×S with ice-core's upsampleMap (bilinear: half-pixel centres, as align_corners=False). */

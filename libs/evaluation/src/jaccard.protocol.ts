@@ -2,7 +2,7 @@ import { type ExplainerName, IceError, JaccardAccumulator } from '@ice/core';
 import type { MetricValue } from './evaluation.types';
 import type { MethodMap } from './explain.runner';
 import { isMaskMethod, mapMask, MASS_VALUES_RULE } from './map-masks.util';
-import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings } from './protocol.types';
+import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
 import { blockUpsample, type PreparedSample } from './sample-prep.util';
 
 /**
@@ -91,7 +91,7 @@ export function jaccardProtocol(s: ProtocolSettings): ProtocolDefinition {
         ? 'raw attention: one mask per head of the last block\'s CLS attention, J_v = max over heads (Intriguing\'s code); other maps: one mask'
         : 'raw attention: the head-mean map, one mask (option jaccardHeads=mean; Intriguing takes the best head)',
       MASS_VALUES_RULE,
-      `target class (gradient methods): the CLS head's top-1 prediction; rollout starts at block ${s.rolloutStartLayer}`,
+      `target class (gradient methods): ${top1Text(s.targetSource)}; rollout starts at block ${s.rolloutStartLayer}`,
     ],
     scorer: (method) => new JaccardScorer(method, s),
   };

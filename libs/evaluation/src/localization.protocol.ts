@@ -2,7 +2,7 @@ import { type BBox, bicubicResize, CubLocAccumulator, type ExplainerName, MaxBox
 import type { MetricValue } from './evaluation.types';
 import { type MethodMap, upsampleGrid } from './explain.runner';
 import { isMaskMethod } from './map-masks.util';
-import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings } from './protocol.types';
+import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
 import { blockUpsample, type PreparedSample } from './sample-prep.util';
 
 /**
@@ -99,7 +99,7 @@ export function localizationProtocol(s: ProtocolSettings, numClasses: number): P
     perHead: () => false,
     conventions: () => [
       `CUB localisation protocol (TS-CAM, lib/cams_deit.py; wsolevaluation for MaxBoxAcc): image resized to ${s.size}×${s.size} Pillow bilinear, no crop; ground-truth boxes scaled as TS-CAM's cub.py (int x, y, w, h; [⌊x/W·S⌋, ⌊y/H·S⌋, ⌊min((x+w)/W·S, S−1)⌋, ⌊min((y+h)/H·S, S−1)⌋])`,
-      "maps of the ground-truth class (class-agnostic maps: the map itself); Top-1 Cls = the CLS head's top-1 equals the label",
+      `maps of the ground-truth class (class-agnostic maps: the map itself); Top-1 Cls = ${top1Text(s.targetSource)} equals the label`,
       "ICE's 0/1 mask: nearest ×p and used as it is, without min-max (which would turn an all-foreground mask into no box; ICE's repository has no mask → box rule); a constant map of any other method gives no box",
       `GT-known Loc / Top-1 Loc: map upsampled bilinear, min-max (constant → zeros); box = bounding rectangle [x, y, x + w, y + h] of the largest outer contour (cv2.findContours + contourArea) of 8-bit pixels > ⌊${fmt(s.camThreshold)}·max⌋ (TS-CAM's CAM_THR)`,
       `IoU with the inclusive (+1) pixel convention (TS-CAM, wsolevaluation); GT-known: IoU ≥ 0.5; Top-1 Loc: top-1 correct and IoU ${s.strictTop1 ? '> 0.5 strictly (TS-CAM\'s code)' : '≥ 0.5 (option strictTop1=false)'}`,

@@ -1,10 +1,12 @@
-import { type ExplainerName, IceError } from '@ice/core';
+import { type ExplainerName, IceError, type TargetSource } from '@ice/core';
 import type { EvaluationProtocol, MaskRule, MetricValue } from './evaluation.types';
 import type { MethodMap } from './explain.runner';
 import type { PreparedSample } from './sample-prep.util';
 
 /** Everything a protocol needs to know, defaults resolved. */
 export interface ProtocolSettings {
+  /** Whose top-1 is the default target class and Top-1 Cls. */
+  targetSource: TargetSource;
   /** Model input side S. */
   size: number;
   /** Patch side p (S = g·p). */
@@ -51,6 +53,16 @@ export function missingField(protocol: EvaluationProtocol, p: PreparedSample, fi
 }
 
 /** Formats a number for convention strings. */
+/** The default target class, as the conventions state it. */
+export function top1Text(source: TargetSource): string {
+  switch (source) {
+    case 'cls':
+      return "the CLS head's top-1 prediction";
+    case 'ice':
+      return "the ICE head's own top-1 prediction (argmax over the image classes of Ŷ, the foreground-pooled ICE logits; the CLS head's where no patch is foreground)";
+  }
+}
+
 export function fmt(v: number): string {
   return String(Number(v.toPrecision(6)));
 }

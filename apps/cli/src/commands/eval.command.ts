@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { type ExplainerName, EXPLAINER_NAMES, IceError, isExplainerName } from '@ice/core';
+import { type ExplainerName, EXPLAINER_NAMES, IceError, isExplainerName, TARGET_SOURCES, type TargetSource } from '@ice/core';
 import {
   EVALUATION_FORMATS,
   EVALUATION_PROTOCOLS,
@@ -27,6 +27,7 @@ export interface EvalCommandOptions {
   method: string;
   limit?: number;
   batchSize?: number;
+  targetSource?: string;
   json?: boolean;
   saveMaps?: string;
   saveMapsCount?: number;
@@ -87,6 +88,7 @@ export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log
     digitsSeed: o.digitsSeed,
     log,
   };
+  if (o.targetSource !== undefined) opts.targetSource = oneOf<TargetSource>('--target-source', o.targetSource, TARGET_SOURCES);
   if (o.normalization !== undefined) opts.normalization = oneOf<NormalizationChoice>('--normalization', o.normalization, NORMALIZATION_CHOICES);
   if (o.taus !== undefined) opts.taus = parseNumberList('--taus', o.taus);
   if (o.maxboxaccIous !== undefined) opts.maxBoxAccIous = parseNumberList('--maxboxacc-ious', o.maxboxaccIous);
@@ -141,6 +143,7 @@ export function registerEvalCommand(program: Command): void {
     .requiredOption('--method <names>', `comma-separated: ${EXPLAINER_NAMES.join(', ')}, or all`)
     .option('--limit <n>', 'only the first N images', int('--limit', 1))
     .option('--batch-size <n>', 'images per explainer call (default 16, fewer for large inputs; each map is the one the image gets alone; 1 = one by one, as the reference code)', int('--batch-size', 1))
+    .option('--target-source <cls|ice>', "whose top-1 is each image's target class (and Top-1 Cls): the CLS head's (default, as the reference code) or the ICE head's own")
     .option('--json', 'print the result as JSON')
     .option('--save-maps <dir>', 'write overlays (image + map, jet at 50%) and a contact sheet for the first images')
     .option('--save-maps-count <k>', 'how many images --save-maps draws (default 8)', int('--save-maps-count', 1))

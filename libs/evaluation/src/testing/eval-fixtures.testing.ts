@@ -27,6 +27,7 @@ function ensureDir(file: string): void {
 /** Protocol settings for hand-made cases: S = size, p = patch, the defaults of runEvaluation otherwise. */
 export function protocolSettings(size: number, patch: number, overrides: Partial<ProtocolSettings> = {}): ProtocolSettings {
   return {
+    targetSource: 'cls',
     size,
     patch,
     grid: size / patch,

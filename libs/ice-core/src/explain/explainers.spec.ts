@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as fs from 'node:fs';
 import { initBackend } from '../backend/tf-backend.service';
 import { IceError } from '../errors';
+import { iceClassPredictions, NO_ICE_CLASS } from '../loss/ice-loss';
 import { vitConfig } from '../model/vit.config';
 import { IceVit } from '../model/vit.model';
 import { expectAllClose, flat, goldenPath } from '../testing/golden.testing';
@@ -236,6 +237,35 @@ describe('explainers against golden-explain (golden-micro, each image on its own
       }
     } finally {
       batch.dispose();
+    }
+  });
+
+  it("targetSource 'ice': the ICE head's own top-1 is the target (the CLS head's where no patch is foreground)", () => {
+    const expected = tf.tidy(() => {
+      const out = model.forward(x);
+      const ice = iceClassPredictions(out.zIce!).dataSync();
+      const cls = tf.argMax(out.clsLogits, 1).dataSync();
+      return Array.from(ice, (c, b) => (c === NO_ICE_CLASS ? cls[b] : c));
+    });
+    for (const name of EXPLAINER_NAMES) {
+      noLeak(() => {
+        const r = explainBatch(name, model, x, { targetSource: 'ice' });
+        expect(r.targetClasses).toEqual(expected);
+        tf.dispose([r.maps, ...(r.heads ? [r.heads] : [])]);
+        const one = EXPLAINERS[name].explain(model, images[1], { targetSource: 'ice' });
+        expect(one.targetClass).toBe(expected[1]);
+        disposeExplanation(one);
+        // A given class still wins.
+        const given = explainBatch(name, model, x, { targetSource: 'ice', classes: [7, undefined] });
+        expect(given.targetClasses).toEqual([7, expected[1]]);
+        tf.dispose([given.maps, ...(given.heads ? [given.heads] : [])]);
+      });
+    }
+    const plain = IceVit.create(vitConfig('golden-micro', { iceHead: 'none' }));
+    try {
+      noLeak(() => expect(() => explainBatch('gradcam', plain, x, { targetSource: 'ice' })).toThrow(/need a model with an ICE head/));
+    } finally {
+      plain.dispose();
     }
   });
 

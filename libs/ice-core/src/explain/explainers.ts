@@ -1,9 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
+import { iceClassPredictions, NO_ICE_CLASS } from '../loss/ice-loss';
 import { classScoreMap, foregroundMask } from '../maps/ice-maps';
 import { bmm, SLICE_MACS } from '../model/fast-ops';
 import { gridSize, type VitConfig } from '../model/vit.config';
-import type { IceVit } from '../model/vit.model';
+import type { ForwardOutput, IceVit } from '../model/vit.model';
 
 /**
  * Patch-grid explanations of one image, the ICE maps beside the usual ViT baselines, as the
@@ -20,9 +21,20 @@ import type { IceVit } from '../model/vit.model';
 
 export type ExplainerName = 'ice' | 'ice-class' | 'raw-attention' | 'rollout' | 'gradcam' | 'generic-attention';
 
+/**
+ * Whose top-1 is the target class when none is given: the CLS head's ('cls', as the references)
+ * or the ICE head's own ('ice': argmax over the image classes of Ŷ, the foreground-pooled ICE
+ * logits; the CLS head's where an image has no foreground patch). The released ICE loss trains the
+ * CLS head with weight 0, so after ICE fine-tuning its top-1 may say little.
+ */
+export type TargetSource = 'cls' | 'ice';
+export const TARGET_SOURCES: readonly TargetSource[] = ['cls', 'ice'];
+
 export interface ExplainOptions {
-  /** Target class; default: the CLS head's top-1 prediction. */
+  /** Target class; default: the top-1 prediction of `targetSource`. */
   targetClass?: number;
+  /** Default 'cls'. */
+  targetSource?: TargetSource;
   /** Rollout only: first block in the product (Chefer's ImageNet-segmentation eval uses 1). Default 0. */
   startLayer?: number;
 }
@@ -47,8 +59,9 @@ export interface AttentionTrace {
 }
 
 /** Validates before any kernel runs: a throw inside tf.grads would strand the tape's saved tensors. */
-function checkImages(model: IceVit, images: tf.Tensor4D, classes: readonly (number | undefined)[] | undefined): void {
+function checkImages(model: IceVit, images: tf.Tensor4D, classes: readonly (number | undefined)[] | undefined, source: TargetSource = 'cls'): void {
   const { inChans, imgSize, numClasses } = model.config;
+  if (source === 'ice' && model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', "targets from the ICE head's top-1 need a model with an ICE head");
   const [B, C, H, W] = images.shape;
   if (images.rank !== 4 || B < 1 || C !== inChans || H !== imgSize || W !== imgSize) {
     throw new IceError('INPUT_INVALID', `an explainer takes NCHW images [B, ${inChans}, ${imgSize}, ${imgSize}], got [${images.shape.join(', ')}]`);
@@ -61,27 +74,38 @@ function checkImages(model: IceVit, images: tf.Tensor4D, classes: readonly (numb
   }
 }
 
-function checkImage(model: IceVit, image: tf.Tensor4D, target: number | undefined): void {
+function checkImage(model: IceVit, image: tf.Tensor4D, target: number | undefined, source: TargetSource = 'cls'): void {
   if (image.shape[0] !== 1) {
     throw new IceError('INPUT_INVALID', `an explainer takes one image [1, C, H, W], got [${image.shape.join(', ')}]; use explainBatch for several`);
   }
-  checkImages(model, image, [target]);
+  checkImages(model, image, [target], source);
 }
 
-/** Per image b: the given target or the first maximum of its logits row (as torch.argmax). */
-function resolveTargets(logits: Float32Array, B: number, classes: readonly (number | undefined)[] | undefined): { classes: number[]; logits: number[] } {
+/**
+ * Per image b: the given target, else the ICE head's top-1 with source 'ice' (where it names a
+ * class), else the first maximum of its CLS logits row (as torch.argmax). Reads the logits back.
+ */
+function resolveTargets(out: ForwardOutput, B: number, classes: readonly (number | undefined)[] | undefined, source: TargetSource): { classes: number[]; logits: number[] } {
+  const logits = out.clsLogits.dataSync<'float32'>();
+  const ice = source === 'ice' ? iceClassPredictions(out.zIce!).dataSync() : undefined;
   const K = logits.length / B;
-  const out = { classes: [] as number[], logits: [] as number[] };
+  const picked = { classes: [] as number[], logits: [] as number[] };
   for (let b = 0; b < B; b++) {
-    let c = classes?.[b];
+    let c = classes?.[b] ?? (ice && ice[b] !== NO_ICE_CLASS ? ice[b] : undefined);
     if (c === undefined) {
       c = 0;
       for (let k = 1; k < K; k++) if (logits[b * K + k] > logits[b * K + c]) c = k;
     }
-    out.classes.push(c);
-    out.logits.push(logits[b * K + c]);
+    picked.classes.push(c);
+    picked.logits.push(logits[b * K + c]);
   }
-  return out;
+  return picked;
+}
+
+/** Each image's top-1 class by `source`, as the explainers pick their default target (one forward pass). */
+export function topClasses(model: IceVit, images: tf.Tensor4D, source: TargetSource = 'cls'): number[] {
+  checkImages(model, images, undefined, source);
+  return tf.tidy(() => resolveTargets(model.forward(images, { skipIceHead: source !== 'ice' }), images.shape[0], undefined, source).classes);
 }
 
 /** Per-block attention of a batch of images, and optionally each image's ∂y_c/∂A_l. */
@@ -101,17 +125,23 @@ export interface BatchAttentionTrace {
  * tensor is added to each A_l through the model's attention hook, so that tf.grads with respect
  * to those zeros is ∂y/∂A_l. The caller owns (and disposes) the returned tensors.
  */
-export function traceAttentionBatch(model: IceVit, images: tf.Tensor4D, withGradients: boolean, classes?: readonly (number | undefined)[]): BatchAttentionTrace {
-  checkImages(model, images, classes);
+export function traceAttentionBatch(
+  model: IceVit,
+  images: tf.Tensor4D,
+  withGradients: boolean,
+  classes?: readonly (number | undefined)[],
+  source: TargetSource = 'cls',
+): BatchAttentionTrace {
+  checkImages(model, images, classes, source);
   const B = images.shape[0];
+  const skipIceHead = source !== 'ice';
   if (!withGradients) {
-    let logits: Float32Array = new Float32Array();
+    let t = { classes: [] as number[], logits: [] as number[] };
     const attention = tf.tidy(() => {
-      const out = model.forward(images, { returnAttention: true, skipIceHead: true });
-      logits = out.clsLogits.dataSync<'float32'>();
+      const out = model.forward(images, { returnAttention: true, skipIceHead });
+      t = resolveTargets(out, B, classes, source);
       return out.attention!;
     });
-    const t = resolveTargets(logits, B, classes);
     return { attention, targetClasses: t.classes, targetLogits: t.logits };
   }
 
@@ -122,8 +152,8 @@ export function traceAttentionBatch(model: IceVit, images: tf.Tensor4D, withGrad
   let kept: tf.Tensor4D[] = [];
   try {
     const f = (...probes: tf.Tensor[]): tf.Scalar => {
-      const out = model.forward(images, { returnAttention: true, skipIceHead: true, attentionHook: (l, a) => tf.add(a, probes[l]) });
-      targets = resolveTargets(out.clsLogits.dataSync<'float32'>(), B, classes);
+      const out = model.forward(images, { returnAttention: true, skipIceHead, attentionHook: (l, a) => tf.add(a, probes[l]) });
+      targets = resolveTargets(out, B, classes, source);
       // tf.grads disposes every intermediate of f; the attention is wanted afterwards.
       kept = out.attention!.map((a) => tf.keep(a));
       const pick = tf.oneHot(tf.tensor1d(targets.classes, 'int32'), model.config.numClasses);
@@ -143,9 +173,9 @@ export function traceAttentionBatch(model: IceVit, images: tf.Tensor4D, withGrad
  * One forward pass of one image [1, C, H, W] keeping every block's attention; with
  * `withGradients`, one backward pass of the raw target logit as well (traceAttentionBatch at B = 1).
  */
-export function traceAttention(model: IceVit, image: tf.Tensor4D, withGradients: boolean, targetClass?: number): AttentionTrace {
-  checkImage(model, image, targetClass);
-  const t = traceAttentionBatch(model, image, withGradients, [targetClass]);
+export function traceAttention(model: IceVit, image: tf.Tensor4D, withGradients: boolean, targetClass?: number, source: TargetSource = 'cls'): AttentionTrace {
+  checkImage(model, image, targetClass, source);
+  const t = traceAttentionBatch(model, image, withGradients, [targetClass], source);
   const squeeze = (xs: tf.Tensor4D[]): tf.Tensor3D[] => tf.tidy(() => xs.map((a) => tf.squeeze<tf.Tensor3D>(a, [0])));
   try {
     const out: AttentionTrace = { attention: squeeze(t.attention), targetClass: t.targetClasses[0], targetLogit: t.targetLogits[0] };
@@ -316,8 +346,8 @@ export interface GenericAttentionExplanation extends Explanation {
   attentionGradients: tf.Tensor3D[];
 }
 
-function withTrace<E>(model: IceVit, image: tf.Tensor4D, withGradients: boolean, target: number | undefined, fn: (t: AttentionTrace) => E): E {
-  const t = traceAttention(model, image, withGradients, target);
+function withTrace<E>(model: IceVit, image: tf.Tensor4D, withGradients: boolean, opts: ExplainOptions, fn: (t: AttentionTrace) => E): E {
+  const t = traceAttention(model, image, withGradients, opts.targetClass, opts.targetSource);
   try {
     return fn(t); // the gradients pass to the explanation
   } catch (e) {
@@ -329,7 +359,7 @@ function withTrace<E>(model: IceVit, image: tf.Tensor4D, withGradients: boolean,
 }
 
 export function rawAttention(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions = {}): Explanation {
-  return withTrace(model, image, false, opts.targetClass, (t) => ({
+  return withTrace(model, image, false, opts, (t) => ({
     method: 'raw-attention',
     map: tf.tidy(() => toGrid(rawAttentionMap(t.attention[t.attention.length - 1]))),
     targetClass: t.targetClass,
@@ -339,14 +369,14 @@ export function rawAttention(model: IceVit, image: tf.Tensor4D, opts: ExplainOpt
 
 export function rollout(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions = {}): RolloutExplanation {
   checkStartLayer(opts.startLayer ?? 0, model.config.depth);
-  return withTrace(model, image, false, opts.targetClass, (t) => {
+  return withTrace(model, image, false, opts, (t) => {
     const joint = rolloutJoint(t.attention, opts.startLayer ?? 0);
     return { method: 'rollout', map: tf.tidy(() => toGrid(clsRowPatches(joint))), joint, targetClass: t.targetClass, targetLogit: t.targetLogit };
   });
 }
 
 export function gradcam(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions = {}): GradcamExplanation {
-  return withTrace(model, image, true, opts.targetClass, (t) => {
+  return withTrace(model, image, true, opts, (t) => {
     const L = t.attention.length;
     const parts = gradcamFromAttention(t.attention[L - 1], t.gradients![L - 1]);
     const [map, unclamped] = tf.tidy(() => [toGrid(parts.map), toGrid(parts.unclamped)]);
@@ -364,7 +394,7 @@ export function gradcam(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions 
 }
 
 export function genericAttention(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions = {}): GenericAttentionExplanation {
-  return withTrace(model, image, true, opts.targetClass, (t) => {
+  return withTrace(model, image, true, opts, (t) => {
     const R = genericAttentionR(t.attention, t.gradients!);
     return {
       method: 'generic-attention',
@@ -378,8 +408,8 @@ export function genericAttention(model: IceVit, image: tf.Tensor4D, opts: Explai
 }
 
 function iceExplain(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions, method: 'ice' | 'ice-class'): Explanation {
-  checkImage(model, image, opts.targetClass);
-  const r = iceBatch(model, image, method, [opts.targetClass]);
+  checkImage(model, image, opts.targetClass, opts.targetSource);
+  const r = iceBatch(model, image, method, [opts.targetClass], opts.targetSource ?? 'cls');
   const map = tf.tidy((): tf.Tensor2D => tf.squeeze(r.maps, [0]));
   r.maps.dispose();
   return { method, map, targetClass: r.targetClasses[0], targetLogit: r.targetLogits[0] };
@@ -446,8 +476,10 @@ export function prefersSingleImages(config: VitConfig, backend: string = tf.getB
 }
 
 export interface BatchExplainOptions {
-  /** Per image: its target class, or undefined for its CLS top-1. Default: every image's top-1. */
+  /** Per image: its target class, or undefined for the top-1 of `targetSource`. Default: every image's top-1. */
   classes?: readonly (number | undefined)[];
+  /** Default 'cls'. */
+  targetSource?: TargetSource;
   /** Rollout only: first block in the product. Default 0. */
   startLayer?: number;
   /** Raw attention only: also return each head's CLS → patch attention of the last block. */
@@ -463,13 +495,13 @@ export interface BatchExplanation {
   heads?: tf.Tensor3D;
 }
 
-function iceBatch(model: IceVit, x: tf.Tensor4D, method: 'ice' | 'ice-class', classes: readonly (number | undefined)[] | undefined): BatchExplanation {
+function iceBatch(model: IceVit, x: tf.Tensor4D, method: 'ice' | 'ice-class', classes: readonly (number | undefined)[] | undefined, source: TargetSource): BatchExplanation {
   if (model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', 'ICE maps need a model with an ICE head');
   const B = x.shape[0];
   let targets = { classes: [] as number[], logits: [] as number[] };
   const maps = tf.tidy(() => {
     const out = model.forward(x);
-    targets = resolveTargets(out.clsLogits.dataSync<'float32'>(), B, classes);
+    targets = resolveTargets(out, B, classes, source);
     return method === 'ice' ? foregroundMask(out.zIce!) : classScoreMap(out.zIce!, targets.classes);
   });
   return { maps, targetClasses: targets.classes, targetLogits: targets.logits };
@@ -481,20 +513,20 @@ function iceBatch(model: IceVit, x: tf.Tensor4D, method: 'ice' | 'ice-class', cl
  * references run): a ViT mixes nothing across images, and each image keeps its own target.
  */
 export function explainBatch(name: ExplainerName, model: IceVit, x: tf.Tensor4D, opts: BatchExplainOptions = {}): BatchExplanation {
-  checkImages(model, x, opts.classes);
+  checkImages(model, x, opts.classes, opts.targetSource);
   const B = x.shape[0];
   const g = gridSize(model.config);
   const toGrids = (v: tf.Tensor2D): tf.Tensor3D => tf.reshape(v, [B, g, g]);
   switch (name) {
     case 'ice':
     case 'ice-class':
-      return iceBatch(model, x, name, opts.classes);
+      return iceBatch(model, x, name, opts.classes, opts.targetSource ?? 'cls');
     case 'raw-attention':
     case 'rollout':
     case 'gradcam':
     case 'generic-attention': {
       if (name === 'rollout') checkStartLayer(opts.startLayer ?? 0, model.config.depth);
-      const t = traceAttentionBatch(model, x, EXPLAINERS[name].needsBackward, opts.classes);
+      const t = traceAttentionBatch(model, x, EXPLAINERS[name].needsBackward, opts.classes, opts.targetSource);
       try {
         const L = t.attention.length;
         const last = t.attention[L - 1];

@@ -43,6 +43,7 @@ export const MAX_SAVED_MAPS = 64;
 export const EvaluationTuningSchema = z
   .object({
     normalization: z.enum(['half', 'imagenet', 'model']).optional(),
+    targetSource: z.enum(['cls', 'ice']).optional(),
     imgSize: z.number().int().min(8).max(1024).optional(),
     rolloutStartLayer: z.number().int().min(0).max(64).optional(),
     excludeVoid: z.boolean().optional(),
@@ -63,6 +64,7 @@ export type EvaluationTuning = z.output<typeof EvaluationTuningSchema>;
 /** The protocol an option belongs to ('any' = every map protocol); 'digits' = the digits format. */
 const OPTION_SCOPE: Record<keyof EvaluationTuning, MapProtocol | 'any' | 'digits'> = {
   normalization: 'any',
+  targetSource: 'any',
   imgSize: 'any',
   rolloutStartLayer: 'any',
   excludeVoid: 'jaccard',
