@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { explainBatch, initBackend, loadModel, vitConfig, type ExplainerName } from '@ice/core';
+import { explainBatch, initBackend, loadModel, type TargetSource, vitConfig, type ExplainerName } from '@ice/core';
 import { DigitsDataset } from '@ice/datasets';
 import { buildAblationTable, evaluateRun, expandSweep, parseRunConfig, runOnce, RunOutcome, type RunResult, tableToMarkdown, trainDatasetSpec, type RunConfigInput } from '@ice/experiments';
 import { formatEvaluationTable, runEvaluation, type EvaluationProtocol, type EvaluationResult } from '@ice/evaluation';
@@ -41,8 +41,8 @@ const base = (over: RunConfigInput): RunConfigInput => ({
 
 const BASELINES: ExplainerName[] = ['raw-attention', 'rollout', 'gradcam', 'generic-attention'];
 
-async function evaluate(protocol: EvaluationProtocol, weights: string, methods: ExplainerName[]): Promise<EvaluationResult> {
-  return runEvaluation({ protocol, format: 'digits', weights, modelSpec: opts.preset, methods, limit, log: () => undefined });
+async function evaluate(protocol: EvaluationProtocol, weights: string, methods: ExplainerName[], targetSource: TargetSource = 'cls'): Promise<EvaluationResult> {
+  return runEvaluation({ protocol, format: 'digits', weights, modelSpec: opts.preset, methods, limit, targetSource, log: () => undefined });
 }
 
 /**
@@ -67,9 +67,11 @@ function merge(parts: { r: EvaluationResult; tag?: string }[]): EvaluationResult
  * methods' target class is meaningful), and the baselines again on the ICE-fine-tuned weights
  * (whose CLS head the ICE loss leaves stale).
  */
-async function table1(protocol: EvaluationProtocol, ice: string, icef: string, iceMethods: ExplainerName[]): Promise<EvaluationResult> {
+/** Table 1 rows; `ownTarget`: ICE methods whose rows are repeated with the ICE head's own top-1 as the target. */
+async function table1(protocol: EvaluationProtocol, ice: string, icef: string, iceMethods: ExplainerName[], ownTarget: ExplainerName[] = []): Promise<EvaluationResult> {
   return merge([
     { r: await evaluate(protocol, ice, iceMethods), tag: 'ICE model' },
+    ...(ownTarget.length ? [{ r: await evaluate(protocol, ice, ownTarget, 'ice'), tag: OWN_TARGET }] : []),
     { r: await evaluate(protocol, icef, ['ice']), tag: 'ICE-f model' },
     { r: await evaluate(protocol, opts.backbone, BASELINES), tag: 'pre-trained backbone' },
     { r: await evaluate(protocol, ice, BASELINES), tag: 'ICE-fine-tuned weights' },
@@ -138,10 +140,13 @@ async function ablation(variant: 'official' | 'paper'): Promise<{ table: string;
   return { table: tableToMarkdown(buildAblationTable(outcomes, ['alpha', 'lambda_class'], ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction']), 4), dirs, outcomes };
 }
 
+const OWN_TARGET = "ICE model, ICE's own top-1";
+
 const TABLE1_ROWS = [
   'Rows: `[ICE model]` = the ICE fine-tuning of the Table-6 cell α 0.5, λ_class 0.5, official head and loss, seed 0; `[ICE-f model]` = the ICE-f run (frozen backbone, icef head, official loss, λ_class 0.5);',
   '`[pre-trained backbone]` = the baselines on the backbone the ICE runs start from (its CLS head is trained, so the target class of the gradient',
-  'methods is its prediction); `[ICE-fine-tuned weights]` = the same baselines on the ICE model, whose CLS head the ICE loss leaves stale.',
+  'methods is its prediction); `[ICE-fine-tuned weights]` = the same baselines on the ICE model, whose CLS head the ICE loss leaves stale;',
+  `\`[${OWN_TARGET}]\` = the ICE model with each image's target (and Top-1 Cls) from the ICE head's own prediction (\`--target-source ice\`).`,
   '',
 ].join('\n');
 
@@ -220,7 +225,7 @@ async function main(): Promise<void> {
 
   // Table 1: ICE from the ICE model (official head and loss, α 0.5, λ_class 0.5, seed 0), ICE-f from the ICE-f model,
   // the baselines on the pre-trained backbone and, labelled, on the ICE model's weights. Same input for all.
-  const seg = await table1('segmentation', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class']);
+  const seg = await table1('segmentation', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class'], ['ice-class']);
   out.push(
     section('Table 1 style: segmentation of the digits test split', seg),
     TABLE1_ROWS,
@@ -233,7 +238,7 @@ async function main(): Promise<void> {
 
   const corloc = await table1('corloc', ice.checkpoint, icef.checkpoint, ['ice']);
   out.push(section('Single-object discovery (CorLoc), Table 1 models', corloc), TABLE1_ROWS);
-  const loc = await table1('localization', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class']);
+  const loc = await table1('localization', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class'], ['ice', 'ice-class']);
   out.push(section('Weakly-supervised localisation, Table 1 models', loc), TABLE1_ROWS, 'top1Cls is the CLS head\'s top-1 of the row\'s model: stale (near chance) on the ICE-fine-tuned weights, the backbone\'s own on the pre-trained backbone.', '');
 
   out.push(...(await speedSection(ice.checkpoint)));
