@@ -24,8 +24,8 @@ async function main(): Promise<void> {
   const repeat = Number(arg('repeat', '3'));
   const weights = arg('weights', '');
   const backend = await initBackend();
-  const model = IceVit.create(vitConfig(preset), 0);
-  const batch = Number(arg('batch', String(defaultEvalBatch(model.config))));
+  const model = weights ? undefined : IceVit.create(vitConfig(preset), 0);
+  const batch = Number(arg('batch', String(defaultEvalBatch(vitConfig(preset)))));
   const sizes = [...new Set([1, batch])];
   const best = new Map<number, Map<string, number>>(sizes.map((b) => [b, new Map()]));
   try {
@@ -34,7 +34,7 @@ async function main(): Promise<void> {
         const result = await runEvaluation({
           protocol: 'segmentation',
           format: 'digits',
-          ...(weights ? { weights, modelSpec: preset } : { model }),
+          ...(model ? { model } : { weights, modelSpec: preset }),
           methods: [...EXPLAINER_NAMES],
           limit: images,
           batchSize: b,
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    model.dispose();
+    model?.dispose();
   }
   const report = Object.fromEntries(
     sizes.map((b) => {

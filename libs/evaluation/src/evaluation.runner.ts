@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { camThresholds, EXPLAINERS, prefersSingleImages, TARGET_SOURCES, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
+import { camThresholds, EXPLAINERS, prefersSingleImages, TARGET_SOURCES, topClasses, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
 import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
 import { corlocProtocol } from './corloc.protocol';
 import {
@@ -13,7 +13,7 @@ import {
   NORMALIZATION_CHOICES,
   type NormalizationChoice,
 } from './evaluation.types';
-import { type MethodMap, predictTop1, runExplainer, type RunExplainerOptions } from './explain.runner';
+import { type MethodMap, runExplainer, type RunExplainerOptions } from './explain.runner';
 import { jaccardProtocol } from './jaccard.protocol';
 import { localizationProtocol } from './localization.protocol';
 import type { MethodScorer, ProtocolDefinition, ProtocolSettings } from './protocol.types';
@@ -241,7 +241,7 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
       batch.forEach((p, b) => input.set(p.input, b * 3 * size * size));
       const x = tf.tensor4d(input, [count, 3, size, size]);
       try {
-        if (def.needsTop1) predictTop1(model, x, targetSource).forEach((c, b) => (batch[b].top1 = c));
+        if (def.needsTop1) topClasses(model, x, targetSource).forEach((c, b) => (batch[b].top1 = c));
         const explainOpts = (m: ExplainerName): RunExplainerOptions => ({ classes: batch.map((p) => def.target(p)), targetSource, startLayer: sl, perHead: def.perHead(m) });
         // Warm-up, untimed: the first call at each batch shape compiles and allocates.
         if (start === 0 || count !== batchSize) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m));

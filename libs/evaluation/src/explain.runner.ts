@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { explainBatch, type ExplainerName, gridSize, type IceVit, type TargetSource, topClasses, upsampleMap, type UpsampleMode } from '@ice/core';
+import { explainBatch, type ExplainerName, gridSize, type IceVit, type TargetSource, upsampleMap, type UpsampleMode } from '@ice/core';
 
 /** One explainer's patch-grid map of one image, read back to the CPU. */
 export interface MethodMap {
@@ -49,11 +49,6 @@ export function runExplainer(model: IceVit, x: tf.Tensor4D, method: ExplainerNam
   } finally {
     tf.dispose([e.maps, ...(e.heads ? [e.heads] : [])]);
   }
-}
-
-/** Each image's top-1 class: the CLS head's (first maximum, as torch.argmax) or, with 'ice', the ICE head's own (ice-core's topClasses). */
-export function predictTop1(model: IceVit, x: tf.Tensor4D, source: TargetSource = 'cls'): number[] {
-  return topClasses(model, x, source);
 }
 
 /** g×g grid → S×S with ice-core's upsampleMap (bilinear: half-pixel centres, as align_corners=False). */

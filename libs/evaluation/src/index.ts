@@ -1,7 +1,7 @@
 export * from './evaluation.types';
 export { runEvaluation, defaultEvalBatch, defaultSplit, defaultNormalization, requestedImgSize, VOC_JACCARD_SIZE } from './evaluation.runner';
 export { formatEvaluationTable, formatEvaluationReport } from './evaluation-table.util';
-export { runExplainer, predictTop1, upsampleGrid, type BatchMaps, type MethodMap, type RunExplainerOptions } from './explain.runner';
+export { runExplainer, upsampleGrid, type BatchMaps, type MethodMap, type RunExplainerOptions } from './explain.runner';
 export { prepareSample, resizeRgb, normalizationStats, blockUpsample, type PreparedSample } from './sample-prep.util';
 export { mapMask, massValues, minMax, isMaskMethod } from './map-masks.util';
 export type { ProtocolSettings, ProtocolDefinition, MethodScorer } from './protocol.types';

@@ -305,16 +305,15 @@ export function genericAttentionR(attention: readonly tf.Tensor3D[], gradients: 
   );
 }
 
-/** Row 0 (CLS), patch columns of a [T, T] matrix → [N]. */
-export function clsRowPatches(m: tf.Tensor2D): tf.Tensor1D {
-  const T = m.shape[1];
-  return tf.tidy(() => tf.reshape(tf.slice(m, [0, 1], [1, T - 1]), [T - 1]));
-}
-
 /** Row 0 (CLS), patch columns of each [T, T] matrix of a batch: [B, T, T] → [B, N]. */
 function clsRowPatchesBatch(m: tf.Tensor3D): tf.Tensor2D {
   const [B, , T] = m.shape;
   return tf.reshape(tf.slice(m, [0, 0, 1], [B, 1, T - 1]), [B, T - 1]);
+}
+
+/** Row 0 (CLS), patch columns of a [T, T] matrix → [N]. */
+export function clsRowPatches(m: tf.Tensor2D): tf.Tensor1D {
+  return tf.tidy(() => tf.squeeze(clsRowPatchesBatch(tf.expandDims(m, 0)), [0]));
 }
 
 function toGrid(v: tf.Tensor1D): tf.Tensor2D {
