@@ -167,21 +167,17 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   let resumedFromStep: number | null = null;
   if (fs.existsSync(lastPath)) {
     const ck = loadCheckpoint(lastPath);
-    if (ck.info.extra.run_config !== undefined && ck.info.extra.run_config !== runJson) {
+    const extra = ck.info.extra;
+    const refuse = (why: string): never => {
       ck.trainer.dispose();
       ck.model.dispose();
-      throw new IceError('CHECKPOINT_INVALID', `${lastPath} belongs to a run with another configuration; refusing to resume from it`);
+      throw new IceError('CHECKPOINT_INVALID', `${lastPath} ${why}; refusing to resume from it`);
+    };
+    if (extra.run_config !== undefined && extra.run_config !== runJson) refuse('belongs to a run with another configuration');
+    if (extra.init_weights_sha256 !== undefined && extra.init_weights_sha256 !== initWeights) {
+      refuse(`was started from other weights than ${config.model.weights} holds now (SHA-256 ${extra.init_weights_sha256.slice(0, 12)}… vs ${initWeights?.slice(0, 12) ?? 'none'}…)`);
     }
-    if (ck.info.extra.init_weights_sha256 !== undefined && ck.info.extra.init_weights_sha256 !== initWeights) {
-      ck.trainer.dispose();
-      ck.model.dispose();
-      throw new IceError('CHECKPOINT_INVALID', `${lastPath} was started from other weights than ${config.model.weights} holds now (SHA-256 ${ck.info.extra.init_weights_sha256.slice(0, 12)}… vs ${initWeights?.slice(0, 12) ?? 'none'}…); refusing to resume from it`);
-    }
-    if (W > 1 && ck.info.extra.rank !== undefined && ck.info.extra.rank !== String(rank)) {
-      ck.trainer.dispose();
-      ck.model.dispose();
-      throw new IceError('CHECKPOINT_INVALID', `${lastPath} is rank ${ck.info.extra.rank}'s checkpoint, not rank ${rank}'s; refusing to resume from it`);
-    }
+    if (W > 1 && extra.rank !== undefined && extra.rank !== String(rank)) refuse(`is rank ${extra.rank}'s checkpoint, not rank ${rank}'s`);
     ({ model, trainer } = ck);
     resumedFromStep = ck.info.step;
     log(`resuming from ${lastPath} at step ${resumedFromStep}`);
