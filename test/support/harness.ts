@@ -5,10 +5,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import IORedis from 'ioredis';
 import { Client } from 'pg';
 import type { INestApplication } from '@nestjs/common';
-import { loadOrchestrationConfig, readSseStream, type OrchestrationConfig } from '@ice/orchestration';
+import { deleteKeysWithPrefix, loadOrchestrationConfig, readSseStream, type OrchestrationConfig } from '@ice/orchestration';
 import { createApiApp } from '../../apps/api/src/app.factory';
 
 /**
@@ -74,17 +73,7 @@ export async function createTestEnv(name: string, extra: Record<string, string> 
 
 /** Removes every BullMQ key of a test's queue prefix. */
 export async function deleteQueueKeys(prefix: string): Promise<void> {
-  const redis = new IORedis(REDIS_URL);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      if (keys.length) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    await redis.quit();
-  }
+  await deleteKeysWithPrefix(REDIS_URL, prefix);
 }
 
 export interface TestApi {

@@ -5,8 +5,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import autocannon from 'autocannon';
-import IORedis from 'ioredis';
-import { loadOrchestrationConfig, OrchestrationStore } from '@ice/orchestration';
+import { deleteKeysWithPrefix, loadOrchestrationConfig, OrchestrationStore } from '@ice/orchestration';
 
 /**
  * `npm run bench:api`: submissions per second and latency of POST /experiments, and of
@@ -103,14 +102,7 @@ async function main(): Promise<void> {
     await store?.close();
     api.kill('SIGINT');
     await exited;
-    const redis = new IORedis(env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      if (keys.length) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-    await redis.quit();
+    await deleteKeysWithPrefix(env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
