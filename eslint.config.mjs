@@ -13,9 +13,14 @@ export default tseslint.config(
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/switch-exhaustiveness-check': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
-      'no-restricted-imports': ['error', {
-        patterns: [{ group: ['**/libs/*/src/*', '@ice/*/*'], message: 'Import libraries through their index.ts (@ice/core, @ice/datasets).' }],
-      }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['**/libs/*/src/*', '@ice/*/*'], message: 'Import libraries through their index.ts (@ice/core, @ice/datasets).' },
+          ],
+        },
+      ],
     },
   },
   {

@@ -41,9 +41,19 @@ function photoLike(h: number, w: number, seed: number): Uint8Array {
     s ^= s << 5;
     return (s >>> 0) / 4294967296;
   };
-  const waves = Array.from({ length: 6 }, () => ({ fx: (rand() - 0.5) * 0.08, fy: (rand() - 0.5) * 0.08, ph: rand() * 6.28, amp: [rand(), rand(), rand()].map((v) => (v - 0.5) * 90) }));
+  const waves = Array.from({ length: 6 }, () => ({
+    fx: (rand() - 0.5) * 0.08,
+    fy: (rand() - 0.5) * 0.08,
+    ph: rand() * 6.28,
+    amp: [rand(), rand(), rand()].map((v) => (v - 0.5) * 90),
+  }));
   const base = [rand() * 255, rand() * 255, rand() * 255];
-  const blobs = Array.from({ length: 5 }, () => ({ cx: rand() * w, cy: rand() * h, r: 20 + rand() * 120, col: [rand() * 255, rand() * 255, rand() * 255] }));
+  const blobs = Array.from({ length: 5 }, () => ({
+    cx: rand() * w,
+    cy: rand() * h,
+    r: 20 + rand() * 120,
+    col: [rand() * 255, rand() * 255, rand() * 255],
+  }));
   const out = new Uint8Array(h * w * 3);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
@@ -70,7 +80,9 @@ async function makeImageNet(root: string, count: number): Promise<{ images: numb
     mkdirSync(dir, { recursive: true });
     const [h, w] = i % 4 === 3 ? [500, 375] : [375, 500];
     const file = join(dir, `${wnid}_${i}.JPEG`);
-    await sharp(Buffer.from(photoLike(h, w, i + 1)), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toFile(file);
+    await sharp(Buffer.from(photoLike(h, w, i + 1)), { raw: { width: w, height: h, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toFile(file);
     bytes += statSync(file).size;
   }
   return { images: count, meanKB: Math.round(bytes / count / 102.4) / 10 };
@@ -94,7 +106,16 @@ async function measure(name: string, size: number, opts: BatchLoaderOptions, min
       seconds += run.summary.seconds;
       skipped += run.summary.skipped;
     }
-    return { name, size, threads: loader.threads, batch: opts.batchSize, images, seconds: round(seconds, 3), img_per_s: round(images / seconds, 1), skipped };
+    return {
+      name,
+      size,
+      threads: loader.threads,
+      batch: opts.batchSize,
+      images,
+      seconds: round(seconds, 3),
+      img_per_s: round(images / seconds, 1),
+      skipped,
+    };
   } finally {
     await loader.close();
   }
@@ -146,7 +167,15 @@ async function main(): Promise<void> {
     .option('--run-train', 'measure training with bench/train.bench.ts for the ratio')
     .option('--keep', 'keep the generated JPEG folder')
     .parse(process.argv)
-    .opts<{ threads: string; images: string; batch: string; minImages: string; trainImgPerS?: string; runTrain?: boolean; keep?: boolean }>();
+    .opts<{
+      threads: string;
+      images: string;
+      batch: string;
+      minImages: string;
+      trainImgPerS?: string;
+      runTrain?: boolean;
+      keep?: boolean;
+    }>();
   const threadCounts = opts.threads.split(',').map(Number);
   const batchSize = Number(opts.batch);
   const minImages = Number(opts.minImages);
@@ -161,12 +190,27 @@ async function main(): Promise<void> {
     const digits: TransformSpec = { steps: [], normalize: 'inception' };
     for (const threads of threadCounts) {
       results.push(
-        await measure('imagenet-jpeg-224-rrc-flip', 224, { dataset: { format: 'imagenet', root: join(dir, 'imagenet'), split: 'train' }, transform: imagenet, batchSize, threads }, minImages),
+        await measure(
+          'imagenet-jpeg-224-rrc-flip',
+          224,
+          { dataset: { format: 'imagenet', root: join(dir, 'imagenet'), split: 'train' }, transform: imagenet, batchSize, threads },
+          minImages,
+        ),
       );
     }
     for (const threads of threadCounts) {
       results.push(
-        await measure('digits-64', 64, { dataset: { format: 'digits', split: 'train', options: { canvasSize: 64, length: 2048 } }, transform: digits, batchSize, threads }, Math.max(minImages, 2048)),
+        await measure(
+          'digits-64',
+          64,
+          {
+            dataset: { format: 'digits', split: 'train', options: { canvasSize: 64, length: 2048 } },
+            transform: digits,
+            batchSize,
+            threads,
+          },
+          Math.max(minImages, 2048),
+        ),
       );
     }
   } finally {
@@ -199,7 +243,16 @@ async function main(): Promise<void> {
       const off = same.filter((r) => r.threads > 0);
       const best = (off.length > 0 ? off : same).reduce((a, b) => (b.img_per_s > a.img_per_s ? b : a));
       const ratio = round(best.img_per_s / trainRate, 2);
-      ratios.push({ case: best.name, size, threads: best.threads, pipeline_img_per_s: best.img_per_s, train_img_per_s: trainRate, ratio, target: 5, meets_target: ratio >= 5 });
+      ratios.push({
+        case: best.name,
+        size,
+        threads: best.threads,
+        pipeline_img_per_s: best.img_per_s,
+        train_img_per_s: trainRate,
+        ratio,
+        target: 5,
+        meets_target: ratio >= 5,
+      });
     }
     report.pipeline_vs_training = ratios;
   }

@@ -50,7 +50,9 @@ async function main(): Promise<void> {
     sizes.map((b) => {
       const m = best.get(b)!;
       const ice = m.get('ice')!;
-      const methods = Object.fromEntries([...m].map(([method, ips]) => [method, { img_per_s: round(ips, 1), ice_speedup: round(ice / ips) }]));
+      const methods = Object.fromEntries(
+        [...m].map(([method, ips]) => [method, { img_per_s: round(ips, 1), ice_speedup: round(ice / ips) }]),
+      );
       const gradient = [...m].filter(([name]) => name === 'gradcam' || name === 'generic-attention').map(([, ips]) => ice / ips);
       return [`batch_${b}`, { methods, min_ice_speedup_vs_gradient_methods: round(Math.min(...gradient)) }];
     }),

@@ -59,10 +59,32 @@ function measure(c: Case): Record<string, unknown> {
 }
 
 function reference(script: string, python: string, steps: number): Record<string, unknown> {
-  const out = execFileSync(python, [script, '--embed', '192', '--depth', '4', '--heads', '3', '--img', '64', '--patch', '16', '--batch', '8', '--threads', '1', '--steps', String(steps)], {
-    encoding: 'utf8',
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
-  });
+  const out = execFileSync(
+    python,
+    [
+      script,
+      '--embed',
+      '192',
+      '--depth',
+      '4',
+      '--heads',
+      '3',
+      '--img',
+      '64',
+      '--patch',
+      '16',
+      '--batch',
+      '8',
+      '--threads',
+      '1',
+      '--steps',
+      String(steps),
+    ],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, OMP_NUM_THREADS: '1' },
+    },
+  );
   return JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
 }
 

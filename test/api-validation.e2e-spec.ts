@@ -52,7 +52,10 @@ describe('API validation and access (e2e)', () => {
   });
 
   it('rejects a grid over 1,000 runs unless explicitly allowed', async () => {
-    const grid = { alpha: Array.from({ length: 40 }, (_, i) => (i + 1) / 40), lambda_class: Array.from({ length: 30 }, (_, i) => (i + 1) / 30) };
+    const grid = {
+      alpha: Array.from({ length: 40 }, (_, i) => (i + 1) / 40),
+      lambda_class: Array.from({ length: 30 }, (_, i) => (i + 1) / 30),
+    };
     const r = await post('/sweeps', { base: TINY_RUN, grid });
     expect(r.status).toBe(400);
     expect(r.body.message).toMatch(/grid: 1200 cells .* exceeds 1000; set allowLargeGrid/);
@@ -65,7 +68,10 @@ describe('API validation and access (e2e)', () => {
   });
 
   it('rejects a data root outside the roots given through a grid axis', async () => {
-    const r = await post('/sweeps', { base: { ...TINY_RUN, data: { ...TINY_RUN.data, format: 'voc', root: t.dataRoot } }, grid: { 'data.root': [t.dataRoot, '/var'] } });
+    const r = await post('/sweeps', {
+      base: { ...TINY_RUN, data: { ...TINY_RUN.data, format: 'voc', root: t.dataRoot } },
+      grid: { 'data.root': [t.dataRoot, '/var'] },
+    });
     expect(r.status).toBe(400);
     expect(r.body.message).toMatch(/data\.root: \/var is outside/);
   });
@@ -107,7 +113,10 @@ describe('API validation and access (e2e)', () => {
   it('accepts a valid experiment and lists it', async () => {
     const r = await post('/experiments', { ...TINY_RUN, loss: { alpha: 1, lambdaClass: 0.5 } });
     expect(r.status).toBe(201);
-    expect(r.body).toMatchObject({ status: 'queued', config: { codeVersion: 'e2e', backend: null, run: { loss: { alpha: 1, lambdaClass: 0.5 } } } });
+    expect(r.body).toMatchObject({
+      status: 'queued',
+      config: { codeVersion: 'e2e', backend: null, run: { loss: { alpha: 1, lambdaClass: 0.5 } } },
+    });
     const list = await http(api.url, 'GET', '/runs?status=queued&limit=5');
     expect(list.body.items.map((x: { id: string }) => x.id)).toContain(r.body.id);
   });
@@ -118,12 +127,16 @@ describe('API validation and access (e2e)', () => {
     expect(health.body).toMatchObject({ status: 'ok', redis: { ok: true }, postgres: { ok: true } });
     const doc = await http(api.url, 'GET', '/docs-json');
     expect(doc.status).toBe(200);
-    expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/experiments', '/sweeps', '/sweeps/{id}/table', '/runs/{id}/cancel', '/runs/{id}/events', '/health']));
+    expect(Object.keys(doc.body.paths)).toEqual(
+      expect.arrayContaining(['/experiments', '/sweeps', '/sweeps/{id}/table', '/runs/{id}/cancel', '/runs/{id}/events', '/health']),
+    );
     expect((await http(api.url, 'GET', '/queues', undefined, null)).status).toBe(401);
     const board = await http(api.url, 'GET', '/queues', undefined, API_KEY);
     expect(board.status).toBe(200);
     expect(board.text).toMatch(/<html/i);
-    const basic = await fetch(`${api.url}/queues/api/queues`, { headers: { authorization: `Basic ${Buffer.from(`any:${API_KEY}`).toString('base64')}` } });
+    const basic = await fetch(`${api.url}/queues/api/queues`, {
+      headers: { authorization: `Basic ${Buffer.from(`any:${API_KEY}`).toString('base64')}` },
+    });
     expect(basic.status).toBe(200);
     const queues = (await basic.json()) as { queues: { name: string }[] };
     expect(queues.queues.map((q) => q.name).sort()).toEqual(['evaluation', 'sweeps', 'training']);

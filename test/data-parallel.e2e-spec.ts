@@ -2,7 +2,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import IORedis from 'ioredis';
-import { createTestEnv, http, readSse, REDIS_URL, spawnWorker, startApi, TINY_RUN, type TestApi, type TestEnv, type TestWorker } from './support/harness';
+import {
+  createTestEnv,
+  http,
+  readSse,
+  REDIS_URL,
+  spawnWorker,
+  startApi,
+  TINY_RUN,
+  type TestApi,
+  type TestEnv,
+  type TestWorker,
+} from './support/harness';
 
 /**
  * Data-parallel runs: worldSize 2 is two rank jobs, taken by two workers, averaging gradients
@@ -39,7 +50,10 @@ describe('data-parallel runs (e2e)', () => {
     expect(submitted.status).toBe(201);
     const id = submitted.body.id as string;
 
-    await readSse(`${api.url}/runs/${id}/events`, { timeoutMs: 150_000, until: (e) => e.event === 'run.status' && ['succeeded', 'failed', 'cancelled'].includes(e.data.status) });
+    await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 150_000,
+      until: (e) => e.event === 'run.status' && ['succeeded', 'failed', 'cancelled'].includes(e.data.status),
+    });
     const run = (await http(api.url, 'GET', `/runs/${id}`)).body;
     expect(run).toMatchObject({ status: 'succeeded', attempts: 1, error: null });
     expect(run.metrics.top1).toBeGreaterThanOrEqual(0);
@@ -58,14 +72,20 @@ describe('data-parallel runs (e2e)', () => {
     expect(fs.existsSync(path.join(dir, 'rank-1', 'last.safetensors'))).toBe(true);
     expect(fs.existsSync(path.join(dir, 'rank-1', 'final.safetensors'))).toBe(false);
     const logs = workers.map((w) => w.output());
-    const byRank = [0, 1].map((r) => logs.findIndex((o) => o.includes(`run ${id} rank ${r}/2 finished`) || (r === 0 && o.includes(`run ${id} succeeded`))));
+    const byRank = [0, 1].map((r) =>
+      logs.findIndex((o) => o.includes(`run ${id} rank ${r}/2 finished`) || (r === 0 && o.includes(`run ${id} succeeded`))),
+    );
     expect(byRank.every((i) => i >= 0)).toBe(true);
     expect(byRank[0]).not.toBe(byRank[1]);
     expect(await allReduceKeys()).toEqual([]);
   }, 180_000);
 
   it('runs a sweep of worldSize 2 cells, each cell as two rank jobs', async () => {
-    const submitted = await http(api.url, 'POST', '/sweeps', { name: 'dp', base: { ...TINY_RUN, worldSize: 2 }, grid: { alpha: [0.5, 1] } });
+    const submitted = await http(api.url, 'POST', '/sweeps', {
+      name: 'dp',
+      base: { ...TINY_RUN, worldSize: 2 },
+      grid: { alpha: [0.5, 1] },
+    });
     expect(submitted.status).toBe(201);
     const id = submitted.body.id as string;
     const events = await readSse(`${api.url}/sweeps/${id}/events`, {

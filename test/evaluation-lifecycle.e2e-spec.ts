@@ -2,7 +2,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { createTestEnv, http, spawnWorker, startApi, TINY_RUN, waitFor, type TestApi, type TestEnv, type TestWorker } from './support/harness';
+import {
+  createTestEnv,
+  http,
+  spawnWorker,
+  startApi,
+  TINY_RUN,
+  waitFor,
+  type TestApi,
+  type TestEnv,
+  type TestWorker,
+} from './support/harness';
 
 /**
  * Evaluations of the paper's map protocols through HTTP: a finished tiny run's checkpoint (and the
@@ -35,7 +45,11 @@ describe('evaluations (e2e)', () => {
     const run = await post('/experiments', TINY_RUN);
     expect(run.status).toBe(201);
     runId = run.body.id;
-    await waitFor('the tiny run to succeed', async () => (await http(api.url, 'GET', `/runs/${runId}`)).body.status === 'succeeded', 90_000);
+    await waitFor(
+      'the tiny run to succeed',
+      async () => (await http(api.url, 'GET', `/runs/${runId}`)).body.status === 'succeeded',
+      90_000,
+    );
   }, 150_000);
   afterAll(async () => {
     await worker?.stop();
@@ -44,16 +58,32 @@ describe('evaluations (e2e)', () => {
   });
 
   it("scores a finished run's checkpoint with the segmentation protocol and stores one row per method", async () => {
-    const submitted = await post('/evaluations', { protocol: 'segmentation', format: 'digits', runId, methods: ['ice', 'rollout', 'gradcam'], limit: 8, saveMaps: 2 });
+    const submitted = await post('/evaluations', {
+      protocol: 'segmentation',
+      format: 'digits',
+      runId,
+      methods: ['ice', 'rollout', 'gradcam'],
+      limit: 8,
+      saveMaps: 2,
+    });
     expect(submitted.status).toBe(201);
     expect(submitted.body).toMatchObject({ status: 'queued', protocol: 'segmentation', runId, result: null });
-    expect(submitted.body.spec).toMatchObject({ data: { format: 'digits', limit: 8 }, model: 'digits-micro', checkpoint: expect.stringMatching(/final\.safetensors$/) });
+    expect(submitted.body.spec).toMatchObject({
+      data: { format: 'digits', limit: 8 },
+      model: 'digits-micro',
+      checkpoint: expect.stringMatching(/final\.safetensors$/),
+    });
     const id = submitted.body.id as string;
 
     const done = await finished(id);
     expect(done).toMatchObject({ status: 'succeeded', attempts: 1, error: null, progress: { done: 8, total: 8 } });
     const result = done.result;
-    expect(result).toMatchObject({ protocol: 'segmentation', format: 'digits', dataset: { split: 'test', images: 8 }, backend: expect.any(String) });
+    expect(result).toMatchObject({
+      protocol: 'segmentation',
+      format: 'digits',
+      dataset: { split: 'test', images: 8 },
+      backend: expect.any(String),
+    });
     expect(result.columns.length).toBeGreaterThan(0);
     expect(result.conventions.some((c: string) => /threshold|mean/i.test(c))).toBe(true);
     expect(result.rows.map((r: { method: string }) => r.method)).toEqual(['ice', 'rollout', 'gradcam']);
@@ -67,7 +97,10 @@ describe('evaluations (e2e)', () => {
     const db = new Client({ connectionString: t.env.DATABASE_URL });
     await db.connect();
     try {
-      const rows = await db.query<{ method: string; images: number }>('SELECT method, images FROM evaluation_results WHERE evaluation_id = $1 ORDER BY position', [id]);
+      const rows = await db.query<{ method: string; images: number }>(
+        'SELECT method, images FROM evaluation_results WHERE evaluation_id = $1 ORDER BY position',
+        [id],
+      );
       expect(rows.rows).toEqual([
         { method: 'ice', images: 8 },
         { method: 'rollout', images: 8 },
@@ -87,7 +120,11 @@ describe('evaluations (e2e)', () => {
     const png = await fetch(`${api.url}/evaluations/${id}/maps/${path.basename(maps.contactSheet)}`);
     expect(png.status).toBe(200);
     expect(png.headers.get('content-type')).toMatch(/image\/png/);
-    expect(Buffer.from(await png.arrayBuffer()).subarray(1, 4).toString()).toBe('PNG');
+    expect(
+      Buffer.from(await png.arrayBuffer())
+        .subarray(1, 4)
+        .toString(),
+    ).toBe('PNG');
     expect((await http(api.url, 'GET', `/evaluations/${id}/maps/..%2F..%2Fetc%2Fpasswd`)).status).toBe(404);
 
     const listed = await http(api.url, 'GET', `/evaluations?protocol=segmentation&runId=${runId}&limit=5`);
@@ -105,7 +142,13 @@ describe('evaluations (e2e)', () => {
     const run = await http(api.url, 'GET', `/runs/${runId}`);
     const weights = path.join(t.dataRoot, 'tiny.safetensors');
     fs.copyFileSync(run.body.checkpoint, weights);
-    const submitted = await post('/evaluations', { protocol: 'corloc', data: { format: 'digits', limit: 4 }, weights, model: 'digits-micro', methods: ['ice', 'rollout'] });
+    const submitted = await post('/evaluations', {
+      protocol: 'corloc',
+      data: { format: 'digits', limit: 4 },
+      weights,
+      model: 'digits-micro',
+      methods: ['ice', 'rollout'],
+    });
     expect(submitted.status).toBe(201);
     expect(submitted.body.runId).toBeNull();
     const done = await finished(submitted.body.id);
@@ -118,11 +161,22 @@ describe('evaluations (e2e)', () => {
   }, 90_000);
 
   it('cancels a queued evaluation at once and a running one promptly', async () => {
-    const long = { protocol: 'localization', format: 'digits', runId, methods: ['gradcam', 'generic-attention'], limit: 5000, options: { maxBoxAccInterval: 0.01 } };
+    const long = {
+      protocol: 'localization',
+      format: 'digits',
+      runId,
+      methods: ['gradcam', 'generic-attention'],
+      limit: 5000,
+      options: { maxBoxAccInterval: 0.01 },
+    };
     const running = await post('/evaluations', long);
     const queued = await post('/evaluations', long); // behind the first: the worker runs one evaluation at a time
     expect(running.status).toBe(201);
-    await waitFor('the evaluation to report progress', async () => ((await http(api.url, 'GET', `/evaluations/${running.body.id}`)).body.progress?.done ?? 0) > 0, 60_000);
+    await waitFor(
+      'the evaluation to report progress',
+      async () => ((await http(api.url, 'GET', `/evaluations/${running.body.id}`)).body.progress?.done ?? 0) > 0,
+      60_000,
+    );
 
     const cq = await post(`/evaluations/${queued.body.id}/cancel`, {});
     expect(cq.status).toBe(202);
@@ -139,32 +193,72 @@ describe('evaluations (e2e)', () => {
     expect(after.result).toBeNull();
 
     // The cancelled queued evaluation never started; the worker is free for the next one.
-    expect((await http(api.url, 'GET', `/evaluations/${queued.body.id}`)).body).toMatchObject({ status: 'cancelled', attempts: 0, startedAt: null });
+    expect((await http(api.url, 'GET', `/evaluations/${queued.body.id}`)).body).toMatchObject({
+      status: 'cancelled',
+      attempts: 0,
+      startedAt: null,
+    });
     const next = await post('/evaluations', { protocol: 'jaccard', format: 'digits', runId, methods: ['raw-attention'], limit: 2 });
     expect((await finished(next.body.id)).status).toBe('succeeded');
   }, 120_000);
 
   describe('validation', () => {
     it.each([
-      ['an unknown method', { protocol: 'segmentation', methods: ['ice', 'lrp'] }, /methods\.1: unknown method 'lrp' for the segmentation protocol; choose from ice, ice-class, raw-attention, rollout, gradcam, generic-attention/],
+      [
+        'an unknown method',
+        { protocol: 'segmentation', methods: ['ice', 'lrp'] },
+        /methods\.1: unknown method 'lrp' for the segmentation protocol; choose from ice, ice-class, raw-attention, rollout, gradcam, generic-attention/,
+      ],
       ['a method named twice', { protocol: 'segmentation', methods: ['ice', 'ice'] }, /methods\.1: method 'ice' is named twice/],
       ['no methods for a map protocol', { protocol: 'corloc' }, /methods: the corloc protocol needs methods/],
-      ['an explainer for the accuracy protocol', { methods: ['gradcam'] }, /methods\.0: unknown method 'gradcam' for the accuracy protocol; choose from ice, cls/],
+      [
+        'an explainer for the accuracy protocol',
+        { methods: ['gradcam'] },
+        /methods\.0: unknown method 'gradcam' for the accuracy protocol; choose from ice, cls/,
+      ],
       ['an unknown protocol', { protocol: 'lrp', methods: ['ice'] }, /protocol: /],
       ['an unknown format', { protocol: 'segmentation', format: 'coco', methods: ['ice'] }, /format: /],
-      ['a format without boxes for localization', { protocol: 'localization', format: 'imagenet-seg', root: '/x', methods: ['ice'] }, /data\.format: the localization protocol needs ground-truth boxes and class labels, which imagenet-seg does not provide; use digits, voc, cub/],
-      ['a format without masks for segmentation', { protocol: 'segmentation', data: { format: 'cub', root: '/x' }, methods: ['ice'] }, /data\.format: the segmentation protocol needs foreground masks, which cub does not provide/],
-      ['a file format without a root', { protocol: 'jaccard', format: 'voc', methods: ['ice'] }, /data\.root: data\.root is required for format voc/],
+      [
+        'a format without boxes for localization',
+        { protocol: 'localization', format: 'imagenet-seg', root: '/x', methods: ['ice'] },
+        /data\.format: the localization protocol needs ground-truth boxes and class labels, which imagenet-seg does not provide; use digits, voc, cub/,
+      ],
+      [
+        'a format without masks for segmentation',
+        { protocol: 'segmentation', data: { format: 'cub', root: '/x' }, methods: ['ice'] },
+        /data\.format: the segmentation protocol needs foreground masks, which cub does not provide/,
+      ],
+      [
+        'a file format without a root',
+        { protocol: 'jaccard', format: 'voc', methods: ['ice'] },
+        /data\.root: data\.root is required for format voc/,
+      ],
       ['a root for digits', { protocol: 'jaccard', format: 'digits', root: '/x', methods: ['ice'] }, /data\.root: digits is generated/],
-      ['an unknown digits split', { protocol: 'corloc', split: 'dev', methods: ['ice'] }, /data\.split: digits has the splits train, val, test; got 'dev'/],
+      [
+        'an unknown digits split',
+        { protocol: 'corloc', split: 'dev', methods: ['ice'] },
+        /data\.split: digits has the splits train, val, test; got 'dev'/,
+      ],
       ['a limit of 0', { protocol: 'corloc', limit: 0, methods: ['ice'] }, /limit: /],
-      ['format twice', { protocol: 'corloc', format: 'digits', data: { format: 'digits' }, methods: ['ice'] }, /format: give format at the top level or as data\.format, not both/],
-      ['an option of another protocol', { protocol: 'corloc', methods: ['ice'], options: { taus: [0.5] } }, /options\.taus: taus applies to the jaccard protocol only/],
+      [
+        'format twice',
+        { protocol: 'corloc', format: 'digits', data: { format: 'digits' }, methods: ['ice'] },
+        /format: give format at the top level or as data\.format, not both/,
+      ],
+      [
+        'an option of another protocol',
+        { protocol: 'corloc', methods: ['ice'], options: { taus: [0.5] } },
+        /options\.taus: taus applies to the jaccard protocol only/,
+      ],
       ['an out-of-range option', { protocol: 'corloc', methods: ['ice'], options: { corlocTau: 2 } }, /options\.corlocTau: /],
       ['saved maps for accuracy', { saveMaps: 4 }, /saveMaps: the accuracy protocol draws no maps/],
       ['too many saved maps', { protocol: 'corloc', methods: ['ice'], saveMaps: 1000 }, /saveMaps: /],
       ['an unknown field', { protocol: 'corloc', methods: ['ice'], checkpointy: 'x' }, /checkpointy: unknown field/],
-      ['a weights file without its model', { protocol: 'corloc', methods: ['ice'], weights: '/w.safetensors', runId: undefined }, /model: a weights file needs the model it was trained with/],
+      [
+        'a weights file without its model',
+        { protocol: 'corloc', methods: ['ice'], weights: '/w.safetensors', runId: undefined },
+        /model: a weights file needs the model it was trained with/,
+      ],
     ])('rejects %s with 400 naming the field', async (_name, body, message) => {
       const r = await post('/evaluations', { runId: '00000000-0000-4000-8000-000000000000', ...body });
       expect(r.status).toBe(400);
@@ -178,7 +272,11 @@ describe('evaluations (e2e)', () => {
       expect(outside.body.message).toMatch(/^data\.root: \/etc is outside the configured data roots/);
       const weights = await post('/evaluations', { ...base, weights: '/etc/passwd', model: 'digits-micro' });
       expect(weights.body.message).toMatch(/^weights: \/etc\/passwd is outside/);
-      const escape = await post('/evaluations', { ...base, weights: path.join(t.dataRoot, '..', '..', 'w.safetensors'), model: 'digits-micro' });
+      const escape = await post('/evaluations', {
+        ...base,
+        weights: path.join(t.dataRoot, '..', '..', 'w.safetensors'),
+        model: 'digits-micro',
+      });
       expect(escape.body.message).toMatch(/^weights: /);
       const preset = await post('/evaluations', { ...base, runId, model: 'vit-gigantic' });
       expect(preset.status).toBe(400);

@@ -31,9 +31,18 @@ describe('lock renewal under CPU-bound jobs (e2e, real Redis)', () => {
     await connection.quit();
   });
 
-  async function runOne(processor: (job: Job) => Promise<unknown>): Promise<{ completed: boolean; stalled: number; renewals: number; failures: string[] }> {
+  async function runOne(
+    processor: (job: Job) => Promise<unknown>,
+  ): Promise<{ completed: boolean; stalled: number; renewals: number; failures: string[] }> {
     const workerConn = new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
-    const worker = new Worker('cpu', processor, { connection: workerConn, prefix, lockDuration: 1000, stalledInterval: 500, maxStalledCount: 0, concurrency: 1 });
+    const worker = new Worker('cpu', processor, {
+      connection: workerConn,
+      prefix,
+      lockDuration: 1000,
+      stalledInterval: 500,
+      maxStalledCount: 0,
+      concurrency: 1,
+    });
     let renewals = 0;
     let stalled = 0;
     const failures: string[] = [];

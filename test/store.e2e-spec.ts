@@ -2,10 +2,26 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { OrchestrationStore, type NewRun } from '@ice/orchestration';
-import { API_KEY, createTestEnv, deleteQueueKeys, freePort, http, spawnApi, spawnWorker, TINY_RUN, waitFor, type TestEnv } from './support/harness';
+import {
+  API_KEY,
+  createTestEnv,
+  deleteQueueKeys,
+  freePort,
+  http,
+  spawnApi,
+  spawnWorker,
+  TINY_RUN,
+  waitFor,
+  type TestEnv,
+} from './support/harness';
 
 const stored = { run: { steps: 1 }, codeVersion: 'e2e', backend: null };
-const newRun = (cellKey: string, seed: number): NewRun => ({ cellKey, cell: { alpha: Number(cellKey.split('=')[1]) }, seed, config: stored });
+const newRun = (cellKey: string, seed: number): NewRun => ({
+  cellKey,
+  cell: { alpha: Number(cellKey.split('=')[1]) },
+  seed,
+  config: stored,
+});
 
 /** The store's guarantees, on the real PostgreSQL and on the embedded PGlite server. */
 describe('OrchestrationStore (e2e)', () => {
@@ -22,20 +38,35 @@ describe('OrchestrationStore (e2e)', () => {
     });
 
     it('keeps one run per (sweep, grid cell, seed)', async () => {
-      await expect(store.createSweep({ name: 'dup', spec: {}, axes: ['alpha'], runs: [newRun('alpha=1', 0), newRun('alpha=1', 0)] })).rejects.toThrow(/runs_sweep_cell_seed_key/);
+      await expect(
+        store.createSweep({ name: 'dup', spec: {}, axes: ['alpha'], runs: [newRun('alpha=1', 0), newRun('alpha=1', 0)] }),
+      ).rejects.toThrow(/runs_sweep_cell_seed_key/);
       // The failed sweep left nothing behind (one transaction).
       expect((await store.listSweeps({ name: 'dup' }, { limit: 10, offset: 0 })).total).toBe(0);
     });
 
     it('writes a run’s result once, however often its job is delivered', async () => {
-      const { runs } = await store.createSweep({ name: 'once', spec: {}, axes: ['alpha'], runs: [newRun('alpha=0.5', 0), newRun('alpha=0.5', 1)] });
+      const { runs } = await store.createSweep({
+        name: 'once',
+        spec: {},
+        axes: ['alpha'],
+        runs: [newRun('alpha=0.5', 0), newRun('alpha=0.5', 1)],
+      });
       const id = runs[0].id;
       expect(await store.startRun(id, 'w1')).toMatchObject({ status: 'running', attempts: 1 });
       expect(await store.startRun(id, 'w2')).toMatchObject({ status: 'running', attempts: 2, workerId: 'w2' }); // redelivered after a crash
       const progress = { step: 5, totalSteps: 10, epoch: 0, loss: 1, imgPerSec: 1, etaSeconds: 1, lr: 0.1, at: new Date().toISOString() };
       await store.recordProgress(id, progress, { loss: 1 }, null);
       await store.recordProgress(id, progress, { loss: 0.9 }, null); // the same step reported by the second worker
-      const finish = { metrics: { top1: 0.5 }, checkpoint: '/x/final.safetensors', lastCheckpoint: null, resumedFromStep: 5, backend: 'cpu', durationMs: 10, steps: 10 };
+      const finish = {
+        metrics: { top1: 0.5 },
+        checkpoint: '/x/final.safetensors',
+        lastCheckpoint: null,
+        resumedFromStep: 5,
+        backend: 'cpu',
+        durationMs: 10,
+        steps: 10,
+      };
       expect(await store.finishRun(id, finish)).toBe(true);
       expect(await store.finishRun(id, { ...finish, metrics: { top1: 0.9 } })).toBe(false);
       expect(await store.startRun(id, 'w3')).toBeNull();
@@ -76,12 +107,19 @@ describe('OrchestrationStore (e2e)', () => {
         await worker.ready;
         const run = await http(api.url, 'POST', '/experiments', TINY_RUN);
         expect(run.status).toBe(201);
-        await waitFor('the run to succeed', async () => (await http(api.url, 'GET', `/runs/${run.body.id}`)).body.status === 'succeeded', 90_000);
+        await waitFor(
+          'the run to succeed',
+          async () => (await http(api.url, 'GET', `/runs/${run.body.id}`)).body.status === 'succeeded',
+          90_000,
+        );
         await worker.stop();
         await api.stop();
 
         api = await spawnApi(env, port);
-        expect((await http(api.url, 'GET', `/runs/${run.body.id}`)).body).toMatchObject({ status: 'succeeded', config: { codeVersion: 'e2e' } });
+        expect((await http(api.url, 'GET', `/runs/${run.body.id}`)).body).toMatchObject({
+          status: 'succeeded',
+          config: { codeVersion: 'e2e' },
+        });
         expect(fs.existsSync(path.join(dir, 'pglite'))).toBe(true);
       } finally {
         await worker.kill();

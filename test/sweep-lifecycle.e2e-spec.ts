@@ -1,5 +1,17 @@
 /* eslint-disable @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return -- response bodies are untyped JSON of the API under test */
-import { createTestEnv, http, readSse, spawnWorker, startApi, TINY_RUN, waitFor, type SseEvent, type TestApi, type TestEnv, type TestWorker } from './support/harness';
+import {
+  createTestEnv,
+  http,
+  readSse,
+  spawnWorker,
+  startApi,
+  TINY_RUN,
+  waitFor,
+  type SseEvent,
+  type TestApi,
+  type TestEnv,
+  type TestWorker,
+} from './support/harness';
 
 /**
  * A 2×2 α × λ_class sweep of tiny runs through HTTP, watched over SSE to completion, then its
@@ -100,14 +112,20 @@ describe('sweeps and cancellation (e2e)', () => {
     expect(running.status).toBe(201);
 
     // Wait until the first run is really training (progress arrives over its SSE stream).
-    await readSse(`${api.url}/runs/${running.body.id}/events`, { timeoutMs: 60_000, until: (e) => e.event === 'run.progress' && e.data.progress.step >= 2 });
+    await readSse(`${api.url}/runs/${running.body.id}/events`, {
+      timeoutMs: 60_000,
+      until: (e) => e.event === 'run.progress' && e.data.progress.step >= 2,
+    });
 
     const cq = await http(api.url, 'POST', `/runs/${queued.body.id}/cancel`, {});
     expect(cq.status).toBe(202);
     expect(cq.body.status).toBe('cancelled');
 
     const t0 = Date.now();
-    const stream = readSse(`${api.url}/runs/${running.body.id}/events`, { timeoutMs: 30_000, until: (e) => e.event === 'run.status' && e.data.status === 'cancelled' });
+    const stream = readSse(`${api.url}/runs/${running.body.id}/events`, {
+      timeoutMs: 30_000,
+      until: (e) => e.event === 'run.status' && e.data.status === 'cancelled',
+    });
     const cr = await http(api.url, 'POST', `/runs/${running.body.id}/cancel`, {});
     expect(cr.status).toBe(202);
     expect(cr.body.cancelRequested).toBe(true);
@@ -120,8 +138,16 @@ describe('sweeps and cancellation (e2e)', () => {
     // A finished run cannot be cancelled again; the worker is free for the next job.
     expect((await http(api.url, 'POST', `/runs/${running.body.id}/cancel`, {})).status).toBe(409);
     const next = await http(api.url, 'POST', '/experiments', TINY_RUN);
-    await waitFor('the next run to succeed', async () => (await http(api.url, 'GET', `/runs/${next.body.id}`)).body.status === 'succeeded', 60_000);
+    await waitFor(
+      'the next run to succeed',
+      async () => (await http(api.url, 'GET', `/runs/${next.body.id}`)).body.status === 'succeeded',
+      60_000,
+    );
     // The cancelled queued run never started.
-    expect((await http(api.url, 'GET', `/runs/${queued.body.id}`)).body).toMatchObject({ status: 'cancelled', attempts: 0, startedAt: null });
+    expect((await http(api.url, 'GET', `/runs/${queued.body.id}`)).body).toMatchObject({
+      status: 'cancelled',
+      attempts: 0,
+      startedAt: null,
+    });
   }, 120_000);
 });

@@ -1,7 +1,18 @@
 /* eslint-disable @typescript-eslint/no-unsafe-argument -- response bodies are untyped JSON of the API under test */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createTestEnv, http, readSse, spawnWorker, startApi, TINY_RUN, waitFor, type TestApi, type TestEnv, type TestWorker } from './support/harness';
+import {
+  createTestEnv,
+  http,
+  readSse,
+  spawnWorker,
+  startApi,
+  TINY_RUN,
+  waitFor,
+  type TestApi,
+  type TestEnv,
+  type TestWorker,
+} from './support/harness';
 
 /**
  * A worker killed (SIGKILL) in the middle of a run: its job's lock expires, another worker takes
@@ -35,7 +46,10 @@ describe('worker crash and resume (e2e)', () => {
     const last = path.join(t.artifactDir, 'runs', id, 'last.safetensors');
 
     // Train past at least two checkpoints, then kill the worker without warning.
-    await readSse(`${api.url}/runs/${id}/events`, { timeoutMs: 90_000, until: (e) => e.event === 'run.progress' && e.data.progress.step >= 25 });
+    await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 90_000,
+      until: (e) => e.event === 'run.progress' && e.data.progress.step >= 25,
+    });
     await waitFor('a checkpoint on disk', () => Promise.resolve(fs.existsSync(last)), 10_000);
     const before = await http(api.url, 'GET', `/runs/${id}`);
     expect(before.body).toMatchObject({ status: 'running', workerId: 'worker-a', attempts: 1 });
@@ -46,7 +60,10 @@ describe('worker crash and resume (e2e)', () => {
     workers.push(second);
     await second.ready;
 
-    await readSse(`${api.url}/runs/${id}/events`, { timeoutMs: 150_000, until: (e) => e.event === 'run.status' && ['succeeded', 'failed'].includes(e.data.status) });
+    await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 150_000,
+      until: (e) => e.event === 'run.status' && ['succeeded', 'failed'].includes(e.data.status),
+    });
     const run = (await http(api.url, 'GET', `/runs/${id}`)).body;
     expect(run).toMatchObject({ status: 'succeeded', workerId: 'worker-b', attempts: 2 });
     // Resumed from a checkpoint written by the first worker, not from step 0.

@@ -13,13 +13,32 @@ import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { explainBatch, initBackend, loadModel, type TargetSource, vitConfig, type ExplainerName } from '@ice/core';
 import { DigitsDataset } from '@ice/datasets';
-import { buildAblationTable, evaluateRun, expandSweep, parseRunConfig, runOnce, RunOutcome, type RunResult, tableToMarkdown, trainDatasetSpec, type RunConfigInput } from '@ice/experiments';
+import {
+  buildAblationTable,
+  evaluateRun,
+  expandSweep,
+  parseRunConfig,
+  runOnce,
+  RunOutcome,
+  type RunResult,
+  tableToMarkdown,
+  trainDatasetSpec,
+  type RunConfigInput,
+} from '@ice/experiments';
 import { formatEvaluationTable, runEvaluation, type EvaluationProtocol, type EvaluationResult } from '@ice/evaluation';
 
 const opts = new Command()
-  .option('--backbone <file>', 'digits-pretrained backbone (ice weights export of a classify run)', 'assets/digits-micro-pretrained.safetensors')
+  .option(
+    '--backbone <file>',
+    'digits-pretrained backbone (ice weights export of a classify run)',
+    'assets/digits-micro-pretrained.safetensors',
+  )
   .option('--preset <name>', 'model preset of the backbone', 'digits-micro')
-  .option('--backbone-config <file>', 'the classify run config that made the backbone (named in the document)', 'configs/digits-pretrain.json')
+  .option(
+    '--backbone-config <file>',
+    'the classify run config that made the backbone (named in the document)',
+    'configs/digits-pretrain.json',
+  )
   .option('--out <dir>', 'run directories', 'artifacts/results')
   .option('--steps <n>', 'ICE fine-tuning steps per run', '600')
   .option('--limit <n>', 'evaluation images', '500')
@@ -41,7 +60,12 @@ const base = (over: RunConfigInput): RunConfigInput => ({
 
 const BASELINES: ExplainerName[] = ['raw-attention', 'rollout', 'gradcam', 'generic-attention'];
 
-async function evaluate(protocol: EvaluationProtocol, weights: string, methods: ExplainerName[], targetSource: TargetSource = 'cls'): Promise<EvaluationResult> {
+async function evaluate(
+  protocol: EvaluationProtocol,
+  weights: string,
+  methods: ExplainerName[],
+  targetSource: TargetSource = 'cls',
+): Promise<EvaluationResult> {
   return runEvaluation({ protocol, format: 'digits', weights, modelSpec: opts.preset, methods, limit, targetSource, log: () => undefined });
 }
 
@@ -58,7 +82,12 @@ function merge(parts: { r: EvaluationResult; tag?: string }[]): EvaluationResult
   }
   // the parts' model lines first, together
   conventions.sort((a, b) => Number(!a.startsWith('model:')) - Number(!b.startsWith('model:')));
-  return { ...parts[0].r, columns, conventions, rows: parts.flatMap(({ r, tag }) => r.rows.map((row) => ({ ...row, label: tag ? `${row.label} [${tag}]` : row.label }))) };
+  return {
+    ...parts[0].r,
+    columns,
+    conventions,
+    rows: parts.flatMap(({ r, tag }) => r.rows.map((row) => ({ ...row, label: tag ? `${row.label} [${tag}]` : row.label }))),
+  };
 }
 
 /**
@@ -68,7 +97,13 @@ function merge(parts: { r: EvaluationResult; tag?: string }[]): EvaluationResult
  * (whose CLS head the ICE loss leaves stale).
  */
 /** Table 1 rows; `ownTarget`: ICE methods whose rows are repeated with the ICE head's own top-1 as the target. */
-async function table1(protocol: EvaluationProtocol, ice: string, icef: string, iceMethods: ExplainerName[], ownTarget: ExplainerName[] = []): Promise<EvaluationResult> {
+async function table1(
+  protocol: EvaluationProtocol,
+  ice: string,
+  icef: string,
+  iceMethods: ExplainerName[],
+  ownTarget: ExplainerName[] = [],
+): Promise<EvaluationResult> {
   return merge([
     { r: await evaluate(protocol, ice, iceMethods), tag: 'ICE model' },
     ...(ownTarget.length ? [{ r: await evaluate(protocol, ice, ownTarget, 'ice'), tag: OWN_TARGET }] : []),
@@ -108,7 +143,10 @@ async function backboneTop1(split: 'train' | 'val' | 'test', n: number): Promise
     const size = model.config.imgSize;
     const ds =
       split === 'train'
-        ? new DigitsDataset({ ...trainDatasetSpec(parseRunConfig(JSON.parse(fs.readFileSync(opts.backboneConfig, 'utf8'))), size).options, split: 'train' })
+        ? new DigitsDataset({
+            ...trainDatasetSpec(parseRunConfig(JSON.parse(fs.readFileSync(opts.backboneConfig, 'utf8'))), size).options,
+            split: 'train',
+          })
         : new DigitsDataset({ split, canvasSize: size, seed: 0 });
     return (await evaluateRun(model, ds, parseRunConfig({ mode: 'classify', data: { batchSize: 64, evalLimit: n } }))).top1;
   } finally {
@@ -128,7 +166,11 @@ async function run(config: unknown, dir: string, label: string): Promise<RunResu
 }
 
 async function ablation(variant: 'official' | 'paper'): Promise<{ table: string; dirs: Map<string, string>; outcomes: RunOutcome[] }> {
-  const { cells } = expandSweep({ base: base({ loss: { variant } }), grid: { alpha: [0.5, 1.0], lambda_class: [0.5, 0.975] }, seeds: [0, 1] });
+  const { cells } = expandSweep({
+    base: base({ loss: { variant } }),
+    grid: { alpha: [0.5, 1.0], lambda_class: [0.5, 0.975] },
+    seeds: [0, 1],
+  });
   const outcomes: RunOutcome[] = [];
   const dirs = new Map<string, string>();
   for (const cell of cells) {
@@ -137,7 +179,18 @@ async function ablation(variant: 'official' | 'paper'): Promise<{ table: string;
     dirs.set(`${cell.cellKey},seed=${cell.seed}`, r.checkpoint);
     outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
   }
-  return { table: tableToMarkdown(buildAblationTable(outcomes, ['alpha', 'lambda_class'], ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction']), 4), dirs, outcomes };
+  return {
+    table: tableToMarkdown(
+      buildAblationTable(
+        outcomes,
+        ['alpha', 'lambda_class'],
+        ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction'],
+      ),
+      4,
+    ),
+    dirs,
+    outcomes,
+  };
 }
 
 const OWN_TARGET = "ICE model, ICE's own top-1";
@@ -166,14 +219,28 @@ async function speedSection(weights: string): Promise<string[]> {
   const best = new Map<string, number>();
   for (let round = 0; round < 3; round++) {
     for (const batchSize of sizes) {
-      const r = await runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: opts.preset, methods, limit: 128, batchSize, log: () => undefined });
-      for (const row of r.rows) best.set(`${row.method}@${batchSize}`, Math.max(best.get(`${row.method}@${batchSize}`) ?? 0, row.imagesPerSecond));
+      const r = await runEvaluation({
+        protocol: 'segmentation',
+        format: 'digits',
+        weights,
+        modelSpec: opts.preset,
+        methods,
+        limit: 128,
+        batchSize,
+        log: () => undefined,
+      });
+      for (const row of r.rows)
+        best.set(`${row.method}@${batchSize}`, Math.max(best.get(`${row.method}@${batchSize}`) ?? 0, row.imagesPerSecond));
     }
   }
   const ips = (m: string, b: number): number => best.get(`${m}@${b}`)!;
   const kernels = await kernelCounts(weights, methods, 16);
-  const lines = methods.map((m) => `| ${m} | ${sizes.map((b) => `${ips(m, b).toFixed(0)} | ${(ips('ice', b) / ips(m, b)).toFixed(2)}×`).join(' | ')} | ${kernels.get(m)} |`);
-  const minGradient = (b: number): string => Math.min(ips('ice', b) / ips('gradcam', b), ips('ice', b) / ips('generic-attention', b)).toFixed(2);
+  const lines = methods.map(
+    (m) =>
+      `| ${m} | ${sizes.map((b) => `${ips(m, b).toFixed(0)} | ${(ips('ice', b) / ips(m, b)).toFixed(2)}×`).join(' | ')} | ${kernels.get(m)} |`,
+  );
+  const minGradient = (b: number): string =>
+    Math.min(ips('ice', b) / ips('gradcam', b), ips('ice', b) / ips('generic-attention', b)).toFixed(2);
   return [
     '### Explainer speed on the Table 1 ICE model (all methods on the same weights)',
     '',
@@ -218,19 +285,47 @@ async function main(): Promise<void> {
   const official = await ablation('official');
   const paperAbl = await ablation('paper');
   const iceDefault = await run(parseRunConfig(base({})), path.join(opts.out, 'ice-official-default'), 'ICE (released λ)');
-  const icef = await run(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'icef' }, loss: { lambdaClass: 0.5 }, optimizer: { lr: 2e-3, warmupSteps: 30 } })), path.join(opts.out, 'ice-f'), 'ICE-f');
-  const paper = await run(parseRunConfig(base({ model: { preset: opts.preset, weights: opts.backbone, head: 'paper' }, loss: { variant: 'paper', alpha: 0.5, lambdaClass: 0.975 } })), path.join(opts.out, 'ice-paper'), 'ICE paper');
+  const icef = await run(
+    parseRunConfig(
+      base({
+        model: { preset: opts.preset, weights: opts.backbone, head: 'icef' },
+        loss: { lambdaClass: 0.5 },
+        optimizer: { lr: 2e-3, warmupSteps: 30 },
+      }),
+    ),
+    path.join(opts.out, 'ice-f'),
+    'ICE-f',
+  );
+  const paper = await run(
+    parseRunConfig(
+      base({
+        model: { preset: opts.preset, weights: opts.backbone, head: 'paper' },
+        loss: { variant: 'paper', alpha: 0.5, lambdaClass: 0.975 },
+      }),
+    ),
+    path.join(opts.out, 'ice-paper'),
+    'ICE paper',
+  );
   const table1Model = official.dirs.get('alpha=0.5,lambda_class=0.5,seed=0')!;
-  const ice = { checkpoint: table1Model, metrics: (JSON.parse(fs.readFileSync(path.join(path.dirname(table1Model), 'result.json'), 'utf8')) as { result: { metrics: Record<string, number> } }).result.metrics };
+  const ice = {
+    checkpoint: table1Model,
+    metrics: (
+      JSON.parse(fs.readFileSync(path.join(path.dirname(table1Model), 'result.json'), 'utf8')) as {
+        result: { metrics: Record<string, number> };
+      }
+    ).result.metrics,
+  };
 
   // Table 1: ICE from the ICE model (official head and loss, α 0.5, λ_class 0.5, seed 0), ICE-f from the ICE-f model,
   // the baselines on the pre-trained backbone and, labelled, on the ICE model's weights. Same input for all.
   const seg = await table1('segmentation', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class'], ['ice-class']);
+  out.push(section('Table 1 style: segmentation of the digits test split', seg), TABLE1_ROWS);
   out.push(
-    section('Table 1 style: segmentation of the digits test split', seg),
-    TABLE1_ROWS,
+    section(
+      'ICE with the released λ_class = 1/1.025 (official head and loss, α 0.5)',
+      await evaluate('segmentation', iceDefault.checkpoint, ['ice']),
+    ),
   );
-  out.push(section('ICE with the released λ_class = 1/1.025 (official head and loss, α 0.5)', await evaluate('segmentation', iceDefault.checkpoint, ['ice'])));
   out.push(section('ICE with the paper head and loss (α 0.5, λ_class 0.975)', await evaluate('segmentation', paper.checkpoint, ['ice'])));
 
   out.push('### Table 6 style: α × λ_class, official loss (official head; mean ± std over seeds 0 and 1)', '', official.table, '');
@@ -239,7 +334,12 @@ async function main(): Promise<void> {
   const corloc = await table1('corloc', ice.checkpoint, icef.checkpoint, ['ice']);
   out.push(section('Single-object discovery (CorLoc), Table 1 models', corloc), TABLE1_ROWS);
   const loc = await table1('localization', ice.checkpoint, icef.checkpoint, ['ice', 'ice-class'], ['ice', 'ice-class']);
-  out.push(section('Weakly-supervised localisation, Table 1 models', loc), TABLE1_ROWS, 'top1Cls is the CLS head\'s top-1 of the row\'s model: stale (near chance) on the ICE-fine-tuned weights, the backbone\'s own on the pre-trained backbone.', '');
+  out.push(
+    section('Weakly-supervised localisation, Table 1 models', loc),
+    TABLE1_ROWS,
+    "top1Cls is the CLS head's top-1 of the row's model: stale (near chance) on the ICE-fine-tuned weights, the backbone's own on the pre-trained backbone.",
+    '',
+  );
 
   out.push(...(await speedSection(ice.checkpoint)));
 
@@ -284,11 +384,18 @@ async function main(): Promise<void> {
     'classifier on the mean patch token for the official head, which is why those runs have the highest ICE top-1; the heads that do segment name the',
     'right class less often (they pool few patches, and an image without foreground patch counts as wrong).',
     ...(vitConfig(opts.preset).depth === 2
-      ? ['With depth 2 and rollout starting at block 1 (the segmentation protocol\'s default), rollout is the last block\'s attention alone,', 'so its segmentation rows equal raw attention\'s.']
+      ? [
+          "With depth 2 and rollout starting at block 1 (the segmentation protocol's default), rollout is the last block's attention alone,",
+          "so its segmentation rows equal raw attention's.",
+        ]
       : []),
     '',
   );
-  const [trainTop1, valTop1, testTop1] = [await backboneTop1('train', 997), await backboneTop1('val', 997), await backboneTop1('test', 997)];
+  const [trainTop1, valTop1, testTop1] = [
+    await backboneTop1('train', 997),
+    await backboneTop1('val', 997),
+    await backboneTop1('test', 997),
+  ];
   const header = [
     '# Results on the built-in digits benchmark',
     '',

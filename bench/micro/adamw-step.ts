@@ -29,7 +29,9 @@ async function main(): Promise<void> {
     await model.params.get('head.bias')!.data(); // the update is synchronous on wasm; read to be sure
     per.push((performance.now() - t0) / 5);
   }
-  console.log(`AdamW.step: ${median(per).toFixed(2)} ms (min ${Math.min(...per).toFixed(2)}) over ${model.parameterCount()} parameters in ${model.params.size} tensors`);
+  console.log(
+    `AdamW.step: ${median(per).toFixed(2)} ms (min ${Math.min(...per).toFixed(2)}) over ${model.parameterCount()} parameters in ${model.params.size} tensors`,
+  );
   const info = await tf.profile(() => opt.step(grads, 1e-4));
   const byName = new Map<string, { ms: number; n: number }>();
   for (const k of info.kernels) {
@@ -38,7 +40,8 @@ async function main(): Promise<void> {
     e.n++;
     byName.set(k.name, e);
   }
-  for (const [k, e] of [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms)) console.log(`${e.ms.toFixed(2).padStart(8)} ms ${String(e.n).padStart(4)}×  ${k}`);
+  for (const [k, e] of [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms))
+    console.log(`${e.ms.toFixed(2).padStart(8)} ms ${String(e.n).padStart(4)}×  ${k}`);
   tf.dispose([...grads.values()]);
   opt.dispose();
   model.dispose();

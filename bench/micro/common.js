@@ -8,8 +8,10 @@ const { performance } = require('perf_hooks');
 async function init() {
   await tf.setBackend('wasm');
   await tf.ready();
-  console.log(`# backend=${tf.getBackend()} simd=${tf.env().getBool('WASM_HAS_SIMD_SUPPORT')} ` +
-    `threads=${tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT')} node=${process.version}`);
+  console.log(
+    `# backend=${tf.getBackend()} simd=${tf.env().getBool('WASM_HAS_SIMD_SUPPORT')} ` +
+      `threads=${tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT')} node=${process.version}`,
+  );
   return tf;
 }
 
@@ -31,7 +33,10 @@ function bench(variants, { rounds = 15, iters = 20, warmup = 5 } = {}) {
   const per = Object.fromEntries(names.map((n) => [n, []]));
   for (const n of names) {
     const v = variants[n];
-    for (let i = 0; i < warmup; i++) { if (v.prep) v.prep(); v.run(); }
+    for (let i = 0; i < warmup; i++) {
+      if (v.prep) v.prep();
+      v.run();
+    }
   }
   for (let r = 0; r < rounds; r++) {
     for (const n of names) {
@@ -51,8 +56,10 @@ function bench(variants, { rounds = 15, iters = 20, warmup = 5 } = {}) {
   for (const n of names) {
     const m = median(per[n]);
     res[n] = m;
-    console.log(`${n.padEnd(48)} ${m.toFixed(4).padStart(9)} ms/call  (x${(base / m).toFixed(2)} vs first)` +
-      `  [min ${Math.min(...per[n]).toFixed(4)}]`);
+    console.log(
+      `${n.padEnd(48)} ${m.toFixed(4).padStart(9)} ms/call  (x${(base / m).toFixed(2)} vs first)` +
+        `  [min ${Math.min(...per[n]).toFixed(4)}]`,
+    );
   }
   return res;
 }
@@ -61,10 +68,15 @@ function bench(variants, { rounds = 15, iters = 20, warmup = 5 } = {}) {
 function maxRelDiff(as, bs) {
   let worst = 0;
   for (let i = 0; i < as.length; i++) {
-    const a = as[i].dataSync(), b = bs[i].dataSync();
+    const a = as[i].dataSync(),
+      b = bs[i].dataSync();
     if (a.length !== b.length) throw new Error(`length mismatch at ${i}: ${a.length} vs ${b.length}`);
-    let md = 0, mb = 0;
-    for (let j = 0; j < a.length; j++) { md = Math.max(md, Math.abs(a[j] - b[j])); mb = Math.max(mb, Math.abs(b[j])); }
+    let md = 0,
+      mb = 0;
+    for (let j = 0; j < a.length; j++) {
+      md = Math.max(md, Math.abs(a[j] - b[j]));
+      mb = Math.max(mb, Math.abs(b[j]));
+    }
     worst = Math.max(worst, md / Math.max(1, mb));
   }
   return worst;

@@ -34,7 +34,8 @@ function bench(variants: Record<string, () => void>, rounds: number, iters: numb
       per.get(n)!.push((performance.now() - t0) / iters);
     }
   }
-  for (const n of names) console.log(`${n.padEnd(52)} ${median(per.get(n)!).toFixed(3).padStart(8)} ms  [min ${Math.min(...per.get(n)!).toFixed(3)}]`);
+  for (const n of names)
+    console.log(`${n.padEnd(52)} ${median(per.get(n)!).toFixed(3).padStart(8)} ms  [min ${Math.min(...per.get(n)!).toFixed(3)}]`);
 }
 
 function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
@@ -54,7 +55,10 @@ const geluExp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const e = tf.exp(tf.mul(tf.square(x), -0.5));
   const cdf = tf.add(tf.mul(tf.div(x, tf.add(ax, 1e-30)), tf.sub(0.5, tf.mul(poly, e))), 0.5);
   save([x, cdf, e]);
-  return { value: tf.mul(x, cdf), gradFunc: (dy: tf.Tensor, [xs, c, es]: tf.Tensor[]) => tf.mul(dy, tf.add(c, tf.mul(tf.mul(xs, es), INV_SQRT_2PI))) };
+  return {
+    value: tf.mul(x, cdf),
+    gradFunc: (dy: tf.Tensor, [xs, c, es]: tf.Tensor[]) => tf.mul(dy, tf.add(c, tf.mul(tf.mul(xs, es), INV_SQRT_2PI))),
+  };
 });
 
 async function main(): Promise<void> {
@@ -67,17 +71,42 @@ async function main(): Promise<void> {
   const fused = (q: tf.Tensor): tf.Tensor => attentionCore(q as tf.Tensor2D, B, T, H).out;
   const gC = tf.grads(composed);
   const gF = tf.grads(fused);
-  tf.tidy(() => console.log(`attention: max |Δ| forward ${maxDiff(composed(qkv), fused(qkv)).toExponential(2)}, d/dqkv ${maxDiff(gC([qkv], dy)[0], gF([qkv], dy)[0]).toExponential(2)}`));
+  tf.tidy(() =>
+    console.log(
+      `attention: max |Δ| forward ${maxDiff(composed(qkv), fused(qkv)).toExponential(2)}, d/dqkv ${maxDiff(gC([qkv], dy)[0], gF([qkv], dy)[0]).toExponential(2)}`,
+    ),
+  );
   console.log('## attention core fwd+bwd, qkv [136,576]');
-  bench({ 'no hook: fused (V7)': () => tf.dispose(gF([qkv], dy)), 'identity hook: two halves': () => tf.dispose(gC([qkv], dy)), 'no hook: fused (V7), again': () => tf.dispose(gF([qkv], dy)) }, rounds, 10);
+  bench(
+    {
+      'no hook: fused (V7)': () => tf.dispose(gF([qkv], dy)),
+      'identity hook: two halves': () => tf.dispose(gC([qkv], dy)),
+      'no hook: fused (V7), again': () => tf.dispose(gF([qkv], dy)),
+    },
+    rounds,
+    10,
+  );
 
   const x = tf.randomNormal([136, 768], 0, 1.5, 'float32', 3);
   const dx = tf.randomNormal([136, 768], 0, 1, 'float32', 4);
   const g1 = tf.grads((z: tf.Tensor) => gelu(z));
   const g2 = tf.grads((z: tf.Tensor) => geluExp(z));
-  tf.tidy(() => console.log(`gelu: max |Δ| forward ${maxDiff(gelu(x), geluExp(x)).toExponential(2)}, grad ${maxDiff(g1([x], dx)[0], g2([x], dx)[0]).toExponential(2)}`));
+  tf.tidy(() =>
+    console.log(
+      `gelu: max |Δ| forward ${maxDiff(gelu(x), geluExp(x)).toExponential(2)}, grad ${maxDiff(g1([x], dx)[0], g2([x], dx)[0]).toExponential(2)}`,
+    ),
+  );
   console.log('## GELU fwd+bwd [136,768]');
-  bench({ 'sigmoid ratio (fast-ops)': () => tf.dispose(g1([x], dx)), 'tf.exp': () => tf.dispose(g2([x], dx)), 'sigmoid ratio (fast-ops), again': () => tf.dispose(g1([x], dx)), 'tf.exp, again': () => tf.dispose(g2([x], dx)) }, rounds, 10);
+  bench(
+    {
+      'sigmoid ratio (fast-ops)': () => tf.dispose(g1([x], dx)),
+      'tf.exp': () => tf.dispose(g2([x], dx)),
+      'sigmoid ratio (fast-ops), again': () => tf.dispose(g1([x], dx)),
+      'tf.exp, again': () => tf.dispose(g2([x], dx)),
+    },
+    rounds,
+    10,
+  );
   tf.dispose([qkv, dy, x, dx]);
 }
 

@@ -61,7 +61,11 @@ const linAddBias = (x, W, b) => tf.add(linCustom(x, W), b);
 async function main() {
   await init();
   const rounds = +(process.argv[2] || 15);
-  const shapes = [[136, 192, 576], [136, 192, 768], [136, 768, 192]];
+  const shapes = [
+    [136, 192, 576],
+    [136, 192, 768],
+    [136, 768, 192],
+  ];
   const summary = {};
   for (const [M, K, N] of shapes) {
     console.log(`\n## linear [${M},${K}]x[${K},${N}]`);
@@ -82,52 +86,74 @@ async function main() {
     const gRefBias = tf.grads((x, W, b) => tf.add(tf.matMul(x, W), b))([x, W, b], dy);
     check(`E fusedb  ${K}x${N}`, tf.grads(linFusedBias)([x, W, b], dy), gRefBias);
 
-    const gAuto = tf.grads(linAuto), gB = tf.grads(linCustom), gB2 = tf.grads(linCustomDWT);
-    const gC = tf.grads(makeLinCachedWT(() => WT)), gD2 = tf.grads(linOutIn);
-    const gE = tf.grads(linFusedBias), gE0 = tf.grads(linAddBias);
+    const gAuto = tf.grads(linAuto),
+      gB = tf.grads(linCustom),
+      gB2 = tf.grads(linCustomDWT);
+    const gC = tf.grads(makeLinCachedWT(() => WT)),
+      gD2 = tf.grads(linOutIn);
+    const gE = tf.grads(linFusedBias),
+      gE0 = tf.grads(linAddBias);
     const run = (g, args) => () => tf.dispose(g(args(), dy));
 
     // "fresh" mode: the weight tensor is new before every call, as after an optimizer
     // step (XNNPACK must create+pack a new operator for it). This is the realistic case.
     const freshen = () => {
-      const W2 = tf.tidy(() => tf.add(W, 0)); W.dispose(); W = W2;
-      const Wt2 = tf.tidy(() => tf.add(Wt, 0)); Wt.dispose(); Wt = Wt2;
+      const W2 = tf.tidy(() => tf.add(W, 0));
+      W.dispose();
+      W = W2;
+      const Wt2 = tf.tidy(() => tf.add(Wt, 0));
+      Wt.dispose();
+      Wt = Wt2;
     };
     console.log('-- fresh weights each call (realistic training step)');
-    const rf = bench({
-      'A autodiff matMul': { prep: freshen, run: run(gAuto, () => [x, W]) },
-      'B customGrad dx=dy·T(W), dW=T(x)·dy': { prep: freshen, run: run(gB, () => [x, W]) },
-      'B2 customGrad dW=T(T(dy)·x)': { prep: freshen, run: run(gB2, () => [x, W]) },
-      'D [out,in] layout x·T(Wt), dx=dy·Wt': { prep: freshen, run: run(gD2, () => [x, Wt]) },
-      'E0 B + add(bias)': { prep: freshen, run: run(gE0, () => [x, W, b]) },
-      'E fused.matMul bias, custom grad': { prep: freshen, run: run(gE, () => [x, W, b]) },
-    }, { rounds });
+    const rf = bench(
+      {
+        'A autodiff matMul': { prep: freshen, run: run(gAuto, () => [x, W]) },
+        'B customGrad dx=dy·T(W), dW=T(x)·dy': { prep: freshen, run: run(gB, () => [x, W]) },
+        'B2 customGrad dW=T(T(dy)·x)': { prep: freshen, run: run(gB2, () => [x, W]) },
+        'D [out,in] layout x·T(Wt), dx=dy·Wt': { prep: freshen, run: run(gD2, () => [x, Wt]) },
+        'E0 B + add(bias)': { prep: freshen, run: run(gE0, () => [x, W, b]) },
+        'E fused.matMul bias, custom grad': { prep: freshen, run: run(gE, () => [x, W, b]) },
+      },
+      { rounds },
+    );
     console.log('-- cached weights (same W tensor every call; upper bound)');
-    const rc = bench({
-      'A autodiff matMul': { run: run(gAuto, () => [x, W]) },
-      'B customGrad dx=dy·T(W), dW=T(x)·dy': { run: run(gB, () => [x, W]) },
-      'C cached WT (WT kept across calls)': { run: run(gC, () => [x, W]) },
-      'D [out,in] layout x·T(Wt), dx=dy·Wt': { run: run(gD2, () => [x, Wt]) },
-    }, { rounds });
+    const rc = bench(
+      {
+        'A autodiff matMul': { run: run(gAuto, () => [x, W]) },
+        'B customGrad dx=dy·T(W), dW=T(x)·dy': { run: run(gB, () => [x, W]) },
+        'C cached WT (WT kept across calls)': { run: run(gC, () => [x, W]) },
+        'D [out,in] layout x·T(Wt), dx=dy·Wt': { run: run(gD2, () => [x, Wt]) },
+      },
+      { rounds },
+    );
 
     // building-block op costs
     console.log('-- single ops');
-    const Wf = () => { const W2 = tf.tidy(() => tf.add(W, 0)); W.dispose(); W = W2; };
-    const xT = tf.transpose(x), dyT = tf.transpose(dy);
-    const ro = bench({
-      'matMul(x,W) cached W': { run: () => tf.matMul(x, W).dispose() },
-      'matMul(x,W) fresh W (pack each call)': { prep: Wf, run: () => tf.matMul(x, W).dispose() },
-      'matMul(x,Wt,false,true) (slow loop)': { run: () => tf.matMul(x, Wt, false, true).dispose() },
-      'matMul(dy,W,false,true) [dx, slow]': { run: () => tf.matMul(dy, W, false, true).dispose() },
-      'matMul(dy,WT) [dx, cached]': { run: () => tf.matMul(dy, WT).dispose() },
-      'matMul(x,dy,true,false) [dW, slow]': { run: () => tf.matMul(x, dy, true, false).dispose() },
-      'matMul(xT,dy) [dW, dy packed]': { run: () => tf.matMul(xT, dy).dispose() },
-      'matMul(dyT,x) [dW^T, x packed]': { run: () => tf.matMul(dyT, x).dispose() },
-      'transpose(W) KxN': { run: () => tf.transpose(W).dispose() },
-      'transpose(x) MxK': { run: () => tf.transpose(x).dispose() },
-      'transpose(dy) MxN': { run: () => tf.transpose(dy).dispose() },
-      'add(W,0) (copy cost, for reference)': { run: () => tf.add(W, 0).dispose() },
-    }, { rounds: Math.max(5, rounds >> 1) });
+    const Wf = () => {
+      const W2 = tf.tidy(() => tf.add(W, 0));
+      W.dispose();
+      W = W2;
+    };
+    const xT = tf.transpose(x),
+      dyT = tf.transpose(dy);
+    const ro = bench(
+      {
+        'matMul(x,W) cached W': { run: () => tf.matMul(x, W).dispose() },
+        'matMul(x,W) fresh W (pack each call)': { prep: Wf, run: () => tf.matMul(x, W).dispose() },
+        'matMul(x,Wt,false,true) (slow loop)': { run: () => tf.matMul(x, Wt, false, true).dispose() },
+        'matMul(dy,W,false,true) [dx, slow]': { run: () => tf.matMul(dy, W, false, true).dispose() },
+        'matMul(dy,WT) [dx, cached]': { run: () => tf.matMul(dy, WT).dispose() },
+        'matMul(x,dy,true,false) [dW, slow]': { run: () => tf.matMul(x, dy, true, false).dispose() },
+        'matMul(xT,dy) [dW, dy packed]': { run: () => tf.matMul(xT, dy).dispose() },
+        'matMul(dyT,x) [dW^T, x packed]': { run: () => tf.matMul(dyT, x).dispose() },
+        'transpose(W) KxN': { run: () => tf.transpose(W).dispose() },
+        'transpose(x) MxK': { run: () => tf.transpose(x).dispose() },
+        'transpose(dy) MxN': { run: () => tf.transpose(dy).dispose() },
+        'add(W,0) (copy cost, for reference)': { run: () => tf.add(W, 0).dispose() },
+      },
+      { rounds: Math.max(5, rounds >> 1) },
+    );
     summary[`${K}x${N}`] = { fresh: rf, cached: rc, ops: ro };
     tf.dispose([x, dy, b, W, Wt, WT, xT, dyT, gA, gD, gRefBias]);
   }

@@ -39,8 +39,10 @@ const lnCustom2 = tf.customGrad((x, g, b, save) => {
       const gh = tf.mul(dy, g);
       const D = xhat.shape[1];
       // one sum of [gh, gh·x̂] stacked would need a concat; two means are cheaper here
-      const dx = tf.mul(tf.mul(rstd, 1 / D), tf.sub(tf.sub(tf.mul(gh, D), tf.sum(gh, -1, true)),
-        tf.mul(xhat, tf.sum(tf.mul(gh, xhat), -1, true))));
+      const dx = tf.mul(
+        tf.mul(rstd, 1 / D),
+        tf.sub(tf.sub(tf.mul(gh, D), tf.sum(gh, -1, true)), tf.mul(xhat, tf.sum(tf.mul(gh, xhat), -1, true))),
+      );
       return [dx, tf.sum(tf.mul(dy, xhat), 0), tf.sum(dy, 0)];
     },
   };
@@ -76,7 +78,6 @@ const geluCustomRecompute = tf.customGrad((x, save) => {
   };
 });
 
-
 // D: custom grad with erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7) built from
 // cheap elementwise ops. wasm's Erf (and Tanh) kernels cost ~25-30 ns/element vs ~0.15 ns
 // for mul/add; Exp ~10 ns. The A&S form needs exp(-x²/2), which is also the GELU pdf
@@ -102,88 +103,137 @@ const geluCustomAS = tf.customGrad((x, save) => {
 async function main() {
   await init();
   const rounds = +(process.argv[2] || 15);
-  const M = 136, D = 192, F = 768;
+  const M = 136,
+    D = 192,
+    F = 768;
 
   // LayerNorm
-  const x = tf.randomNormal([M, D], 0.3, 2), g = tf.randomNormal([D], 1, 0.1), b = tf.randomNormal([D], 0, 0.1);
+  const x = tf.randomNormal([M, D], 0.3, 2),
+    g = tf.randomNormal([D], 1, 0.1),
+    b = tf.randomNormal([D], 0, 0.1);
   const dy = tf.randomNormal([M, D]);
   const ref = tf.grads(lnAuto)([x, g, b], dy);
   check('LayerNorm custom B fwd', [lnCustom(x, g, b)], [lnAuto(x, g, b)]);
   check('LayerNorm custom B grads', tf.grads(lnCustom)([x, g, b], dy), ref);
   check('LayerNorm custom C grads', tf.grads(lnCustom2)([x, g, b], dy), ref);
-  const GA = tf.grads(lnAuto), GB = tf.grads(lnCustom), GC = tf.grads(lnCustom2);
+  const GA = tf.grads(lnAuto),
+    GB = tf.grads(lnCustom),
+    GC = tf.grads(lnCustom2);
   console.log(`\n## LayerNorm [${M},${D}] fwd+bwd`);
-  bench({
-    'A autodiff (moments)': { run: () => tf.dispose(GA([x, g, b], dy)) },
-    'B customGrad closed form (mean/sub/square)': { run: () => tf.dispose(GB([x, g, b], dy)) },
-    'C customGrad closed form (moments)': { run: () => tf.dispose(GC([x, g, b], dy)) },
-  }, { rounds, iters: 50 });
+  bench(
+    {
+      'A autodiff (moments)': { run: () => tf.dispose(GA([x, g, b], dy)) },
+      'B customGrad closed form (mean/sub/square)': { run: () => tf.dispose(GB([x, g, b], dy)) },
+      'C customGrad closed form (moments)': { run: () => tf.dispose(GC([x, g, b], dy)) },
+    },
+    { rounds, iters: 50 },
+  );
 
   // GELU
-  const h = tf.randomNormal([M, F], 0, 1.5), dh = tf.randomNormal([M, F]);
+  const h = tf.randomNormal([M, F], 0, 1.5),
+    dh = tf.randomNormal([M, F]);
   const gref = tf.grads(geluAuto)([h], dh);
   check('GELU custom B fwd', [geluCustom(h)], [geluAuto(h)]);
   check('GELU custom B grad', tf.grads(geluCustom)([h], dh), gref);
   check('GELU custom C grad', tf.grads(geluCustomRecompute)([h], dh), gref);
   check('GELU custom D (A&S erf) fwd', [geluCustomAS(h)], [geluAuto(h)]);
   check('GELU custom D (A&S erf) grad', tf.grads(geluCustomAS)([h], dh), gref);
-  { // wider range check of the A&S GELU
-    const xs = tf.linspace(-8, 8, 20001), ones = tf.onesLike(xs);
+  {
+    // wider range check of the A&S GELU
+    const xs = tf.linspace(-8, 8, 20001),
+      ones = tf.onesLike(xs);
     check('GELU D fwd on [-8,8]', [geluCustomAS(xs)], [geluAuto(xs)]);
     check('GELU D grad on [-8,8]', tf.grads(geluCustomAS)([xs], ones), tf.grads(geluAuto)([xs], ones));
   }
-  const HA = tf.grads(geluAuto), HB = tf.grads(geluCustom), HC = tf.grads(geluCustomRecompute), HD = tf.grads(geluCustomAS);
+  const HA = tf.grads(geluAuto),
+    HB = tf.grads(geluCustom),
+    HC = tf.grads(geluCustomRecompute),
+    HD = tf.grads(geluCustomAS);
   console.log(`\n## GELU (erf) [${M},${F}] fwd+bwd`);
-  bench({
-    'A autodiff': { run: () => tf.dispose(HA([h], dh)) },
-    'B customGrad, saves Φ(x)': { run: () => tf.dispose(HB([h], dh)) },
-    'C customGrad, recomputes Φ(x)': { run: () => tf.dispose(HC([h], dh)) },
-    'D customGrad, A&S erf polynomial, saves Φ and exp': { run: () => tf.dispose(HD([h], dh)) },
-  }, { rounds, iters: 50 });
+  bench(
+    {
+      'A autodiff': { run: () => tf.dispose(HA([h], dh)) },
+      'B customGrad, saves Φ(x)': { run: () => tf.dispose(HB([h], dh)) },
+      'C customGrad, recomputes Φ(x)': { run: () => tf.dispose(HC([h], dh)) },
+      'D customGrad, A&S erf polynomial, saves Φ and exp': { run: () => tf.dispose(HD([h], dh)) },
+    },
+    { rounds, iters: 50 },
+  );
   console.log(`\n## elementwise op costs on [${M},${F}] (${M * F} elements)`);
-  bench({
-    'abs': { run: () => tf.abs(h).dispose() },
-    'sign': { run: () => tf.sign(h).dispose() },
-    'div(h, h)': { run: () => tf.div(h, h).dispose() },
-    'reciprocal': { run: () => tf.reciprocal(h).dispose() },
-    'erf': { run: () => tf.erf(h).dispose() },
-    'exp': { run: () => tf.exp(h).dispose() },
-    'mul(h, h)': { run: () => tf.mul(h, h).dispose() },
-    'mul(h, scalar)': { run: () => tf.mul(h, 0.5).dispose() },
-    'add(h, scalar)': { run: () => tf.add(h, 1).dispose() },
-    'square': { run: () => tf.square(h).dispose() },
-    'tanh': { run: () => tf.tanh(h).dispose() },
-    'sum axis -1 keepDims': { run: () => tf.sum(h, -1, true).dispose() },
-    'sum axis 0': { run: () => tf.sum(h, 0).dispose() },
-  }, { rounds, iters: 50 });
+  bench(
+    {
+      abs: { run: () => tf.abs(h).dispose() },
+      sign: { run: () => tf.sign(h).dispose() },
+      'div(h, h)': { run: () => tf.div(h, h).dispose() },
+      reciprocal: { run: () => tf.reciprocal(h).dispose() },
+      erf: { run: () => tf.erf(h).dispose() },
+      exp: { run: () => tf.exp(h).dispose() },
+      'mul(h, h)': { run: () => tf.mul(h, h).dispose() },
+      'mul(h, scalar)': { run: () => tf.mul(h, 0.5).dispose() },
+      'add(h, scalar)': { run: () => tf.add(h, 1).dispose() },
+      square: { run: () => tf.square(h).dispose() },
+      tanh: { run: () => tf.tanh(h).dispose() },
+      'sum axis -1 keepDims': { run: () => tf.sum(h, -1, true).dispose() },
+      'sum axis 0': { run: () => tf.sum(h, 0).dispose() },
+    },
+    { rounds, iters: 50 },
+  );
 
   // Overhead of tiny ops and tidy
-  const s1 = tf.scalar(1), v192 = tf.randomNormal([D]);
+  const s1 = tf.scalar(1),
+    v192 = tf.randomNormal([D]);
   const sc = tf.scalar(0.5);
   console.log('\n## per-op / tidy overhead');
-  bench({
-    'add(scalar, scalar) (1 op, no tidy)': { run: () => tf.add(s1, s1).dispose() },
-    'add([192],[192])': { run: () => tf.add(v192, v192).dispose() },
-    'mul([192], js number) (creates a scalar)': { run: () => tf.mul(v192, 0.5).dispose() },
-    'mul([192], cached scalar tensor)': { run: () => tf.mul(v192, sc).dispose() },
-    'reshape [192]->[1,192]': { run: () => tf.reshape(v192, [1, D]).dispose() },
-    'tf.tidy(() => {}) empty': { run: () => tf.tidy(() => {}) },
-    'tf.tidy 10 small adds': { run: () => tf.tidy(() => { let a = v192; for (let i = 0; i < 10; i++) a = tf.add(a, v192); }) },
-    'grads of 10 small adds (tape + backprop)': {
-      run: () => tf.dispose(tf.grads((a) => { let z = a; for (let i = 0; i < 10; i++) z = tf.add(z, v192); return z; })([v192], v192)),
+  bench(
+    {
+      'add(scalar, scalar) (1 op, no tidy)': { run: () => tf.add(s1, s1).dispose() },
+      'add([192],[192])': { run: () => tf.add(v192, v192).dispose() },
+      'mul([192], js number) (creates a scalar)': { run: () => tf.mul(v192, 0.5).dispose() },
+      'mul([192], cached scalar tensor)': { run: () => tf.mul(v192, sc).dispose() },
+      'reshape [192]->[1,192]': { run: () => tf.reshape(v192, [1, D]).dispose() },
+      'tf.tidy(() => {}) empty': { run: () => tf.tidy(() => {}) },
+      'tf.tidy 10 small adds': {
+        run: () =>
+          tf.tidy(() => {
+            let a = v192;
+            for (let i = 0; i < 10; i++) a = tf.add(a, v192);
+          }),
+      },
+      'grads of 10 small adds (tape + backprop)': {
+        run: () =>
+          tf.dispose(
+            tf.grads((a) => {
+              let z = a;
+              for (let i = 0; i < 10; i++) z = tf.add(z, v192);
+              return z;
+            })([v192], v192),
+          ),
+      },
     },
-  }, { rounds, iters: 200 });
+    { rounds, iters: 200 },
+  );
 
   // Flags: PROD only silences warnings; DEBUG profiles every kernel (dataSync + NaN check).
   console.log('\n## flags: LayerNorm fwd+bwd with DEBUG / PROD');
   const runLn = () => tf.dispose(GB([x, g, b], dy));
   const flagRun = (k, v) => ({ prep: () => tf.env().set(k, v), run: runLn });
-  const warn = console.warn; console.warn = () => {};
-  bench({
-    'defaults': { prep: () => { tf.env().set('DEBUG', false); tf.env().set('PROD', false); }, run: runLn },
-    'PROD=true (tf.enableProdMode)': flagRun('PROD', true),
-  }, { rounds: Math.max(5, rounds >> 1), iters: 50 });
-  tf.env().set('PROD', false); console.warn = warn;
+  const warn = console.warn;
+  console.warn = () => {};
+  bench(
+    {
+      defaults: {
+        prep: () => {
+          tf.env().set('DEBUG', false);
+          tf.env().set('PROD', false);
+        },
+        run: runLn,
+      },
+      'PROD=true (tf.enableProdMode)': flagRun('PROD', true),
+    },
+    { rounds: Math.max(5, rounds >> 1), iters: 50 },
+  );
+  tf.env().set('PROD', false);
+  console.warn = warn;
   // DEBUG=true profiles every kernel (sync read + NaN scan + console log); measured ~7x slower
   console.log(`# tensors alive at end: ${tf.memory().numTensors}`);
 }

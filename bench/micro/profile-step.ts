@@ -42,7 +42,9 @@ async function main(): Promise<void> {
     split.grads.push(t1 - t0);
     split.update.push(t2 - t1);
   }
-  console.log(`step ${median(wall).toFixed(1)} ms (forward+backward ${median(split.grads).toFixed(1)}, AdamW ${median(split.update).toFixed(1)}); tensors ${tf.memory().numTensors}`);
+  console.log(
+    `step ${median(wall).toFixed(1)} ms (forward+backward ${median(split.grads).toFixed(1)}, AdamW ${median(split.update).toFixed(1)}); tensors ${tf.memory().numTensors}`,
+  );
   const info = await tf.profile(() => {
     trainer.trainStep(x, labels);
   });

@@ -125,7 +125,10 @@ export function spawnWorker(t: Pick<TestEnv, 'env'>, extra: Record<string, strin
 }
 
 /** The API as its own process (for the embedded-database default, which PGlite cannot do inside Jest). */
-export async function spawnApi(env: Record<string, string>, port: number): Promise<{ url: string; output(): string; stop(): Promise<void> }> {
+export async function spawnApi(
+  env: Record<string, string>,
+  port: number,
+): Promise<{ url: string; output(): string; stop(): Promise<void> }> {
   const proc = spawn(process.execPath, [path.join(ROOT, 'bin', 'run-ts.js'), path.join(ROOT, 'apps', 'api', 'src', 'main.ts')], {
     cwd: ROOT,
     env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', NO_COLOR: '1' },
@@ -140,7 +143,9 @@ export async function spawnApi(env: Record<string, string>, port: number): Promi
     `the API on ${url}`,
     async () => {
       if (proc.exitCode !== null) throw new Error(`API exited (${proc.exitCode}):\n${out}`);
-      return fetch(`${url}/health`).then((r) => r.ok).catch(() => false);
+      return fetch(`${url}/health`)
+        .then((r) => r.ok)
+        .catch(() => false);
     },
     60_000,
   );
@@ -171,7 +176,13 @@ export interface HttpResult<T = any> {
   headers: Headers;
 }
 
-export async function http<T = any>(base: string, method: string, url: string, body?: unknown, key: string | null = API_KEY): Promise<HttpResult<T>> {
+export async function http<T = any>(
+  base: string,
+  method: string,
+  url: string,
+  body?: unknown,
+  key: string | null = API_KEY,
+): Promise<HttpResult<T>> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (key) headers['x-api-key'] = key;
@@ -195,7 +206,10 @@ export interface SseEvent {
  * Reads a server-sent event stream until it ends, `until` returns true, or the timeout passes
  * (then it throws with what it saw). `onEvent` sees each event as it arrives.
  */
-export async function readSse(url: string, opts: { timeoutMs: number; until?: (e: SseEvent) => boolean; onEvent?: (e: SseEvent) => void | Promise<void> }): Promise<SseEvent[]> {
+export async function readSse(
+  url: string,
+  opts: { timeoutMs: number; until?: (e: SseEvent) => boolean; onEvent?: (e: SseEvent) => void | Promise<void> },
+): Promise<SseEvent[]> {
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), opts.timeoutMs);
   const events: SseEvent[] = [];
@@ -214,13 +228,21 @@ export async function readSse(url: string, opts: { timeoutMs: number; until?: (e
     return events;
   } catch (e) {
     if (ac.signal.aborted && events.length && opts.until?.(events[events.length - 1])) return events;
-    throw new Error(`SSE ${url} did not finish within ${opts.timeoutMs} ms (${(e as Error).message}); saw: ${JSON.stringify(events.slice(-5))}`, { cause: e });
+    throw new Error(
+      `SSE ${url} did not finish within ${opts.timeoutMs} ms (${(e as Error).message}); saw: ${JSON.stringify(events.slice(-5))}`,
+      { cause: e },
+    );
   } finally {
     clearTimeout(timer);
   }
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs: number,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

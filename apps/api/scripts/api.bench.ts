@@ -56,23 +56,48 @@ async function main(): Promise<void> {
     NO_COLOR: '1',
   };
   const url = `http://127.0.0.1:${port}`;
-  const api = spawn(process.execPath, [path.join(ROOT, 'bin', 'run-ts.js'), path.join(ROOT, 'apps', 'api', 'src', 'main.ts')], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const api = spawn(process.execPath, [path.join(ROOT, 'bin', 'run-ts.js'), path.join(ROOT, 'apps', 'api', 'src', 'main.ts')], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const exited = new Promise<void>((r) => api.once('exit', () => r()));
   let store: OrchestrationStore | null = null;
   try {
-    for (let i = 0; i < 120 && !(await fetch(`${url}/health`).then((r) => r.ok).catch(() => false)); i++) await new Promise((r) => setTimeout(r, 500));
+    for (
+      let i = 0;
+      i < 120 &&
+      !(await fetch(`${url}/health`)
+        .then((r) => r.ok)
+        .catch(() => false));
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 500));
 
     // A sweep whose runs "finished" with synthetic metrics, so the table has real work to do.
     const res = await fetch(`${url}/sweeps`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-api-key': KEY },
-      body: JSON.stringify({ name: 'bench', base: { steps: 10 }, grid: { alpha: [0.25, 0.5, 0.75, 1], lambda_class: [0.25, 0.5, 0.75, 1] }, seeds: [0, 1, 2] }),
+      body: JSON.stringify({
+        name: 'bench',
+        base: { steps: 10 },
+        grid: { alpha: [0.25, 0.5, 0.75, 1], lambda_class: [0.25, 0.5, 0.75, 1] },
+        seeds: [0, 1, 2],
+      }),
     });
     const sweep = (await res.json()) as { id: string; runIds: string[] };
     store = await OrchestrationStore.open(loadOrchestrationConfig('worker', env));
     for (const id of sweep.runIds) {
       await store.startRun(id, 'bench');
-      await store.finishRun(id, { metrics: { top1: Math.random(), miou: Math.random() }, checkpoint: '-', lastCheckpoint: null, resumedFromStep: null, backend: 'none', durationMs: 0, steps: 10 });
+      await store.finishRun(id, {
+        metrics: { top1: Math.random(), miou: Math.random() },
+        checkpoint: '-',
+        lastCheckpoint: null,
+        resumedFromStep: null,
+        backend: 'none',
+        durationMs: 0,
+        steps: 10,
+      });
     }
 
     const post = await cannon({

@@ -27,12 +27,24 @@ const API_KEY = (process.env.API_KEYS ?? 'demo-local-key').split(',')[0].trim();
 const QUICK = process.env.DEMO_QUICK === '1';
 const PRETRAIN = {
   name: QUICK ? 'demo-pretrain-quick' : 'demo-pretrain-v1',
-  base: { mode: 'classify', steps: QUICK ? 40 : 1200, checkpointEvery: QUICK ? 20 : 200, data: { batchSize: 32, evalLimit: QUICK ? 32 : 500 }, optimizer: { lr: 1e-3, warmupSteps: QUICK ? 5 : 50 } },
+  base: {
+    mode: 'classify',
+    steps: QUICK ? 40 : 1200,
+    checkpointEvery: QUICK ? 20 : 200,
+    data: { batchSize: 32, evalLimit: QUICK ? 32 : 500 },
+    optimizer: { lr: 1e-3, warmupSteps: QUICK ? 5 : 50 },
+  },
   grid: { mode: ['classify'] },
 };
 const SWEEP = (weights: string) => ({
   name: QUICK ? 'demo-alpha-lambda-quick' : 'demo-alpha-lambda-v2',
-  base: { steps: QUICK ? 20 : 500, checkpointEvery: QUICK ? 10 : 100, model: { weights }, data: { batchSize: QUICK ? 16 : 32, evalLimit: QUICK ? 32 : 300 }, optimizer: { lr: 5e-4, warmupSteps: QUICK ? 5 : 30 } },
+  base: {
+    steps: QUICK ? 20 : 500,
+    checkpointEvery: QUICK ? 10 : 100,
+    model: { weights },
+    data: { batchSize: QUICK ? 16 : 32, evalLimit: QUICK ? 32 : 300 },
+    optimizer: { lr: 5e-4, warmupSteps: QUICK ? 5 : 30 },
+  },
   grid: { alpha: [0.25, 0.5, 1], lambda_class: [0.5, 0.975] },
   seeds: QUICK ? [0] : [0, 1],
 });
@@ -87,7 +99,13 @@ function shutdown(code: number): Promise<never> {
 }
 
 async function redisAnswers(url: string): Promise<boolean> {
-  const r = new IORedis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  const r = new IORedis(url, {
+    lazyConnect: true,
+    connectTimeout: 1000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    enableOfflineQueue: false,
+  });
   r.on('error', () => undefined);
   try {
     await r.connect();
@@ -116,7 +134,11 @@ async function ensureRedis(): Promise<void> {
   const dir = path.join(DATA_DIR, 'redis');
   fs.mkdirSync(dir, { recursive: true });
   // Append-only file under the data dir: queued jobs survive a Ctrl-C and the next run continues them.
-  startProcess('redis', ['redis-server', '--port', u.port || '6379', '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', ''], process.env);
+  startProcess(
+    'redis',
+    ['redis-server', '--port', u.port || '6379', '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', ''],
+    process.env,
+  );
   for (let i = 0; i < 50 && !(await redisAnswers(REDIS_URL)); i++) await sleep(200);
   if (!(await redisAnswers(REDIS_URL))) throw new Error('redis-server did not start; see its log');
   log(`started redis-server on port ${u.port || 6379} (data in ${dir})`);
@@ -125,7 +147,11 @@ async function ensureRedis(): Promise<void> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function api<T>(method: string, url: string, body?: unknown): Promise<T> {
-  const res = await fetch(API + url, { method, headers: { 'content-type': 'application/json', 'x-api-key': API_KEY }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(API + url, {
+    method,
+    headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   if (!res.ok) throw new Error(`${method} ${url}: HTTP ${res.status}: ${text}`);
   return (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(text) as T) : (text as T);
@@ -164,16 +190,29 @@ async function watch(id: string, label: string): Promise<string> {
     try {
       const res = await fetch(`${API}/sweeps/${id}/events`, { signal: ac.signal });
       for await (const m of readSseStream(res.body as unknown as AsyncIterable<Uint8Array>)) {
-        const e = JSON.parse(m.data) as { type: string; runId?: string; status?: string; counts?: Record<string, number>; progress?: { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number }; metrics?: Record<string, number> | null; error?: string | null };
+        const e = JSON.parse(m.data) as {
+          type: string;
+          runId?: string;
+          status?: string;
+          counts?: Record<string, number>;
+          progress?: { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number };
+          metrics?: Record<string, number> | null;
+          error?: string | null;
+        };
         if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
         if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
           progress.delete(e.runId);
-          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}${e.metrics.ice_top1 !== undefined ? ` ice_top1=${e.metrics.ice_top1.toFixed(3)}` : ''}` : ''}${e.error ? ` (${e.error})` : ''}`);
+          log(
+            `${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}${e.metrics.ice_top1 !== undefined ? ` ice_top1=${e.metrics.ice_top1.toFixed(3)}` : ''}` : ''}${e.error ? ` (${e.error})` : ''}`,
+          );
         }
         if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
         if (Date.now() - lastPrint > 5000 && progress.size) {
           lastPrint = Date.now();
-          const parts = [...progress.entries()].map(([rid, p]) => `${rid.slice(0, 8)} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.imgPerSec.toFixed(0)} img/s ETA ${Math.round(p.etaSeconds)}s`);
+          const parts = [...progress.entries()].map(
+            ([rid, p]) =>
+              `${rid.slice(0, 8)} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.imgPerSec.toFixed(0)} img/s ETA ${Math.round(p.etaSeconds)}s`,
+          );
           log(`${label}: ${parts.join(' | ')}`);
         }
       }
@@ -192,7 +231,11 @@ async function main(): Promise<void> {
   fs.mkdirSync(DATA_DIR, { recursive: true });
   await ensureRedis();
 
-  if (await fetch(`${API}/health`).then(() => true).catch(() => false)) {
+  if (
+    await fetch(`${API}/health`)
+      .then(() => true)
+      .catch(() => false)
+  ) {
     throw new Error(`something already answers on ${API}; stop it or set DEMO_PORT`);
   }
   const env: NodeJS.ProcessEnv = {
@@ -208,10 +251,23 @@ async function main(): Promise<void> {
     NO_COLOR: '1',
   };
   startProcess('api', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'api', 'src', 'main.ts')], env);
-  for (let i = 0; i < 120 && !(await fetch(`${API}/health`).then((r) => r.ok).catch(() => false)); i++) await sleep(500);
-  log(`API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`);
+  for (
+    let i = 0;
+    i < 120 &&
+    !(await fetch(`${API}/health`)
+      .then((r) => r.ok)
+      .catch(() => false));
+    i++
+  )
+    await sleep(500);
+  log(
+    `API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`,
+  );
   const workers = process.env.WORKERS ?? String(os.availableParallelism());
-  startProcess('workers', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'worker', 'src', 'launcher.ts')], { ...env, WORKERS: workers });
+  startProcess('workers', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'worker', 'src', 'launcher.ts')], {
+    ...env,
+    WORKERS: workers,
+  });
   log(`${workers} worker(s) started; logs in ${LOG_DIR}`);
 
   let backbone: string;

@@ -7,8 +7,13 @@ import { ApiModule } from './app.module';
 import { API_KEY_HEADER } from './common/api-key';
 
 /** The configured application (not yet listening): used by main.ts and by the e2e tests. */
-export async function createApiApp(config: OrchestrationConfig, opts: { logger?: false | ('error' | 'warn' | 'log')[] } = {}): Promise<INestApplication> {
-  const app = await NestFactory.create(ApiModule.forRoot(config), new ExpressAdapter(), { logger: opts.logger ?? ['error', 'warn', 'log'] });
+export async function createApiApp(
+  config: OrchestrationConfig,
+  opts: { logger?: false | ('error' | 'warn' | 'log')[] } = {},
+): Promise<INestApplication> {
+  const app = await NestFactory.create(ApiModule.forRoot(config), new ExpressAdapter(), {
+    logger: opts.logger ?? ['error', 'warn', 'log'],
+  });
   app.enableShutdownHooks();
   const doc = new DocumentBuilder()
     .setTitle('ICE orchestrator')

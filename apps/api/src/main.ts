@@ -7,7 +7,9 @@ async function bootstrap(): Promise<void> {
   const config = loadOrchestrationConfig('api');
   const app = await createApiApp(config);
   await app.listen(config.http.port, config.http.host);
-  new Logger('api').log(`listening on http://${config.http.host}:${config.http.port} (docs at /docs, queues at /queues); database: ${config.databaseUrl ? 'DATABASE_URL' : `embedded at ${config.embeddedDb.dataDir}`}`);
+  new Logger('api').log(
+    `listening on http://${config.http.host}:${config.http.port} (docs at /docs, queues at /queues); database: ${config.databaseUrl ? 'DATABASE_URL' : `embedded at ${config.embeddedDb.dataDir}`}`,
+  );
 }
 
 bootstrap().catch((e: unknown) => {

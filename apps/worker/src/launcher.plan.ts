@@ -21,7 +21,10 @@ export function planWorkers(opts: { gpus: number; cores: number; requested?: num
 /** GPUs as nvidia-smi lists them; none when it is absent. */
 export function countGpus(): number {
   try {
-    return execFileSync('nvidia-smi', ['--query-gpu=index', '--format=csv,noheader'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
+    return execFileSync('nvidia-smi', ['--query-gpu=index', '--format=csv,noheader'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 5000,
+    })
       .toString()
       .split('\n')
       .filter((l) => l.trim() !== '').length;

@@ -28,7 +28,11 @@ let stopping = false;
 function start(slot: WorkerSlot): void {
   const args = fromSource ? [runTs, workerMain] : [workerMain];
   const child = spawn(process.execPath, args, {
-    env: { ...process.env, ...slot.env, WORKER_ID: process.env.WORKER_ID ? `${process.env.WORKER_ID}-${slot.label}` : `${os.hostname()}-${slot.label}` },
+    env: {
+      ...process.env,
+      ...slot.env,
+      WORKER_ID: process.env.WORKER_ID ? `${process.env.WORKER_ID}-${slot.label}` : `${os.hostname()}-${slot.label}`,
+    },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   children.set(slot.index, child);

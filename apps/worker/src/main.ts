@@ -9,7 +9,9 @@ async function bootstrap(): Promise<void> {
   const config = loadOrchestrationConfig('worker');
   const app = await NestFactory.createApplicationContext(WorkerModule.forRoot(config), { logger: ['error', 'warn', 'log'] });
   app.enableShutdownHooks();
-  new Logger('worker').log(`ready (pid ${process.pid}${process.env.CUDA_VISIBLE_DEVICES !== undefined ? `, CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES}` : ''})`);
+  new Logger('worker').log(
+    `ready (pid ${process.pid}${process.env.CUDA_VISIBLE_DEVICES !== undefined ? `, CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES}` : ''})`,
+  );
 }
 
 bootstrap().catch((e: unknown) => {

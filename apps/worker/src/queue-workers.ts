@@ -53,7 +53,9 @@ export class QueueWorkers implements OnApplicationBootstrap, OnApplicationShutdo
     this.offCancel = await this.bus.onCancel(({ runId }) => {
       // Any rank of a data-parallel run may be running here; cancelJob ignores ids this worker does not hold.
       for (let rank = 0; rank < MAX_WORLD_SIZE; rank++) {
-        for (const w of this.workers) if (w.cancelJob(jobIds.run(runId, rank), CANCEL_REASON_USER)) this.log.log(`cancelling run ${runId}${rank ? ` rank ${rank}` : ''}`);
+        for (const w of this.workers)
+          if (w.cancelJob(jobIds.run(runId, rank), CANCEL_REASON_USER))
+            this.log.log(`cancelling run ${runId}${rank ? ` rank ${rank}` : ''}`);
       }
     });
 

@@ -2,7 +2,15 @@ import { join } from 'node:path';
 import { EXPLAINER_NAMES, initBackend } from '@ice/core';
 import { continuousBox, corlocBox, corlocProtocol } from './corloc.protocol';
 import { runEvaluation } from './evaluation.runner';
-import { gridMap, makeTempDir, preparedSample, protocolSettings, type SceneSpec, writeTinyModel, writeVoc } from './testing/eval-fixtures.testing';
+import {
+  gridMap,
+  makeTempDir,
+  preparedSample,
+  protocolSettings,
+  type SceneSpec,
+  writeTinyModel,
+  writeVoc,
+} from './testing/eval-fixtures.testing';
 
 beforeAll(() => initBackend());
 
@@ -23,7 +31,17 @@ describe('corloc protocol: exact cases', () => {
   it('counts a hit at IoU ≥ 0.5 with any ground-truth box (continuous IoU), and an empty mask as a miss', () => {
     const s = corlocProtocol(protocolSettings(32, 8)).scorer('ice');
     // Box [48, 12, 64, 48]; GT inclusive [48, 12, 63, 47] → continuous [48, 12, 64, 48]: IoU 1.
-    s.add(preparedSample(32, { height: 48, width: 64, boxes: [[0, 0, 3, 3], [48, 12, 63, 47]] }), gridMap('ice', Array.from(mask), 4));
+    s.add(
+      preparedSample(32, {
+        height: 48,
+        width: 64,
+        boxes: [
+          [0, 0, 3, 3],
+          [48, 12, 63, 47],
+        ],
+      }),
+      gridMap('ice', Array.from(mask), 4),
+    );
     // Box [0, 0, 8, 8] (area 64) against [0, 0, 16, 8) (area 128): continuous IoU exactly 0.5 → a hit.
     s.add(preparedSample(32, { boxes: [[0, 0, 15, 7]] }), gridMap('ice', [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4));
     // Inclusive IoU would be 81/153 here; continuous 64/128. Against [0, 0, 16, 9): 64/144 < 0.5 → a miss.
@@ -44,7 +62,11 @@ describe('corloc protocol: exact cases', () => {
     const mean = corlocProtocol(protocolSettings(16, 8, { corlocMask: 'mean' })).scorer('rollout');
     mean.add(preparedSample(16, gt), gridMap('rollout', grid, 2));
     expect(mean.result().corloc).toBe(1);
-    expect(corlocProtocol(protocolSettings(16, 8, { corlocMask: 'mean' })).conventions().join('\n')).toMatch(/thresholded at their mean/);
+    expect(
+      corlocProtocol(protocolSettings(16, 8, { corlocMask: 'mean' }))
+        .conventions()
+        .join('\n'),
+    ).toMatch(/thresholded at their mean/);
   });
 });
 
@@ -64,7 +86,14 @@ describe('corloc protocol on a VOC-layout data set (detection lists, XML boxes)'
     const weights = join(tmp.dir, 'zero.safetensors');
     await writeTinyModel(weights, { zeroIceHead: true });
     await writeVoc(join(tmp.dir, 'voc'), scenes, 'trainval');
-    const r = await runEvaluation({ protocol: 'corloc', format: 'voc', root: join(tmp.dir, 'voc'), weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES] });
+    const r = await runEvaluation({
+      protocol: 'corloc',
+      format: 'voc',
+      root: join(tmp.dir, 'voc'),
+      weights,
+      modelSpec: 'digits-micro',
+      methods: [...EXPLAINER_NAMES],
+    });
     expect(r.columns).toEqual(['corloc', 'hits', 'noBox', 'skipped']);
     expect(r.dataset).toEqual({ name: 'voc', split: 'trainval', images: 3 });
     for (const row of r.rows) {

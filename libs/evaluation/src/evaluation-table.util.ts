@@ -17,7 +17,12 @@ function renderTable(header: string[], rows: string[][]): string {
 
 export function formatEvaluationTable(r: EvaluationResult): string {
   const header = ['method', ...r.columns, 'images', 'img/s'];
-  const rows = r.rows.map((row) => [row.label, ...r.columns.map((c) => cell(c, row.metrics[c])), String(row.images), row.imagesPerSecond.toFixed(1)]);
+  const rows = r.rows.map((row) => [
+    row.label,
+    ...r.columns.map((c) => cell(c, row.metrics[c])),
+    String(row.images),
+    row.imagesPerSecond.toFixed(1),
+  ]);
   return renderTable(header, rows);
 }
 

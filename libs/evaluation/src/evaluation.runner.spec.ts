@@ -20,7 +20,15 @@ describe('runEvaluation on the built-in digits benchmark', () => {
   beforeAll(() => writeTinyModel(weights));
 
   it.each(EVALUATION_PROTOCOLS)('runs %s on digits (masks, boxes and labels) for every method', async (protocol) => {
-    const r = await runEvaluation({ protocol, format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 3, maxBoxAccThresholds: [0, 0.2, 0.4, 0.6, 0.8] });
+    const r = await runEvaluation({
+      protocol,
+      format: 'digits',
+      weights,
+      modelSpec: 'digits-micro',
+      methods: [...EXPLAINER_NAMES],
+      limit: 3,
+      maxBoxAccThresholds: [0, 0.2, 0.4, 0.6, 0.8],
+    });
     expect(r.dataset).toEqual({ name: 'digits', split: 'test', images: 3 });
     expect(r.rows).toHaveLength(EXPLAINER_NAMES.length);
     for (const row of r.rows) {
@@ -32,7 +40,16 @@ describe('runEvaluation on the built-in digits benchmark', () => {
 
   it.each(['segmentation', 'localization'] as const)('%s: batches (with a short last one) score as images one by one', async (protocol) => {
     const run = (batchSize: number) =>
-      runEvaluation({ protocol, format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 7, batchSize, maxBoxAccThresholds: [0, 0.2, 0.4, 0.6, 0.8] });
+      runEvaluation({
+        protocol,
+        format: 'digits',
+        weights,
+        modelSpec: 'digits-micro',
+        methods: [...EXPLAINER_NAMES],
+        limit: 7,
+        batchSize,
+        maxBoxAccThresholds: [0, 0.2, 0.4, 0.6, 0.8],
+      });
     const [one, batched] = [await run(1), await run(3)];
     expect(one.conventions.join('\n')).toMatch(/each image on its own/);
     expect(batched.conventions.join('\n')).toMatch(/batches of 3 images/);
@@ -48,7 +65,15 @@ describe('runEvaluation on the built-in digits benchmark', () => {
 
   it('writes a PNG overlay per image and method and a contact sheet (rows = images, columns = input + methods)', async () => {
     const dir = join(tmp.dir, 'maps');
-    const r = await runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 3, saveMaps: { dir, count: 2 } });
+    const r = await runEvaluation({
+      protocol: 'segmentation',
+      format: 'digits',
+      weights,
+      modelSpec: 'digits-micro',
+      methods: [...EXPLAINER_NAMES],
+      limit: 3,
+      saveMaps: { dir, count: 2 },
+    });
     expect(r.savedMaps?.files).toHaveLength(2 * EXPLAINER_NAMES.length);
     for (const f of r.savedMaps!.files) {
       const meta = await sharp(f).metadata();
@@ -61,13 +86,22 @@ describe('runEvaluation on the built-in digits benchmark', () => {
   });
 
   it('reports images/s per method (ICE: one forward pass; gradient methods: forward + backward)', async () => {
-    const r = await runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES], limit: 16 });
+    const r = await runEvaluation({
+      protocol: 'segmentation',
+      format: 'digits',
+      weights,
+      modelSpec: 'digits-micro',
+      methods: [...EXPLAINER_NAMES],
+      limit: 16,
+    });
     for (const row of r.rows) {
       expect(row.imagesPerSecond).toBeGreaterThan(0);
       expect(row.seconds).toBeGreaterThan(0);
     }
     // Reported, not asserted: timings depend on the machine.
-    process.stdout.write(`\ndigits-micro images/s (${r.backend}): ${r.rows.map((row) => `${row.method} ${row.imagesPerSecond.toFixed(0)}`).join(', ')}\n`);
+    process.stdout.write(
+      `\ndigits-micro images/s (${r.backend}): ${r.rows.map((row) => `${row.method} ${row.imagesPerSecond.toFixed(0)}`).join(', ')}\n`,
+    );
     const table = formatEvaluationTable(r);
     expect(table.split('\n')[0]).toMatch(/^method\s+pixAcc\s+mIoU\s+mAP\s+iouBg\s+iouFg\s+images\s+img\/s$/);
     expect(table.split('\n')).toHaveLength(2 + EXPLAINER_NAMES.length);
@@ -78,10 +112,22 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     const model = IceVit.create(vitConfig('digits-micro'), 3);
     try {
       const before = tf.memory().numTensors;
-      const r = await runEvaluation({ protocol: 'corloc', format: 'digits', model, methods: ['ice', 'gradcam', 'raw-attention'], limit: 2 });
+      const r = await runEvaluation({
+        protocol: 'corloc',
+        format: 'digits',
+        model,
+        methods: ['ice', 'gradcam', 'raw-attention'],
+        limit: 2,
+      });
       expect(r.model.spec).toBeNull();
       expect(tf.memory().numTensors).toBe(before);
-      const j = await runEvaluation({ protocol: 'jaccard', format: 'digits', model, methods: ['raw-attention', 'generic-attention'], limit: 2 });
+      const j = await runEvaluation({
+        protocol: 'jaccard',
+        format: 'digits',
+        model,
+        methods: ['raw-attention', 'generic-attention'],
+        limit: 2,
+      });
       expect(j.rows).toHaveLength(2);
       expect(tf.memory().numTensors).toBe(before);
     } finally {
@@ -98,7 +144,9 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     await expect(runEvaluation({ ...base, methods: ['ice'], rolloutStartLayer: 2 })).rejects.toThrow(/start layer 2/);
     const noHead = join(tmp.dir, 'no-head.safetensors');
     await writeTinyModel(noHead, { overrides: { iceHead: 'none' } });
-    await expect(runEvaluation({ ...base, weights: noHead, methods: ['rollout', 'ice'] })).rejects.toThrow(/ice need a model with an ICE head/);
+    await expect(runEvaluation({ ...base, weights: noHead, methods: ['rollout', 'ice'] })).rejects.toThrow(
+      /ice need a model with an ICE head/,
+    );
     const r = await runEvaluation({ ...base, weights: noHead, methods: ['rollout'] });
     expect(r.model.iceHead).toBe('none');
   });
@@ -106,13 +154,30 @@ describe('runEvaluation on the built-in digits benchmark', () => {
   it("reads the project's training checkpoints (AdamW moments beside the weights)", async () => {
     const ck = join(tmp.dir, 'checkpoint.safetensors');
     await writeTinyModel(ck, { withOptimizerKeys: true });
-    const r = await runEvaluation({ protocol: 'corloc', format: 'digits', weights: ck, modelSpec: 'digits-micro', methods: ['ice'], limit: 1 });
+    const r = await runEvaluation({
+      protocol: 'corloc',
+      format: 'digits',
+      weights: ck,
+      modelSpec: 'digits-micro',
+      methods: ['ice'],
+      limit: 1,
+    });
     expect(r.rows[0].images).toBe(1);
   });
 
   it('stops with CANCELLED when aborted', async () => {
     const ac = new AbortController();
-    const p = runEvaluation({ protocol: 'segmentation', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice'], limit: 50, batchSize: 4, signal: ac.signal, onProgress: (done) => void (done === 8 && ac.abort()) });
+    const p = runEvaluation({
+      protocol: 'segmentation',
+      format: 'digits',
+      weights,
+      modelSpec: 'digits-micro',
+      methods: ['ice'],
+      limit: 50,
+      batchSize: 4,
+      signal: ac.signal,
+      onProgress: (done) => void (done === 8 && ac.abort()),
+    });
     await expect(p).rejects.toMatchObject({ code: 'CANCELLED' });
   });
 
@@ -128,7 +193,16 @@ describe('runEvaluation on the built-in digits benchmark', () => {
 
   it("targetSource 'ice': targets and Top-1 Cls from the ICE head's own top-1, stated in the conventions", async () => {
     const run = (targetSource: 'cls' | 'ice') =>
-      runEvaluation({ protocol: 'localization', format: 'digits', weights, modelSpec: 'digits-micro', methods: ['ice-class', 'gradcam'], limit: 8, targetSource, maxBoxAccThresholds: [0, 0.5] });
+      runEvaluation({
+        protocol: 'localization',
+        format: 'digits',
+        weights,
+        modelSpec: 'digits-micro',
+        methods: ['ice-class', 'gradcam'],
+        limit: 8,
+        targetSource,
+        maxBoxAccThresholds: [0, 0.5],
+      });
     const [cls, ice] = [await run('cls'), await run('ice')];
     expect(cls.conventions.join('\n')).toMatch(/Top-1 Cls = the CLS head's top-1 prediction equals the label/);
     expect(ice.conventions.join('\n')).toMatch(/Top-1 Cls = the ICE head's own top-1 prediction \(argmax over the image classes of Ŷ/);
@@ -136,7 +210,11 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     const { model } = loadModel(weights, 'digits-micro');
     const ds = new DigitsDataset({ split: 'test', canvasSize: 32, seed: 0 });
     const xs = tf.tensor4d(
-      Float32Array.from(Array.from({ length: 8 }, (_, i) => Array.from(prepareSample(ds.get(i), i, 32, normalizationStats('model', model.config)).input)).flat()),
+      Float32Array.from(
+        Array.from({ length: 8 }, (_, i) =>
+          Array.from(prepareSample(ds.get(i), i, 32, normalizationStats('model', model.config)).input),
+        ).flat(),
+      ),
       [8, 3, 32, 32],
     );
     const labels = Array.from({ length: 8 }, (_, i) => ds.get(i).label);
@@ -148,9 +226,17 @@ describe('runEvaluation on the built-in digits benchmark', () => {
     expect(cls.rows[0].metrics.top1Cls).toBeCloseTo(acc(clsTop1), 10);
     const noHead = join(tmp.dir, 'no-head-target.safetensors');
     await writeTinyModel(noHead, { overrides: { iceHead: 'none' } });
-    await expect(runEvaluation({ protocol: 'segmentation', format: 'digits', weights: noHead, modelSpec: 'digits-micro', methods: ['rollout'], limit: 1, targetSource: 'ice' })).rejects.toThrow(
-      /targetSource 'ice' .* needs a model with an ICE head/,
-    );
+    await expect(
+      runEvaluation({
+        protocol: 'segmentation',
+        format: 'digits',
+        weights: noHead,
+        modelSpec: 'digits-micro',
+        methods: ['rollout'],
+        limit: 1,
+        targetSource: 'ice',
+      }),
+    ).rejects.toThrow(/targetSource 'ice' .* needs a model with an ICE head/);
   });
 
   it('colours maps with a jet-like ramp', () => {

@@ -1,5 +1,19 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { camThresholds, EXPLAINERS, prefersSingleImages, TARGET_SOURCES, topClasses, type ExplainerName, gridSize, IceError, type IceVit, initBackend, isExplainerName, loadModel, type VitConfig } from '@ice/core';
+import {
+  camThresholds,
+  EXPLAINERS,
+  prefersSingleImages,
+  TARGET_SOURCES,
+  topClasses,
+  type ExplainerName,
+  gridSize,
+  IceError,
+  type IceVit,
+  initBackend,
+  isExplainerName,
+  loadModel,
+  type VitConfig,
+} from '@ice/core';
 import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
 import { corlocProtocol } from './corloc.protocol';
 import {
@@ -76,7 +90,7 @@ function normalizationText(choice: NormalizationChoice, protocol: EvaluationProt
   switch (choice) {
     case 'half':
       return protocol === 'segmentation'
-        ? 'input normalised with mean = std = 0.5 (the released ICE / Chefer code; normalization=imagenet gives the paper\'s ImageNet statistics)'
+        ? "input normalised with mean = std = 0.5 (the released ICE / Chefer code; normalization=imagenet gives the paper's ImageNet statistics)"
         : 'input normalised with mean = std = 0.5 (option normalization=half)';
     case 'imagenet':
       return protocol === 'segmentation'
@@ -97,31 +111,43 @@ function checkOptions(o: EvaluationOptions): void {
   if (!o.dataset && o.format !== 'digits' && !o.root) throw new IceError('CONFIG_INVALID', `the ${o.format} format needs a root path`);
   if (!Array.isArray(o.methods) || o.methods.length === 0) throw new IceError('CONFIG_INVALID', 'name at least one method');
   for (const m of o.methods as string[]) {
-    if (!isExplainerName(m)) throw new IceError('CONFIG_INVALID', `unknown method '${m}'; expected one of ${Object.keys(EXPLAINERS).join(', ')}`);
+    if (!isExplainerName(m))
+      throw new IceError('CONFIG_INVALID', `unknown method '${m}'; expected one of ${Object.keys(EXPLAINERS).join(', ')}`);
   }
-  if (new Set(o.methods).size !== o.methods.length) throw new IceError('CONFIG_INVALID', `a method is named twice: ${o.methods.join(', ')}`);
-  if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit > 0)) throw new IceError('CONFIG_INVALID', `limit must be a positive integer, got ${o.limit}`);
+  if (new Set(o.methods).size !== o.methods.length)
+    throw new IceError('CONFIG_INVALID', `a method is named twice: ${o.methods.join(', ')}`);
+  if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit > 0))
+    throw new IceError('CONFIG_INVALID', `limit must be a positive integer, got ${o.limit}`);
   if (o.batchSize !== undefined && !(Number.isInteger(o.batchSize) && o.batchSize > 0 && o.batchSize <= MAX_BATCH)) {
     throw new IceError('CONFIG_INVALID', `batchSize must be an integer in 1..${MAX_BATCH}, got ${o.batchSize}`);
   }
   if (o.normalization !== undefined && !NORMALIZATION_CHOICES.includes(o.normalization)) {
-    throw new IceError('CONFIG_INVALID', `normalization must be one of ${NORMALIZATION_CHOICES.join(', ')}, got '${String(o.normalization)}'`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `normalization must be one of ${NORMALIZATION_CHOICES.join(', ')}, got '${String(o.normalization)}'`,
+    );
   }
-  if (o.imgSize !== undefined && !(Number.isInteger(o.imgSize) && o.imgSize > 0)) throw new IceError('CONFIG_INVALID', `imgSize must be a positive integer, got ${o.imgSize}`);
+  if (o.imgSize !== undefined && !(Number.isInteger(o.imgSize) && o.imgSize > 0))
+    throw new IceError('CONFIG_INVALID', `imgSize must be a positive integer, got ${o.imgSize}`);
   if (o.targetSource !== undefined && !TARGET_SOURCES.includes(o.targetSource)) {
     throw new IceError('CONFIG_INVALID', `targetSource must be one of ${TARGET_SOURCES.join(', ')}, got '${String(o.targetSource)}'`);
   }
-  if (o.corlocTau !== undefined && !(o.corlocTau > 0 && o.corlocTau <= 1)) throw new IceError('CONFIG_INVALID', `corlocTau must be in (0, 1], got ${o.corlocTau}`);
+  if (o.corlocTau !== undefined && !(o.corlocTau > 0 && o.corlocTau <= 1))
+    throw new IceError('CONFIG_INVALID', `corlocTau must be in (0, 1], got ${o.corlocTau}`);
   if (o.maxBoxAccInterval !== undefined && !(o.maxBoxAccInterval > 0 && o.maxBoxAccInterval < 1)) {
     throw new IceError('CONFIG_INVALID', `maxBoxAccInterval must be in (0, 1), got ${o.maxBoxAccInterval}`);
   }
-  if (o.maxBoxAccThresholds !== undefined && (o.maxBoxAccThresholds.length === 0 || o.maxBoxAccThresholds.some((t) => !(t >= 0 && t < 1)))) {
+  if (
+    o.maxBoxAccThresholds !== undefined &&
+    (o.maxBoxAccThresholds.length === 0 || o.maxBoxAccThresholds.some((t) => !(t >= 0 && t < 1)))
+  ) {
     throw new IceError('CONFIG_INVALID', 'maxBoxAccThresholds must be a non-empty list of values in [0, 1)');
   }
   if (o.maxBoxAccIous !== undefined && (o.maxBoxAccIous.length === 0 || o.maxBoxAccIous.some((t) => !(t > 0 && t <= 1)))) {
     throw new IceError('CONFIG_INVALID', 'maxBoxAccIous must be a non-empty list of values in (0, 1]');
   }
-  if (o.camThreshold !== undefined && !(o.camThreshold >= 0 && o.camThreshold < 1)) throw new IceError('CONFIG_INVALID', `camThreshold must be in [0, 1), got ${o.camThreshold}`);
+  if (o.camThreshold !== undefined && !(o.camThreshold >= 0 && o.camThreshold < 1))
+    throw new IceError('CONFIG_INVALID', `camThreshold must be in [0, 1), got ${o.camThreshold}`);
   if (o.saveMaps && o.saveMaps.count !== undefined && !(Number.isInteger(o.saveMaps.count) && o.saveMaps.count > 0)) {
     throw new IceError('CONFIG_INVALID', `saveMaps.count must be a positive integer, got ${o.saveMaps.count}`);
   }
@@ -146,12 +172,16 @@ function methodLabel(method: ExplainerName, model: IceVit): string {
   return EXPLAINERS[method].needsIceHead ? `${method} [${model.config.iceHead} head]` : method;
 }
 
-async function openEvaluationData(o: EvaluationOptions, size: number): Promise<{ ds: VisionDataset; close: () => Promise<void>; split: string }> {
+async function openEvaluationData(
+  o: EvaluationOptions,
+  size: number,
+): Promise<{ ds: VisionDataset; close: () => Promise<void>; split: string }> {
   if (o.dataset) return { ds: o.dataset, close: () => Promise.resolve(), split: o.dataset.split };
   const format = o.format!;
   const split = o.split ?? defaultSplit(format, o.protocol);
   if (format === 'digits') {
-    if (split !== 'train' && split !== 'val' && split !== 'test') throw new IceError('CONFIG_INVALID', `digits splits are train, val and test; got '${split}'`);
+    if (split !== 'train' && split !== 'val' && split !== 'test')
+      throw new IceError('CONFIG_INVALID', `digits splits are train, val and test; got '${split}'`);
     return { ds: new DigitsDataset({ split, canvasSize: size, seed: o.digitsSeed ?? 0 }), close: () => Promise.resolve(), split };
   }
   const task = format === 'voc' && (o.protocol === 'segmentation' || o.protocol === 'jaccard') ? 'segmentation' : 'detection';
@@ -171,7 +201,10 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
   if (o.model) {
     model = o.model;
     if (o.imgSize !== undefined && o.imgSize !== model.config.imgSize) {
-      throw new IceError('CONFIG_INVALID', `imgSize ${o.imgSize} differs from the given model's input size ${model.config.imgSize}; load the weights at that size instead`);
+      throw new IceError(
+        'CONFIG_INVALID',
+        `imgSize ${o.imgSize} differs from the given model's input size ${model.config.imgSize}; load the weights at that size instead`,
+      );
     }
   } else {
     const overrides: Partial<VitConfig> = {};
@@ -190,9 +223,14 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
   try {
     const config = model.config;
     const targetSource = o.targetSource ?? 'cls';
-    if (targetSource === 'ice' && config.iceHead === 'none') throw new IceError('CONFIG_INVALID', "targetSource 'ice' (the ICE head's own top-1) needs a model with an ICE head; this checkpoint has none");
+    if (targetSource === 'ice' && config.iceHead === 'none')
+      throw new IceError(
+        'CONFIG_INVALID',
+        "targetSource 'ice' (the ICE head's own top-1) needs a model with an ICE head; this checkpoint has none",
+      );
     const missingHead = o.methods.filter((m) => EXPLAINERS[m].needsIceHead && config.iceHead === 'none');
-    if (missingHead.length) throw new IceError('CONFIG_INVALID', `${missingHead.join(', ')} need a model with an ICE head; this checkpoint has none`);
+    if (missingHead.length)
+      throw new IceError('CONFIG_INVALID', `${missingHead.join(', ')} need a model with an ICE head; this checkpoint has none`);
     const size = config.imgSize;
     const patch = config.patchSize;
     const startDefault = o.protocol === 'segmentation' && config.depth > 1 ? 1 : 0;
@@ -213,7 +251,8 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
       maxBoxAccThresholds: o.maxBoxAccThresholds ?? (o.maxBoxAccInterval !== undefined ? camThresholds(o.maxBoxAccInterval) : undefined),
     };
     const sl = settings.rolloutStartLayer;
-    if (!(Number.isInteger(sl) && sl >= 0 && sl < config.depth)) throw new IceError('CONFIG_INVALID', `rollout start layer ${sl} is outside 0..${config.depth - 1}`);
+    if (!(Number.isInteger(sl) && sl >= 0 && sl < config.depth))
+      throw new IceError('CONFIG_INVALID', `rollout start layer ${sl} is outside 0..${config.depth - 1}`);
     const def = buildProtocol(o.protocol, settings, config.numClasses);
     const normalization = o.normalization ?? defaultNormalization(format, o.protocol);
     const stats = normalizationStats(normalization, config);
@@ -242,7 +281,12 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
       const x = tf.tensor4d(input, [count, 3, size, size]);
       try {
         if (def.needsTop1) topClasses(model, x, targetSource).forEach((c, b) => (batch[b].top1 = c));
-        const explainOpts = (m: ExplainerName): RunExplainerOptions => ({ classes: batch.map((p) => def.target(p)), targetSource, startLayer: sl, perHead: def.perHead(m) });
+        const explainOpts = (m: ExplainerName): RunExplainerOptions => ({
+          classes: batch.map((p) => def.target(p)),
+          targetSource,
+          startLayer: sl,
+          perHead: def.perHead(m),
+        });
         // Warm-up, untimed: the first call at each batch shape compiles and allocates.
         if (start === 0 || count !== batchSize) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m));
         const results = new Map<ExplainerName, MethodMap[]>();
@@ -267,7 +311,14 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
 
     const rows: EvaluationRow[] = o.methods.map((m) => {
       const t = seconds.get(m)!;
-      return { method: m, label: methodLabel(m, model), metrics: scorers.get(m)!.result(), images: n, imagesPerSecond: t > 0 ? n / t : Infinity, seconds: t };
+      return {
+        method: m,
+        label: methodLabel(m, model),
+        metrics: scorers.get(m)!.result(),
+        images: n,
+        imagesPerSecond: t > 0 ? n / t : Infinity,
+        seconds: t,
+      };
     });
     const conventions = [
       `model: ${o.modelSpec ?? 'given instance'} with ${config.iceHead === 'none' ? 'no' : `the '${config.iceHead}'`} ICE head, input ${size}×${size}, ${patch}×${patch} patches (${settings.grid}×${settings.grid} grid), ${config.numClasses} classes; tfjs backend ${backend.name}`,
@@ -280,14 +331,26 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
       protocol: o.protocol,
       format,
       dataset: { name: ds.name, split: ds.split, images: n },
-      model: { spec: o.modelSpec ?? null, weights: o.weights ?? null, iceHead: config.iceHead, imgSize: size, patchSize: patch, numClasses: config.numClasses },
+      model: {
+        spec: o.modelSpec ?? null,
+        weights: o.weights ?? null,
+        iceHead: config.iceHead,
+        imgSize: size,
+        patchSize: patch,
+        numClasses: config.numClasses,
+      },
       backend: backend.name,
       columns: def.columns,
       conventions,
       rows,
     };
     if (o.saveMaps && saved.length > 0) {
-      result.savedMaps = await writeSavedMaps(o.saveMaps.dir, size, rows.map((r) => ({ name: r.method, label: r.label })), saved);
+      result.savedMaps = await writeSavedMaps(
+        o.saveMaps.dir,
+        size,
+        rows.map((r) => ({ name: r.method, label: r.label })),
+        saved,
+      );
     }
     return result;
   } finally {

@@ -35,7 +35,12 @@ export function runExplainer(model: IceVit, x: tf.Tensor4D, method: ExplainerNam
   const g = gridSize(model.config);
   const N = g * g;
   const t0 = performance.now();
-  const e = explainBatch(method, model, x, { classes: opts.classes, targetSource: opts.targetSource, startLayer: opts.startLayer, perHead: opts.perHead });
+  const e = explainBatch(method, model, x, {
+    classes: opts.classes,
+    targetSource: opts.targetSource,
+    startLayer: opts.startLayer,
+    perHead: opts.perHead,
+  });
   try {
     const all = e.maps.dataSync<'float32'>();
     const heads = e.heads?.dataSync<'float32'>();

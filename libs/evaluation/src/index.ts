@@ -1,5 +1,12 @@
 export * from './evaluation.types';
-export { runEvaluation, defaultEvalBatch, defaultSplit, defaultNormalization, requestedImgSize, VOC_JACCARD_SIZE } from './evaluation.runner';
+export {
+  runEvaluation,
+  defaultEvalBatch,
+  defaultSplit,
+  defaultNormalization,
+  requestedImgSize,
+  VOC_JACCARD_SIZE,
+} from './evaluation.runner';
 export { formatEvaluationTable, formatEvaluationReport } from './evaluation-table.util';
 export { runExplainer, upsampleGrid, type BatchMaps, type MethodMap, type RunExplainerOptions } from './explain.runner';
 export { prepareSample, resizeRgb, normalizationStats, blockUpsample, type PreparedSample } from './sample-prep.util';

@@ -2,7 +2,15 @@ import { join } from 'node:path';
 import { EXPLAINER_NAMES, initBackend } from '@ice/core';
 import { requestedImgSize, runEvaluation } from './evaluation.runner';
 import { jaccardProtocol } from './jaccard.protocol';
-import { gridMap, makeTempDir, preparedSample, protocolSettings, type SceneSpec, writeTinyModel, writeVoc } from './testing/eval-fixtures.testing';
+import {
+  gridMap,
+  makeTempDir,
+  preparedSample,
+  protocolSettings,
+  type SceneSpec,
+  writeTinyModel,
+  writeVoc,
+} from './testing/eval-fixtures.testing';
 
 beforeAll(() => initBackend());
 
@@ -67,7 +75,15 @@ describe('jaccard protocol on a VOC-layout data set', () => {
     const weights = join(tmp.dir, 'tiny.safetensors');
     await writeTinyModel(weights);
     await writeVoc(join(tmp.dir, 'voc'), scenes);
-    const r = await runEvaluation({ protocol: 'jaccard', format: 'voc', root: join(tmp.dir, 'voc'), weights, modelSpec: 'digits-micro', imgSize: 32, methods: [...EXPLAINER_NAMES] });
+    const r = await runEvaluation({
+      protocol: 'jaccard',
+      format: 'voc',
+      root: join(tmp.dir, 'voc'),
+      weights,
+      modelSpec: 'digits-micro',
+      imgSize: 32,
+      methods: [...EXPLAINER_NAMES],
+    });
     expect(r.columns).toEqual(['jaccard', 'jaccard@0.9', 'jaccard@0.8', 'jaccard@0.6', 'skipped']);
     expect(r.dataset).toEqual({ name: 'voc', split: 'val', images: 2 });
     for (const row of r.rows) {
@@ -90,7 +106,15 @@ describe('jaccard protocol on a VOC-layout data set', () => {
     const weights = join(tmp.dir, 'zero.safetensors');
     await writeTinyModel(weights, { zeroIceHead: true });
     await writeVoc(join(tmp.dir, 'voc1'), [exact]);
-    const base = { protocol: 'jaccard' as const, format: 'voc' as const, root: join(tmp.dir, 'voc1'), weights, modelSpec: 'digits-micro', imgSize: 32, methods: ['ice' as const] };
+    const base = {
+      protocol: 'jaccard' as const,
+      format: 'voc' as const,
+      root: join(tmp.dir, 'voc1'),
+      weights,
+      modelSpec: 'digits-micro',
+      imgSize: 32,
+      methods: ['ice' as const],
+    };
     // J_1 = 256/1024, J_2 = 128/1024 → 0.1875; without void: 256/768, 128/768 → 0.25.
     expect((await runEvaluation(base)).rows[0].metrics.jaccard).toBeCloseTo(0.1875, 12);
     const noVoid = await runEvaluation({ ...base, excludeVoid: true });

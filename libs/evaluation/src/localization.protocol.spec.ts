@@ -2,7 +2,15 @@ import { join } from 'node:path';
 import { EXPLAINER_NAMES, IceError, initBackend } from '@ice/core';
 import { runEvaluation } from './evaluation.runner';
 import { localizationProtocol, tscamGtBoxes } from './localization.protocol';
-import { type CubSpec, gridMap, makeTempDir, preparedSample, protocolSettings, writeCub, writeTinyModel } from './testing/eval-fixtures.testing';
+import {
+  type CubSpec,
+  gridMap,
+  makeTempDir,
+  preparedSample,
+  protocolSettings,
+  writeCub,
+  writeTinyModel,
+} from './testing/eval-fixtures.testing';
 
 beforeAll(() => initBackend());
 
@@ -33,7 +41,10 @@ describe('localization protocol: exact cases', () => {
   it('sweeps the CAM threshold for MaxBoxAcc on a continuous map', () => {
     // A ramp over a 4×4 grid (S = 4): low thresholds box everything, high ones only the corner.
     const ramp = [1, 0.9, 0.2, 0.1, 0.9, 0.8, 0.1, 0, 0.2, 0.1, 0, 0, 0.1, 0, 0, 0];
-    const s = localizationProtocol(protocolSettings(4, 1, { maxBoxAccIous: [0.5, 0.7], maxBoxAccThresholds: [0, 0.25, 0.5, 0.75] }), 10).scorer('gradcam');
+    const s = localizationProtocol(
+      protocolSettings(4, 1, { maxBoxAccIous: [0.5, 0.7], maxBoxAccThresholds: [0, 0.25, 0.5, 0.75] }),
+      10,
+    ).scorer('gradcam');
     // GT [0, 0, 2, 2] (TS-CAM's x + w). τ = 0 boxes [0, 0, 3, 3] (clipped to S − 1): IoU 9/16;
     // τ = .25 keeps the four values > .25: box [0, 0, 2, 2], IoU 1.
     s.add(preparedSample(4, { label: 0, top1: 0, boxes: [[0, 0, 1, 1]] }), gridMap('gradcam', ramp, 4));
@@ -60,7 +71,14 @@ describe('localization protocol on a CUB-layout data set', () => {
     const weights = join(tmp.dir, 'zero.safetensors');
     await writeTinyModel(weights, { zeroIceHead: true });
     await writeCub(join(tmp.dir, 'cub'), scenes);
-    const r = await runEvaluation({ protocol: 'localization', format: 'cub', root: join(tmp.dir, 'cub'), weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES] });
+    const r = await runEvaluation({
+      protocol: 'localization',
+      format: 'cub',
+      root: join(tmp.dir, 'cub'),
+      weights,
+      modelSpec: 'digits-micro',
+      methods: [...EXPLAINER_NAMES],
+    });
     expect(r.columns).toEqual(['top1Cls', 'gtKnownLoc', 'top1Loc', 'maxBoxAcc@0.5', 'maxBoxAccTau@0.5']);
     expect(r.dataset).toEqual({ name: 'cub', split: 'test', images: 2 });
     const top1 = r.rows[0].metrics.top1Cls;
@@ -84,7 +102,14 @@ describe('localization protocol on a CUB-layout data set', () => {
   it('rejects a data set without boxes or labels for this protocol', async () => {
     const weights = join(tmp.dir, 'zero.safetensors');
     await expect(
-      runEvaluation({ protocol: 'segmentation', format: 'cub', root: join(tmp.dir, 'cub'), weights, modelSpec: 'digits-micro', methods: ['ice'] }),
+      runEvaluation({
+        protocol: 'segmentation',
+        format: 'cub',
+        root: join(tmp.dir, 'cub'),
+        weights,
+        modelSpec: 'digits-micro',
+        methods: ['ice'],
+      }),
     ).rejects.toThrow(/needs a foreground mask/);
   });
 });

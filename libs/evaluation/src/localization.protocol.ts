@@ -1,4 +1,12 @@
-import { type BBox, bicubicResize, CubLocAccumulator, type ExplainerName, MaxBoxAccAccumulator, normalizeScoremap, scoremapBox } from '@ice/core';
+import {
+  type BBox,
+  bicubicResize,
+  CubLocAccumulator,
+  type ExplainerName,
+  MaxBoxAccAccumulator,
+  normalizeScoremap,
+  scoremapBox,
+} from '@ice/core';
 import type { MetricValue } from './evaluation.types';
 import { type MethodMap, upsampleGrid } from './explain.runner';
 import { isMaskMethod } from './map-masks.util';
@@ -24,7 +32,9 @@ export function localizationColumns(deltas: readonly number[]): string[] {
  */
 export function tscamGtBoxes(p: PreparedSample): BBox[] {
   const S = p.size;
-  const xywh: [number, number, number, number][] = p.bboxXywh ? [p.bboxXywh] : (p.boxes ?? []).map((b) => [b[0], b[1], b[2] - b[0] + 1, b[3] - b[1] + 1]);
+  const xywh: [number, number, number, number][] = p.bboxXywh
+    ? [p.bboxXywh]
+    : (p.boxes ?? []).map((b) => [b[0], b[1], b[2] - b[0] + 1, b[3] - b[1] + 1]);
   return xywh.map((raw) => {
     const [x, y, w, h] = raw.map(Math.trunc);
     return [
@@ -91,7 +101,12 @@ export function localizationProtocol(s: ProtocolSettings, numClasses: number): P
     needsTop1: true,
     check(p: PreparedSample): void {
       if (!(Number.isInteger(p.label) && p.label >= 0 && p.label < numClasses)) {
-        throw missingField('localization', p, `a class label in 0..${numClasses - 1} (it has ${p.label})`, 'use CUB, VOC or digits with a model of matching classes');
+        throw missingField(
+          'localization',
+          p,
+          `a class label in 0..${numClasses - 1} (it has ${p.label})`,
+          'use CUB, VOC or digits with a model of matching classes',
+        );
       }
       if (!p.boxes?.length && !p.bboxXywh) throw missingField('localization', p, 'a ground-truth box', 'use CUB, VOC or digits');
     },
@@ -102,8 +117,8 @@ export function localizationProtocol(s: ProtocolSettings, numClasses: number): P
       `maps of the ground-truth class (class-agnostic maps: the map itself); Top-1 Cls = ${top1Text(s.targetSource)} equals the label`,
       "ICE's 0/1 mask: nearest ×p and used as it is, without min-max (which would turn an all-foreground mask into no box; ICE's repository has no mask → box rule); a constant map of any other method gives no box",
       `GT-known Loc / Top-1 Loc: map upsampled bilinear, min-max (constant → zeros); box = bounding rectangle [x, y, x + w, y + h] of the largest outer contour (cv2.findContours + contourArea) of 8-bit pixels > ⌊${fmt(s.camThreshold)}·max⌋ (TS-CAM's CAM_THR)`,
-      `IoU with the inclusive (+1) pixel convention (TS-CAM, wsolevaluation); GT-known: IoU ≥ 0.5; Top-1 Loc: top-1 correct and IoU ${s.strictTop1 ? '> 0.5 strictly (TS-CAM\'s code)' : '≥ 0.5 (option strictTop1=false)'}`,
-      `MaxBoxAcc (wsolevaluation V1, largest contour): map bicubic (A = −0.75), min-max (constant → zeros); max over CAM thresholds ${s.maxBoxAccThresholds ? `(${s.maxBoxAccThresholds.length} of them, from ${fmt(s.maxBoxAccThresholds[0])} to ${fmt(s.maxBoxAccThresholds[s.maxBoxAccThresholds.length - 1])})` : 'np.arange(0, 1, 0.001) (wsolevaluation\'s)'} of the share of images with IoU ≥ δ, δ ∈ {${s.maxBoxAccIous.map(fmt).join(', ')}}; boxes clipped to S − 1; maxBoxAccTau = the first best threshold`,
+      `IoU with the inclusive (+1) pixel convention (TS-CAM, wsolevaluation); GT-known: IoU ≥ 0.5; Top-1 Loc: top-1 correct and IoU ${s.strictTop1 ? "> 0.5 strictly (TS-CAM's code)" : '≥ 0.5 (option strictTop1=false)'}`,
+      `MaxBoxAcc (wsolevaluation V1, largest contour): map bicubic (A = −0.75), min-max (constant → zeros); max over CAM thresholds ${s.maxBoxAccThresholds ? `(${s.maxBoxAccThresholds.length} of them, from ${fmt(s.maxBoxAccThresholds[0])} to ${fmt(s.maxBoxAccThresholds[s.maxBoxAccThresholds.length - 1])})` : "np.arange(0, 1, 0.001) (wsolevaluation's)"} of the share of images with IoU ≥ δ, δ ∈ {${s.maxBoxAccIous.map(fmt).join(', ')}}; boxes clipped to S − 1; maxBoxAccTau = the first best threshold`,
       `rollout starts at block ${s.rolloutStartLayer}`,
     ],
     scorer: (_method: ExplainerName) => new LocalizationScorer(s),

@@ -49,7 +49,9 @@ export interface ProtocolDefinition {
 }
 
 export function missingField(protocol: EvaluationProtocol, p: PreparedSample, field: string, hint: string): IceError {
-  return new IceError('INPUT_INVALID', `the ${protocol} protocol needs ${field} for every image, and sample ${p.id} has none (${hint})`, { sample: p.id });
+  return new IceError('INPUT_INVALID', `the ${protocol} protocol needs ${field} for every image, and sample ${p.id} has none (${hint})`, {
+    sample: p.id,
+  });
 }
 
 /** Formats a number for convention strings. */

@@ -37,7 +37,10 @@ const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
 const HALF: [number, number, number] = [0.5, 0.5, 0.5];
 
-export function normalizationStats(choice: NormalizationChoice, model: { mean: [number, number, number]; std: [number, number, number] }): { mean: [number, number, number]; std: [number, number, number] } {
+export function normalizationStats(
+  choice: NormalizationChoice,
+  model: { mean: [number, number, number]; std: [number, number, number] },
+): { mean: [number, number, number]; std: [number, number, number] } {
   switch (choice) {
     case 'half':
       return { mean: HALF, std: HALF };
@@ -79,7 +82,12 @@ export function toChw(rgb: Float32Array, size: number, mean: readonly number[], 
   return out;
 }
 
-export function prepareSample(sample: VisionSample, index: number, size: number, stats: { mean: readonly number[]; std: readonly number[] }): PreparedSample {
+export function prepareSample(
+  sample: VisionSample,
+  index: number,
+  size: number,
+  stats: { mean: readonly number[]; std: readonly number[] },
+): PreparedSample {
   const { height, width } = sample;
   if (sample.image.length !== height * width * 3) {
     throw new IceError('INPUT_INVALID', `sample ${sample.id}: image of ${sample.image.length} values is not ${height}×${width}×3`);

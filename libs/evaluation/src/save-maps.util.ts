@@ -75,7 +75,12 @@ function safeName(s: string): string {
  * Writes one overlay PNG per image and method (`<index>-<method>.png`) and the contact sheet
  * (`contact-sheet.png`, columns headed by `labels`).
  */
-export async function writeSavedMaps(dir: string, size: number, methods: readonly { name: string; label: string }[], images: readonly SavedImageMaps[]): Promise<SavedMaps> {
+export async function writeSavedMaps(
+  dir: string,
+  size: number,
+  methods: readonly { name: string; label: string }[],
+  images: readonly SavedImageMaps[],
+): Promise<SavedMaps> {
   const labels = methods.map((m) => m.label);
   fs.mkdirSync(dir, { recursive: true });
   const scale = displayScale(size);
@@ -104,7 +109,10 @@ export async function writeSavedMaps(dir: string, size: number, methods: readonl
   }
   const fontSize = Math.min(13, Math.max(8, Math.floor(tile / 10)));
   const texts = ['image', ...labels]
-    .map((t, c) => `<text x="${gap + c * (tile + gap) + tile / 2}" y="${header - 6}" text-anchor="middle" font-family="DejaVu Sans, sans-serif" font-size="${fontSize}" fill="#000">${escapeXml(t)}</text>`)
+    .map(
+      (t, c) =>
+        `<text x="${gap + c * (tile + gap) + tile / 2}" y="${header - 6}" text-anchor="middle" font-family="DejaVu Sans, sans-serif" font-size="${fontSize}" fill="#000">${escapeXml(t)}</text>`,
+    )
     .join('');
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${sheetW}" height="${header}">${texts}</svg>`);
   const contactSheet = path.join(dir, 'contact-sheet.png');

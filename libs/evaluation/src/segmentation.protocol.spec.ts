@@ -5,7 +5,15 @@ import type { MethodMap } from './explain.runner';
 import type { ProtocolSettings } from './protocol.types';
 import type { PreparedSample } from './sample-prep.util';
 import { segmentationPixelMap, segmentationProtocol } from './segmentation.protocol';
-import { gridMap, makeTempDir, preparedSample, protocolSettings, type SceneSpec, writeImageNetSeg, writeTinyModel } from './testing/eval-fixtures.testing';
+import {
+  gridMap,
+  makeTempDir,
+  preparedSample,
+  protocolSettings,
+  type SceneSpec,
+  writeImageNetSeg,
+  writeTinyModel,
+} from './testing/eval-fixtures.testing';
 
 const settings = (size: number, patch: number): ProtocolSettings => protocolSettings(size, patch);
 const map = (method: MethodMap['method'], grid: number[], g: number): MethodMap => gridMap(method, grid, g);
@@ -65,7 +73,14 @@ describe('segmentation protocol on an ImageNet-Segmentation .mat file', () => {
     const weights = join(tmp.dir, 'tiny.safetensors');
     await writeTinyModel(weights);
     await writeImageNetSeg(join(tmp.dir, 'gtsegs_ijcv.mat'), scenes);
-    const r = await runEvaluation({ protocol: 'segmentation', format: 'imagenet-seg', root: tmp.dir, weights, modelSpec: 'digits-micro', methods: [...EXPLAINER_NAMES] });
+    const r = await runEvaluation({
+      protocol: 'segmentation',
+      format: 'imagenet-seg',
+      root: tmp.dir,
+      weights,
+      modelSpec: 'digits-micro',
+      methods: [...EXPLAINER_NAMES],
+    });
     expect(r.columns).toEqual(['pixAcc', 'mIoU', 'mAP', 'iouBg', 'iouFg']);
     expect(r.dataset).toEqual({ name: 'imagenet-seg', split: 'test', images: 3 });
     expect(r.rows.map((row) => row.method)).toEqual(EXPLAINER_NAMES);
@@ -86,9 +101,22 @@ describe('segmentation protocol on an ImageNet-Segmentation .mat file', () => {
     const weights = join(tmp.dir, 'zero-head.safetensors');
     await writeTinyModel(weights, { zeroIceHead: true });
     await writeImageNetSeg(join(tmp.dir, 'b', 'gtsegs_ijcv.mat'), scenes.slice(2));
-    const r = await runEvaluation({ protocol: 'segmentation', format: 'imagenet-seg', root: join(tmp.dir, 'b'), weights, modelSpec: 'digits-micro', methods: ['ice'], normalization: 'imagenet' });
+    const r = await runEvaluation({
+      protocol: 'segmentation',
+      format: 'imagenet-seg',
+      root: join(tmp.dir, 'b'),
+      weights,
+      modelSpec: 'digits-micro',
+      methods: ['ice'],
+      normalization: 'imagenet',
+    });
     // Scene 3 at 32²: the object is the bottom-right quarter; all background → 3/4 correct.
-    expect(r.rows[0].metrics).toMatchObject({ pixAcc: expect.closeTo(0.75, 9), iouBg: expect.closeTo(0.75, 9), iouFg: 0, mAP: expect.closeTo(0.5, 12) });
+    expect(r.rows[0].metrics).toMatchObject({
+      pixAcc: expect.closeTo(0.75, 9),
+      iouBg: expect.closeTo(0.75, 9),
+      iouFg: 0,
+      mAP: expect.closeTo(0.5, 12),
+    });
     expect(r.conventions.join('\n')).toMatch(/ImageNet mean\/std \(the paper/);
   });
 });

@@ -32,7 +32,11 @@ export const RunConfigSchema = z
       .object({
         variant: z.enum(['official', 'paper']).default('official'),
         alpha: z.number().gt(0, 'alpha must be in (0, 1]').lte(1, 'alpha must be in (0, 1]').default(0.5),
-        lambdaClass: z.number().gte(0, 'lambdaClass must be in [0, 1]').lte(1, 'lambdaClass must be in [0, 1]').default(1 / 1.025),
+        lambdaClass: z
+          .number()
+          .gte(0, 'lambdaClass must be in [0, 1]')
+          .lte(1, 'lambdaClass must be in [0, 1]')
+          .default(1 / 1.025),
         /** The released code's background-loss gate (fraction of foreground patches); 0 = off. */
         gateThreshold: z.number().min(0).max(1).optional(),
       })
@@ -82,7 +86,11 @@ export const RunConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['data', 'root'], message: `data.root is required for format ${c.data.format}` });
     }
     if (c.mode === 'ice' && c.loss.variant === 'official' && c.loss.lambdaClass === 0) {
-      ctx.addIssue({ code: 'custom', path: ['loss', 'lambdaClass'], message: 'the official loss needs lambdaClass > 0 (its background weight is (1−λ)/λ)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['loss', 'lambdaClass'],
+        message: 'the official loss needs lambdaClass > 0 (its background weight is (1−λ)/λ)',
+      });
     }
   });
 

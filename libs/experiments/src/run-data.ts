@@ -32,7 +32,10 @@ export function trainDatasetSpec(config: RunConfig, imgSize: number): DatasetSpe
     case 'imagenet':
     case 'voc':
     case 'cub':
-      throw new IceError('CONFIG_INVALID', `training on ${config.data.format} needs the file-backed input pipeline, which is not wired into runs yet; use data.format "digits"`);
+      throw new IceError(
+        'CONFIG_INVALID',
+        `training on ${config.data.format} needs the file-backed input pipeline, which is not wired into runs yet; use data.format "digits"`,
+      );
   }
 }
 
@@ -58,13 +61,18 @@ export function openRunData(config: RunConfig, imgSize: number): { train: Vision
  */
 export function batchesPerEpoch(length: number, batchSize: number, worldSize = 1): number {
   const n = Math.floor(Math.floor(length / worldSize) / batchSize);
-  if (n < 1) throw new IceError('CONFIG_INVALID', `data.batchSize ${batchSize} exceeds the ${Math.floor(length / worldSize)} training samples per epoch and rank`);
+  if (n < 1)
+    throw new IceError(
+      'CONFIG_INVALID',
+      `data.batchSize ${batchSize} exceeds the ${Math.floor(length / worldSize)} training samples per epoch and rank`,
+    );
   return n;
 }
 
 /** Where position `position` of the stream lies: epoch and batch within the epoch. */
 export function streamPosition(position: number, perEpoch: number): { epoch: number; batch: number } {
-  if (!Number.isSafeInteger(position) || position < 0) throw new IceError('INPUT_INVALID', `stream position must be a non-negative integer, got ${position}`);
+  if (!Number.isSafeInteger(position) || position < 0)
+    throw new IceError('INPUT_INVALID', `stream position must be a non-negative integer, got ${position}`);
   return { epoch: Math.floor(position / perEpoch), batch: position % perEpoch };
 }
 
@@ -159,7 +167,8 @@ export class TrainBatchStream {
     });
     try {
       const perEpoch = batchesPerEpoch(loader.length, B, o.config.worldSize);
-      if (loader.batchesPerEpoch !== perEpoch) throw new IceError('INPUT_INVALID', `batch loader plans ${loader.batchesPerEpoch} batches per epoch, the run's stream ${perEpoch}`);
+      if (loader.batchesPerEpoch !== perEpoch)
+        throw new IceError('INPUT_INVALID', `batch loader plans ${loader.batchesPerEpoch} batches per epoch, the run's stream ${perEpoch}`);
       streamPosition(o.startPosition, perEpoch);
       return new TrainBatchStream(loader, perEpoch, o.startPosition, log);
     } catch (e) {
@@ -196,7 +205,8 @@ export class TrainBatchStream {
         }
         const b = r.value;
         const position = b.epoch * this.perEpoch + b.step;
-        if (position !== this.position) this.log(`training data: batches ${this.position}–${position - 1} of the stream were dropped (no readable sample)`);
+        if (position !== this.position)
+          this.log(`training data: batches ${this.position}–${position - 1} of the stream were dropped (no readable sample)`);
         this.position = position + 1;
         this.batches++;
         return { position, epoch: b.epoch, step: b.step, x: b.x, shape: b.shape, labels: Array.from(b.labels), indices: b.indices };

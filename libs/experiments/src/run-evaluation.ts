@@ -12,7 +12,12 @@ import { loadSamples } from './run-data';
  * and the share of images with no foreground patch (`ice_no_fg`, counted wrong in ice_top1).
  * The CLS head's `top1` says little after ICE fine-tuning: the released loss trains it with weight 0.
  */
-export async function evaluateRun(model: IceVit, ds: VisionDataset, config: RunConfig, log: (m: string) => void = () => undefined): Promise<Record<string, number>> {
+export async function evaluateRun(
+  model: IceVit,
+  ds: VisionDataset,
+  config: RunConfig,
+  log: (m: string) => void = () => undefined,
+): Promise<Record<string, number>> {
   const n = Math.min(config.data.evalLimit, ds.length);
   const B = Math.min(config.data.batchSize, 64);
   const seg = new SegmentationAccumulator();
@@ -23,13 +28,20 @@ export async function evaluateRun(model: IceVit, ds: VisionDataset, config: RunC
   let fg = 0;
   let cells = 0;
   for (let start = 0; start < n; start += B) {
-    const samples = await loadSamples(ds, Array.from({ length: Math.min(B, n - start) }, (_, i) => start + i));
+    const samples = await loadSamples(
+      ds,
+      Array.from({ length: Math.min(B, n - start) }, (_, i) => start + i),
+    );
     const batch = batchNCHW(samples, model.config.mean, model.config.std);
     const [H, W] = [batch.shape[2], batch.shape[3]];
     const [pred, masks, icePred] = tf.tidy((): [tf.Tensor, tf.Tensor, tf.Tensor] => {
       const out = model.forward(tf.tensor4d(batch.x, batch.shape));
       if (!out.zIce) return [tf.argMax(out.clsLogits, -1), tf.zeros([0]), tf.zeros([0])];
-      return [tf.argMax(out.clsLogits, -1), upsampleMap(foregroundMask(out.zIce), [H, W], 'nearest'), iceClassPredictions(out.zIce, config.loss.variant)];
+      return [
+        tf.argMax(out.clsLogits, -1),
+        upsampleMap(foregroundMask(out.zIce), [H, W], 'nearest'),
+        iceClassPredictions(out.zIce, config.loss.variant),
+      ];
     });
     const predicted = await pred.data();
     const maskData = await masks.data();

@@ -6,7 +6,15 @@ import { IceError } from '@ice/core';
 import { BatchLoader, batchNCHW, loadMnistSource } from '@ice/datasets';
 import { parseRunConfig, type RunConfig } from './run-config';
 import { runOnce } from './run-once';
-import { batchesPerEpoch, batchIndices, loadSamples, openRunData, resolveLoaderThreads, TRAIN_CANVASES_PER_DIGIT, TrainBatchStream } from './run-data';
+import {
+  batchesPerEpoch,
+  batchIndices,
+  loadSamples,
+  openRunData,
+  resolveLoaderThreads,
+  TRAIN_CANVASES_PER_DIGIT,
+  TrainBatchStream,
+} from './run-data';
 import { executeRun, FINAL_CHECKPOINT, LAST_CHECKPOINT, runIdentityJson } from './run-executor';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -105,7 +113,12 @@ describe('executeRun on digits', () => {
     const ac = new AbortController();
     const logs: string[] = [];
     await expect(
-      executeRun(withThreads(config, 2), { runDir: dir, progressIntervalMs: 0, signal: ac.signal, onProgress: (p) => void (p.step === 2 && ac.abort()) }),
+      executeRun(withThreads(config, 2), {
+        runDir: dir,
+        progressIntervalMs: 0,
+        signal: ac.signal,
+        onProgress: (p) => void (p.step === 2 && ac.abort()),
+      }),
     ).rejects.toMatchObject({ code: 'CANCELLED', message: expect.stringContaining('at step 2') as unknown });
     const resumed = await executeRun(withThreads(config, 0), { runDir: dir, log: (m) => logs.push(m) });
     expect(resumed.resumedFromStep).toBe(2);
@@ -114,14 +127,22 @@ describe('executeRun on digits', () => {
   });
 
   it('gives bit-identical weights with the batches built on 0, 1 or 2 loader threads (micro-batches of accumulated steps too)', async () => {
-    const accum = parseRunConfig({ steps: 3, checkpointEvery: 100, data: { batchSize: 4, evalLimit: 8 }, optimizer: { accumSteps: 2 }, seed: 5 });
+    const accum = parseRunConfig({
+      steps: 3,
+      checkpointEvery: 100,
+      data: { batchSize: 4, evalLimit: 8 },
+      optimizer: { accumSteps: 2 },
+      seed: 5,
+    });
     const finals: string[] = [];
     for (const threads of [0, 1, 2]) {
       const dir = path.join(tmp, `threads-${threads}`);
       const logs: string[] = [];
       const r = await executeRun(withThreads(accum, threads), { runDir: dir, log: (m) => logs.push(m) });
       expect(r.steps).toBe(3);
-      expect(logs).toContainEqual(expect.stringContaining(threads === 0 ? 'built on the training thread' : `${threads} loader thread(s), prefetched`));
+      expect(logs).toContainEqual(
+        expect.stringContaining(threads === 0 ? 'built on the training thread' : `${threads} loader thread(s), prefetched`),
+      );
       finals.push(path.join(dir, FINAL_CHECKPOINT));
     }
     expect(sameBytes(finals[1], finals[0])).toBe(true);
@@ -171,7 +192,12 @@ describe('executeRun on digits', () => {
       const ac = new AbortController();
       const long = { ...two, steps: 1000 };
       await attempt('cancel', () =>
-        executeRun(long, { runDir: path.join(tmp, 'leak-cancel'), progressIntervalMs: 0, signal: ac.signal, onProgress: (p) => void (p.step === 3 && ac.abort()) }),
+        executeRun(long, {
+          runDir: path.join(tmp, 'leak-cancel'),
+          progressIntervalMs: 0,
+          signal: ac.signal,
+          onProgress: (p) => void (p.step === 3 && ac.abort()),
+        }),
       );
       expect(outcomes).toEqual(['completes: ok', 'fails: INPUT_INVALID', 'nan: NON_FINITE_LOSS', 'cancel: CANCELLED']);
     } finally {
@@ -238,10 +264,15 @@ describe('the training batch stream', () => {
       [perEpoch, 1, 0],
     ]);
     expect(b.map((x) => x.position)).toEqual([perEpoch - 1, perEpoch]);
-    for (const [x, y] of [[a[1], b[0]], [a[2], b[1]]] as const) {
+    for (const [x, y] of [
+      [a[1], b[0]],
+      [a[2], b[1]],
+    ] as const) {
       expect(y.indices).toEqual(x.indices);
       expect(y.labels).toEqual(x.labels);
-      expect(Buffer.from(y.x.buffer, y.x.byteOffset, y.x.byteLength).equals(Buffer.from(x.x.buffer, x.x.byteOffset, x.x.byteLength))).toBe(true);
+      expect(Buffer.from(y.x.buffer, y.x.byteOffset, y.x.byteLength).equals(Buffer.from(x.x.buffer, x.x.byteOffset, x.x.byteLength))).toBe(
+        true,
+      );
     }
     // The indices are the pure function of (seed, position), the pixels those of the dataset's samples.
     const { train } = openRunData(config, imgSize);

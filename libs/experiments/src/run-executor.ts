@@ -102,9 +102,24 @@ export function trainConfigFor(config: RunConfig): TrainConfig {
   return {
     mode: config.mode,
     loss: { variant: config.loss.variant, alpha: config.loss.alpha, lambdaClass: config.loss.lambdaClass, gateThreshold: gate },
-    optimizer: { lr: o.lr, betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay, clipGradNorm: null, noDecayNames: ['pos_embed', 'cls_token'] },
-    schedule: { baseLr: o.lr, warmupLr: Math.min(o.lr, 1e-5), minLr: Math.min(o.minLr, o.lr), totalSteps: config.steps, warmupSteps: Math.min(o.warmupSteps, config.steps - 1) },
-    mixup: o.mixup ? { ...MIXUP_PRESETS.deit, labelSmoothing: o.labelSmoothing } : { ...MIXUP_PRESETS.smoothingOnly, labelSmoothing: o.labelSmoothing },
+    optimizer: {
+      lr: o.lr,
+      betas: [0.9, 0.999],
+      eps: 1e-8,
+      weightDecay: o.weightDecay,
+      clipGradNorm: null,
+      noDecayNames: ['pos_embed', 'cls_token'],
+    },
+    schedule: {
+      baseLr: o.lr,
+      warmupLr: Math.min(o.lr, 1e-5),
+      minLr: Math.min(o.minLr, o.lr),
+      totalSteps: config.steps,
+      warmupSteps: Math.min(o.warmupSteps, config.steps - 1),
+    },
+    mixup: o.mixup
+      ? { ...MIXUP_PRESETS.deit, labelSmoothing: o.labelSmoothing }
+      : { ...MIXUP_PRESETS.smoothingOnly, labelSmoothing: o.labelSmoothing },
     accumSteps: o.accumSteps,
     frozenBackbone: config.model.head === 'icef' && config.mode === 'ice',
     seed: config.seed,
@@ -121,7 +136,9 @@ function buildModel(config: RunConfig, numClasses: number, log: (m: string) => v
       allowMissing: ['mlp_head*', 'ice_head*'],
       ignore: ['optimizer.*', 'dist_token', 'head_dist*', 'mlp_head*', 'ice_head*'],
     });
-    log(`loaded ${report.loaded.length} tensors from ${config.model.weights}${report.keptInitialised.length ? `; initialised ${report.keptInitialised.join(', ')}` : ''}`);
+    log(
+      `loaded ${report.loaded.length} tensors from ${config.model.weights}${report.keptInitialised.length ? `; initialised ${report.keptInitialised.join(', ')}` : ''}`,
+    );
     return model;
   } catch (e) {
     model.dispose();
@@ -147,14 +164,21 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   const runJson = runIdentityJson(config);
   const rank = ctx.rank ?? 0;
   const W = config.worldSize;
-  if (!Number.isInteger(rank) || rank < 0 || rank >= W) throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${W}), got ${rank}`);
+  if (!Number.isInteger(rank) || rank < 0 || rank >= W)
+    throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${W}), got ${rank}`);
   // One rank alone never averages: it trains exactly as it did before data parallelism existed.
   const reducer = W > 1 ? ctx.reducer : undefined;
   if (W > 1 && !reducer) {
-    throw new IceError('CONFIG_INVALID', `worldSize ${W} needs ${W} ranks exchanging gradients: submit the run through the API with at least ${W} workers (the CLI trains one rank)`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `worldSize ${W} needs ${W} ranks exchanging gradients: submit the run through the API with at least ${W} workers (the CLI trains one rank)`,
+    );
   }
   if (reducer && (reducer.worldSize !== W || reducer.rank !== rank)) {
-    throw new IceError('CONFIG_INVALID', `the gradient reducer is rank ${reducer.rank} of ${reducer.worldSize}, the run rank ${rank} of ${W}`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `the gradient reducer is rank ${reducer.rank} of ${reducer.worldSize}, the run rank ${rank} of ${W}`,
+    );
   }
   // The rank goes into data-parallel checkpoints only, so single-rank checkpoints keep their bytes.
   const identity: Record<string, string> = W > 1 ? { run_config: runJson, rank: String(rank) } : { run_config: runJson };
@@ -175,7 +199,9 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
     };
     if (extra.run_config !== undefined && extra.run_config !== runJson) refuse('belongs to a run with another configuration');
     if (extra.init_weights_sha256 !== undefined && extra.init_weights_sha256 !== initWeights) {
-      refuse(`was started from other weights than ${config.model.weights} holds now (SHA-256 ${extra.init_weights_sha256.slice(0, 12)}… vs ${initWeights?.slice(0, 12) ?? 'none'}…)`);
+      refuse(
+        `was started from other weights than ${config.model.weights} holds now (SHA-256 ${extra.init_weights_sha256.slice(0, 12)}… vs ${initWeights?.slice(0, 12) ?? 'none'}…)`,
+      );
     }
     if (W > 1 && extra.rank !== undefined && extra.rank !== String(rank)) refuse(`is rank ${extra.rank}'s checkpoint, not rank ${rank}'s`);
     ({ model, trainer } = ck);
@@ -289,16 +315,32 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
       // Same weights as rank 0's: only rank 0 writes the final weights and scores them. The last
       // checkpoint lets a redelivered job of this rank end at once.
       await checkpoint(lastPath);
-      return { metrics: {}, checkpoint: lastPath, steps: trainer.step, resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
+      return {
+        metrics: {},
+        checkpoint: lastPath,
+        steps: trainer.step,
+        resumedFromStep,
+        backend: backend.name,
+        durationMs: Date.now() - started,
+      };
     }
     const finalPath = path.join(ctx.runDir, FINAL_CHECKPOINT);
     await checkpoint(finalPath);
     await checkpoint(lastPath);
     const metrics = await evaluateRun(model, evaluation, config, log);
-    return { metrics, checkpoint: finalPath, steps: trainer.step, resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
+    return {
+      metrics,
+      checkpoint: finalPath,
+      steps: trainer.step,
+      resumedFromStep,
+      backend: backend.name,
+      durationMs: Date.now() - started,
+    };
   } finally {
     // Stops the loader's threads whatever ended the loop; a failure to do so must not hide the run's own error.
-    await closeStream().catch((e: unknown) => log(`training data: closing the batch loader failed: ${e instanceof Error ? e.message : String(e)}`));
+    await closeStream().catch((e: unknown) =>
+      log(`training data: closing the batch loader failed: ${e instanceof Error ? e.message : String(e)}`),
+    );
     trainer.dispose();
     model.dispose();
   }

@@ -10,7 +10,9 @@ import { executeRun, type RunProgress, type RunResult, weightsFingerprint } from
 export function progressLine(prefix: string): (p: RunProgress) => void {
   return (p) => {
     const extra = p.clsPer !== undefined ? ` fg ${(100 * p.clsPer).toFixed(0)}%` : '';
-    process.stderr.write(`${prefix} step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}${extra} lr ${p.lr.toExponential(2)} ${p.imgPerSec.toFixed(0)} img/s eta ${Math.round(p.etaSeconds)}s\n`);
+    process.stderr.write(
+      `${prefix} step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}${extra} lr ${p.lr.toExponential(2)} ${p.imgPerSec.toFixed(0)} img/s eta ${Math.round(p.etaSeconds)}s\n`,
+    );
   };
 }
 
@@ -23,14 +25,22 @@ export async function runOnce(raw: unknown, dir: string, label: string): Promise
   // Same config and same starting weights' content (a path can hold new weights).
   const initWeightsSha256 = config.model.weights ? weightsFingerprint(config.model.weights) : null;
   if (fs.existsSync(resultPath)) {
-    const prev = JSON.parse(fs.readFileSync(resultPath, 'utf8')) as { config: unknown; initWeightsSha256?: string | null; result: RunResult };
+    const prev = JSON.parse(fs.readFileSync(resultPath, 'utf8')) as {
+      config: unknown;
+      initWeightsSha256?: string | null;
+      result: RunResult;
+    };
     if (JSON.stringify(prev.config) === JSON.stringify(config) && (prev.initWeightsSha256 ?? null) === initWeightsSha256) {
       process.stderr.write(`${label}: reusing finished result in ${dir}\n`);
       return prev.result;
     }
   }
-  const result = await executeRun(config, { runDir: dir, onProgress: progressLine(label), progressIntervalMs: 5000, log: (m) => process.stderr.write(`${label}: ${m}\n`) });
+  const result = await executeRun(config, {
+    runDir: dir,
+    onProgress: progressLine(label),
+    progressIntervalMs: 5000,
+    log: (m) => process.stderr.write(`${label}: ${m}\n`),
+  });
   fs.writeFileSync(resultPath, JSON.stringify({ config, initWeightsSha256, result }, null, 2));
   return result;
 }
-

@@ -25,7 +25,9 @@ export const SweepRequestSchema = z
     name: z.string().min(1).max(200).optional(),
     base: z.record(z.string(), z.unknown()).default({}),
     /** Axis → values; α and λ_class first by convention. */
-    grid: z.record(z.string(), z.array(z.union([z.number(), z.string(), z.boolean()])).min(1)).refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis'),
+    grid: z
+      .record(z.string(), z.array(z.union([z.number(), z.string(), z.boolean()])).min(1))
+      .refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis'),
     /** Repeats of every cell with these seeds (default: the base seed only). */
     seeds: z.array(z.number().int().min(0)).min(1).optional(),
     /** Required to submit more than MAX_CELLS_DEFAULT cells. */
@@ -57,14 +59,18 @@ function setPath(target: Record<string, unknown>, dotted: string, value: unknown
 /** Every (cell, seed) of the grid as a validated run config; errors name the offending cell. */
 export function expandSweep(raw: unknown): { request: SweepRequest; cells: SweepCell[] } {
   const parsed = SweepRequestSchema.safeParse(raw);
-  if (!parsed.success) throw new IceError('CONFIG_INVALID', `invalid sweep: ${formatZodError(parsed.error)}`, { issues: parsed.error.issues });
+  if (!parsed.success)
+    throw new IceError('CONFIG_INVALID', `invalid sweep: ${formatZodError(parsed.error)}`, { issues: parsed.error.issues });
   const request = parsed.data;
   const axes = Object.keys(request.grid);
   const base = parseRunConfig(request.base); // the base alone must be valid
   const seeds = request.seeds ?? [base.seed];
   const nCells = axes.reduce((n, a) => n * request.grid[a].length, 1);
   if (nCells * seeds.length > MAX_CELLS_DEFAULT && !request.allowLargeGrid) {
-    throw new IceError('CONFIG_INVALID', `grid: ${nCells} cells × ${seeds.length} seeds = ${nCells * seeds.length} runs exceeds ${MAX_CELLS_DEFAULT}; set allowLargeGrid: true to submit it`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `grid: ${nCells} cells × ${seeds.length} seeds = ${nCells * seeds.length} runs exceeds ${MAX_CELLS_DEFAULT}; set allowLargeGrid: true to submit it`,
+    );
   }
   const cells: SweepCell[] = [];
   const combo = (i: number, values: Record<string, number | string | boolean>): void => {

@@ -42,6 +42,8 @@ export function dashboardKeyMiddleware(keys: readonly string[]) {
     }
     if (isValidKey(keys, presented)) return next();
     res.setHeader('WWW-Authenticate', 'Basic realm="ice queues", charset="UTF-8"');
-    res.status(401).json({ statusCode: 401, message: `a valid API key is required (${API_KEY_HEADER} header, or Basic auth with the key as password)` });
+    res
+      .status(401)
+      .json({ statusCode: 401, message: `a valid API key is required (${API_KEY_HEADER} header, or Basic auth with the key as password)` });
   };
 }

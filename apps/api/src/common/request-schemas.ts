@@ -6,7 +6,10 @@ import { RUN_STATUSES, SWEEP_STATUSES } from '@ice/orchestration';
 export function parseRequest<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.output<S> {
   const r = schema.safeParse(raw);
   if (!r.success) {
-    throw new IceError('INPUT_INVALID', `invalid ${what}: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    throw new IceError(
+      'INPUT_INVALID',
+      `invalid ${what}: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+    );
   }
   return r.data;
 }
@@ -23,7 +26,14 @@ export const PageQuery = z.object(page).strict();
 const csvList = z
   .string()
   .optional()
-  .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined));
+  .transform((s) =>
+    s
+      ? s
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)
+      : undefined,
+  );
 
 export const TableQuery = z
   .object({

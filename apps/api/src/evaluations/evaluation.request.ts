@@ -25,7 +25,13 @@ const DataSchema = z
     root: z.string().min(1).optional(),
     split: z.string().min(1).optional(),
     limit: z.number().int().min(1).max(100_000).optional(),
-    batchSize: z.number().int().min(1).max(256).optional().describe('images per forward pass (default: 32 for accuracy; 16 for map protocols, fewer for large inputs)'),
+    batchSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(256)
+      .optional()
+      .describe('images per forward pass (default: 32 for accuracy; 16 for map protocols, fewer for large inputs)'),
   })
   .strict();
 
@@ -46,16 +52,28 @@ export const EvaluationRequestSchema = z
       .describe(`accuracy: ${ACCURACY_METHODS.join(', ')} (default ice); map protocols (required): ${EXPLAINER_NAMES.join(', ')}`),
     runId: z.uuid().optional().describe('a succeeded run; its final checkpoint is evaluated'),
     weights: z.string().min(1).optional().describe('a weights file (.safetensors or .pth) inside the data roots or the artifact directory'),
-    model: z.string().min(1).optional().describe("preset name or config.json for `weights` (default: the run's preset; with weights, required by the map protocols)"),
-    saveMaps: z.number().int().min(0).max(MAX_SAVED_MAPS).default(0).describe('map protocols: overlays of the first N images per method and a contact sheet, under the artifact directory'),
+    model: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("preset name or config.json for `weights` (default: the run's preset; with weights, required by the map protocols)"),
+    saveMaps: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_SAVED_MAPS)
+      .default(0)
+      .describe('map protocols: overlays of the first N images per method and a contact sheet, under the artifact directory'),
     options: EvaluationTuningSchema.prefault({}),
   })
   .strict()
   .superRefine((r, ctx) => {
     for (const k of SHORTHANDS) {
-      if (r[k] !== undefined && r.data[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `give ${k} at the top level or as data.${k}, not both` });
+      if (r[k] !== undefined && r.data[k] !== undefined)
+        ctx.addIssue({ code: 'custom', path: [k], message: `give ${k} at the top level or as data.${k}, not both` });
     }
-    if (!r.runId === !r.weights) ctx.addIssue({ code: 'custom', path: ['runId'], message: 'give exactly one of runId (a finished run) or weights (a file)' });
+    if (!r.runId === !r.weights)
+      ctx.addIssue({ code: 'custom', path: ['runId'], message: 'give exactly one of runId (a finished run) or weights (a file)' });
   })
   .transform((r) => {
     const mapProtocol = r.protocol !== 'accuracy';
@@ -66,16 +84,33 @@ export const EvaluationRequestSchema = z
       limit: r.limit ?? r.data.limit ?? 200,
       batchSize: r.data.batchSize,
     };
-    return { protocol: r.protocol, data, methods: r.methods ?? (mapProtocol ? [] : ['ice']), runId: r.runId, weights: r.weights, model: r.model, saveMaps: r.saveMaps, options: r.options };
+    return {
+      protocol: r.protocol,
+      data,
+      methods: r.methods ?? (mapProtocol ? [] : ['ice']),
+      runId: r.runId,
+      weights: r.weights,
+      model: r.model,
+      saveMaps: r.saveMaps,
+      options: r.options,
+    };
   })
   .superRefine((r, ctx) => {
     if (r.methods.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['methods'], message: `the ${r.protocol} protocol needs methods: one or more of ${EXPLAINER_NAMES.join(', ')}` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['methods'],
+        message: `the ${r.protocol} protocol needs methods: one or more of ${EXPLAINER_NAMES.join(', ')}`,
+      });
       return;
     }
     for (const i of evaluationSpecIssues(r)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
     if (r.protocol !== 'accuracy' && r.weights && !r.model) {
-      ctx.addIssue({ code: 'custom', path: ['model'], message: 'a weights file needs the model it was trained with: a preset name or a config.json' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model'],
+        message: 'a weights file needs the model it was trained with: a preset name or a config.json',
+      });
     }
   });
 

@@ -13,7 +13,10 @@ export class EvaluationsController {
 
   @Post()
   @ApiSecurity('api-key')
-  @ApiOperation({ summary: "Evaluate a finished run's checkpoint or a weights file with a protocol (accuracy, segmentation, jaccard, corloc, localization)" })
+  @ApiOperation({
+    summary:
+      "Evaluate a finished run's checkpoint or a weights file with a protocol (accuracy, segmentation, jaccard, corloc, localization)",
+  })
   @ApiBody({ schema: openApiSchema(EvaluationRequestSchema) })
   submit(@Body() body: unknown) {
     return this.evaluations.submit(body);

@@ -72,12 +72,16 @@ export class EvaluationsService {
     if (req.runId) {
       const run = await this.store.getRun(req.runId);
       if (!run) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} does not exist`);
-      if (run.status !== 'succeeded' || !run.checkpoint) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} has not finished (${run.status}); evaluate a succeeded run`);
+      if (run.status !== 'succeeded' || !run.checkpoint)
+        throw new IceError('INPUT_INVALID', `runId: run ${req.runId} has not finished (${run.status}); evaluate a succeeded run`);
       const own = runModel(run);
       // Known now rather than after the worker has loaded the checkpoint: a classify run has no ICE head.
       req.methods.forEach((m, i) => {
         if (!own.iceHead && isExplainerName(m) && EXPLAINERS[m].needsIceHead) {
-          throw new IceError('INPUT_INVALID', `methods.${i}: '${m}' needs an ICE head, and run ${run.id} was trained in classify mode (no ICE head)`);
+          throw new IceError(
+            'INPUT_INVALID',
+            `methods.${i}: '${m}' needs an ICE head, and run ${run.id} was trained in classify mode (no ICE head)`,
+          );
         }
       });
       checkpoint = run.checkpoint;
@@ -88,7 +92,8 @@ export class EvaluationsService {
       model = req.model ?? ACCURACY_DEFAULT_MODEL; // the map protocols require model with weights (schema)
     }
     if (!isVitPreset(model)) {
-      if (!model.endsWith('.json')) throw new IceError('INPUT_INVALID', `model: '${model}' is neither a known preset nor a config .json file`);
+      if (!model.endsWith('.json'))
+        throw new IceError('INPUT_INVALID', `model: '${model}' is neither a known preset nor a config .json file`);
       assertInsideRoots('model', model, fileRoots);
     }
     return parseEvaluationSpec({
@@ -110,7 +115,10 @@ export class EvaluationsService {
 
   async list(rawQuery: unknown) {
     const q = parseRequest(EvaluationListQuery, rawQuery, 'query');
-    const { items, total } = await this.store.listEvaluations({ status: q.status, protocol: q.protocol, runId: q.runId }, { limit: q.limit, offset: q.offset });
+    const { items, total } = await this.store.listEvaluations(
+      { status: q.status, protocol: q.protocol, runId: q.runId },
+      { limit: q.limit, offset: q.offset },
+    );
     const rows = await this.store.evaluationResults(items.map((e) => e.id));
     return { items: items.map((e) => evaluationView(e, rows.get(e.id) ?? [])), total, limit: q.limit, offset: q.offset };
   }
@@ -130,7 +138,12 @@ export class EvaluationsService {
     const files = [...(saved?.files ?? []), ...(saved?.contactSheet ? [saved.contactSheet] : [])];
     // Only files the evaluation itself recorded, and only inside its own directory.
     const file = files.find((f) => path.basename(f) === name);
-    if (!file || !this.artifacts.contains(file) || !path.resolve(file).startsWith(this.artifacts.evaluationDir(id) + path.sep) || !fs.existsSync(file)) {
+    if (
+      !file ||
+      !this.artifacts.contains(file) ||
+      !path.resolve(file).startsWith(this.artifacts.evaluationDir(id) + path.sep) ||
+      !fs.existsSync(file)
+    ) {
       throw new NotFoundException(`evaluation ${id} has no saved map ${name}`);
     }
     return new StreamableFile(fs.createReadStream(file), { type: 'image/png' });

@@ -6,7 +6,10 @@ import { JobQueue, OrchestrationStore } from '@ice/orchestration';
 async function probe(fn: () => Promise<void>, timeoutMs = 2000): Promise<{ ok: boolean; latencyMs: number; error?: string }> {
   const t0 = performance.now();
   try {
-    await Promise.race([fn(), new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref())]);
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref()),
+    ]);
     return { ok: true, latencyMs: Math.round(performance.now() - t0) };
   } catch (e) {
     return { ok: false, latencyMs: Math.round(performance.now() - t0), error: (e as Error).message };

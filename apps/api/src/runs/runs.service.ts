@@ -7,7 +7,15 @@ import { SubmissionRules } from './submission.rules';
 import { runView } from './run.views';
 
 export function runStatusEvent(r: RunEntity): OrchestrationEvent {
-  return { type: 'run.status', runId: r.id, sweepId: r.sweepId, status: r.status, error: r.error, metrics: r.metrics, at: new Date().toISOString() };
+  return {
+    type: 'run.status',
+    runId: r.id,
+    sweepId: r.sweepId,
+    status: r.status,
+    error: r.error,
+    metrics: r.metrics,
+    at: new Date().toISOString(),
+  };
 }
 
 @Injectable()
@@ -73,7 +81,8 @@ export class RunsService {
       snapshot: async () => {
         const run = await this.require(id);
         const events: OrchestrationEvent[] = [runStatusEvent(run)];
-        if (run.progress && !isTerminalRunStatus(run.status)) events.unshift({ type: 'run.progress', runId: run.id, sweepId: run.sweepId, progress: run.progress });
+        if (run.progress && !isTerminalRunStatus(run.status))
+          events.unshift({ type: 'run.progress', runId: run.id, sweepId: run.sweepId, progress: run.progress });
         return events;
       },
       isEnd: (e) => e.type === 'run.status' && isTerminalRunStatus(e.status),

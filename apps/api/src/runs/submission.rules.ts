@@ -1,6 +1,14 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { IceError, vitConfig } from '@ice/core';
-import { batchesPerEpoch, expandSweep, parseRunConfig, trainDatasetSpec, type RunConfig, type SweepCell, type SweepRequest } from '@ice/experiments';
+import {
+  batchesPerEpoch,
+  expandSweep,
+  parseRunConfig,
+  trainDatasetSpec,
+  type RunConfig,
+  type SweepCell,
+  type SweepRequest,
+} from '@ice/experiments';
 import { ArtifactStore, assertInsideRoots, ORCHESTRATION_CONFIG, type OrchestrationConfig, type StoredRunConfig } from '@ice/orchestration';
 
 /**
@@ -31,7 +39,8 @@ export class SubmissionRules {
   private check(config: RunConfig, prefix: string): void {
     if (config.worldSize > 1) this.checkShards(config, prefix);
     if (config.data.root) assertInsideRoots(`${prefix}data.root`, config.data.root, this.config.dataRoots);
-    if (config.model.weights) assertInsideRoots(`${prefix}model.weights`, config.model.weights, [...this.config.dataRoots, this.artifacts.root]);
+    if (config.model.weights)
+      assertInsideRoots(`${prefix}model.weights`, config.model.weights, [...this.config.dataRoots, this.artifacts.root]);
   }
 
   /** Every rank's shard of an epoch must hold at least one batch (the workers would fail on it after queueing). */
@@ -42,7 +51,10 @@ export class SubmissionRules {
     try {
       batchesPerEpoch(length, config.data.batchSize, config.worldSize);
     } catch (e) {
-      throw new IceError('INPUT_INVALID', `${prefix}worldSize ${config.worldSize} × data.batchSize ${config.data.batchSize}: ${(e as Error).message}`);
+      throw new IceError(
+        'INPUT_INVALID',
+        `${prefix}worldSize ${config.worldSize} × data.batchSize ${config.data.batchSize}: ${(e as Error).message}`,
+      );
     }
   }
 

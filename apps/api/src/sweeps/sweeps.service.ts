@@ -2,7 +2,15 @@ import { Injectable, NotFoundException, type MessageEvent } from '@nestjs/common
 import type { Observable } from 'rxjs';
 import { IceError } from '@ice/core';
 import { AXIS_ALIASES, buildAblationTable, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
-import { EventBus, isTerminalSweepStatus, JobQueue, OrchestrationStore, type OrchestrationEvent, type RunEntity, type SweepEntity } from '@ice/orchestration';
+import {
+  EventBus,
+  isTerminalSweepStatus,
+  JobQueue,
+  OrchestrationStore,
+  type OrchestrationEvent,
+  type RunEntity,
+  type SweepEntity,
+} from '@ice/orchestration';
 import { eventStream } from '../common/sse';
 import { parseRequest, SweepListQuery, TableQuery } from '../common/request-schemas';
 import { SubmissionRules } from '../runs/submission.rules';
@@ -84,7 +92,10 @@ export class SweepsService {
     const rows = q.rows ?? sweep.axes;
     for (const r of rows) {
       if (runs.length && runs.every((run) => rowValue(run, sweep.axes, r) === undefined)) {
-        throw new IceError('INPUT_INVALID', `rows: ${r} is neither a grid axis of this sweep (${sweep.axes.join(', ')}) nor a run config field`);
+        throw new IceError(
+          'INPUT_INVALID',
+          `rows: ${r} is neither a grid axis of this sweep (${sweep.axes.join(', ')}) nor a run config field`,
+        );
       }
     }
     const outcomes: RunOutcome[] = runs.map((run) => ({

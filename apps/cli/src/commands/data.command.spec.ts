@@ -38,7 +38,9 @@ describe('ice data', () => {
 
   it('export digits --format voc writes a set that inspect --format voc reads back', async () => {
     const out = path.join(tmp, 'voc');
-    const result = JSON.parse(await runCli(['data', 'export', 'digits', '--format', 'voc', '--out', out, '--split', 'val,test', '--limit', '3', '--size', '32']));
+    const result = JSON.parse(
+      await runCli(['data', 'export', 'digits', '--format', 'voc', '--out', out, '--split', 'val,test', '--limit', '3', '--size', '32']),
+    );
     expect(result).toMatchObject({ splits: { val: 3, test: 3 }, images: 6 });
     const report = JSON.parse(await runCli(['data', 'inspect', '--format', 'voc', '--root', out]));
     expect(report.splits).toEqual({ test: 3, val: 3 });
@@ -47,10 +49,16 @@ describe('ice data', () => {
   });
 
   it('names the problem: missing root, unknown format, wrong export target', async () => {
-    const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: unknown) => (e instanceof IceError ? `${e.code}: ${e.message}` : String(e)));
+    const code = async (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'ok',
+        (e: unknown) => (e instanceof IceError ? `${e.code}: ${e.message}` : String(e)),
+      );
     expect(await code(runInspect({ format: 'voc' }))).toMatch(/CONFIG_INVALID: --root/);
     expect(await code(runInspect({ format: 'voc', root: path.join(tmp, 'missing') }))).toMatch(/FILE_NOT_FOUND: .*missing/);
-    expect(await code(runInspect({ format: 'coco', root: tmp }))).toMatch(/CONFIG_INVALID: --format must be one of imagenet, imagenet-seg, voc, cub, digits/);
+    expect(await code(runInspect({ format: 'coco', root: tmp }))).toMatch(
+      /CONFIG_INVALID: --format must be one of imagenet, imagenet-seg, voc, cub, digits/,
+    );
     expect(await code(runExport('imagenet', { format: 'voc', out: tmp }))).toMatch(/only the built-in 'digits'/);
     expect(await code(runExport('digits', { format: 'coco', out: tmp }))).toMatch(/--format must be 'voc'/);
     expect(await code(runExport('digits', { format: 'voc', out: tmp, split: 'train,dev' }))).toMatch(/'dev' is not a digits split/);

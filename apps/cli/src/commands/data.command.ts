@@ -104,7 +104,11 @@ export interface ExportCliOptions {
   quality?: string;
 }
 
-export async function runExport(dataset: string, opts: ExportCliOptions, onProgress?: (done: number, total: number) => void): Promise<DigitsVocExportResult> {
+export async function runExport(
+  dataset: string,
+  opts: ExportCliOptions,
+  onProgress?: (done: number, total: number) => void,
+): Promise<DigitsVocExportResult> {
   if (dataset !== 'digits') throw new IceError('CONFIG_INVALID', `only the built-in 'digits' dataset can be exported, got '${dataset}'`);
   if (opts.format !== 'voc') throw new IceError('CONFIG_INVALID', `--format must be 'voc' (the only export format), got '${opts.format}'`);
   const names = (opts.split ?? DIGIT_SPLITS.join(','))
@@ -155,7 +159,9 @@ export function registerDataCommands(program: Command): void {
     .option('--seed <n>', 'digits seed (default 0)')
     .option('--quality <q>', 'JPEG quality (default 95)')
     .action(async (dataset: string, opts: ExportCliOptions) => {
-      const bar = process.stderr.isTTY ? new SingleBar({ format: 'export [{bar}] {value}/{total} images  {eta}s left', stream: process.stderr, hideCursor: true }) : undefined;
+      const bar = process.stderr.isTTY
+        ? new SingleBar({ format: 'export [{bar}] {value}/{total} images  {eta}s left', stream: process.stderr, hideCursor: true })
+        : undefined;
       let started = false;
       let result: DigitsVocExportResult;
       try {

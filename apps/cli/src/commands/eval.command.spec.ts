@@ -26,8 +26,33 @@ describe('ice eval', () => {
   });
 
   it('maps the options onto runEvaluation', () => {
-    const o = toEvaluationOptions('jaccard', { ...base, format: 'voc', root: '/data/VOC2012', taus: '0.9,0.6', excludeVoid: true, jaccardHeads: 'mean', normalization: 'half', top1Iou: 'ge', saveMaps: '/tmp/m', saveMapsCount: 3 }, quiet);
-    expect(o).toMatchObject({ protocol: 'jaccard', format: 'voc', root: '/data/VOC2012', taus: [0.9, 0.6], excludeVoid: true, jaccardHeads: 'mean', normalization: 'half', strictTop1: false, saveMaps: { dir: '/tmp/m', count: 3 } });
+    const o = toEvaluationOptions(
+      'jaccard',
+      {
+        ...base,
+        format: 'voc',
+        root: '/data/VOC2012',
+        taus: '0.9,0.6',
+        excludeVoid: true,
+        jaccardHeads: 'mean',
+        normalization: 'half',
+        top1Iou: 'ge',
+        saveMaps: '/tmp/m',
+        saveMapsCount: 3,
+      },
+      quiet,
+    );
+    expect(o).toMatchObject({
+      protocol: 'jaccard',
+      format: 'voc',
+      root: '/data/VOC2012',
+      taus: [0.9, 0.6],
+      excludeVoid: true,
+      jaccardHeads: 'mean',
+      normalization: 'half',
+      strictTop1: false,
+      saveMaps: { dir: '/tmp/m', count: 3 },
+    });
     expect(() => toEvaluationOptions('seg', base, quiet)).toThrow(/protocol must be one of segmentation, jaccard, corloc, localization/);
     expect(() => toEvaluationOptions('corloc', { ...base, format: 'coco' }, quiet)).toThrow(IceError);
     expect(() => toEvaluationOptions('corloc', { ...base, saveMapsCount: 2 }, quiet)).toThrow(/needs --save-maps/);
@@ -40,8 +65,39 @@ describe('ice eval', () => {
     const spy = jest.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
     const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
-      await program.parseAsync(['node', 'ice', 'eval', 'corloc', '--format', 'digits', '--weights', weights, '--model', 'digits-micro', '--method', 'ice,rollout', '--limit', '2']);
-      await program.parseAsync(['node', 'ice', 'eval', 'localization', '--format', 'digits', '--weights', weights, '--model', 'digits-micro', '--method', 'ice', '--limit', '2', '--json']);
+      await program.parseAsync([
+        'node',
+        'ice',
+        'eval',
+        'corloc',
+        '--format',
+        'digits',
+        '--weights',
+        weights,
+        '--model',
+        'digits-micro',
+        '--method',
+        'ice,rollout',
+        '--limit',
+        '2',
+      ]);
+      await program.parseAsync([
+        'node',
+        'ice',
+        'eval',
+        'localization',
+        '--format',
+        'digits',
+        '--weights',
+        weights,
+        '--model',
+        'digits-micro',
+        '--method',
+        'ice',
+        '--limit',
+        '2',
+        '--json',
+      ]);
     } finally {
       spy.mockRestore();
       err.mockRestore();
@@ -52,7 +108,11 @@ describe('ice eval', () => {
     expect(lines[4]).toMatch(/^ice \[official head\]\s/);
     expect(lines[5]).toMatch(/^rollout\s/);
     expect(out[0]).toMatch(/largest 4-connected component/);
-    const json = JSON.parse(out[1]) as { protocol: string; rows: { method: string; images: number; imagesPerSecond: number; metrics: Record<string, number> }[]; conventions: string[] };
+    const json = JSON.parse(out[1]) as {
+      protocol: string;
+      rows: { method: string; images: number; imagesPerSecond: number; metrics: Record<string, number> }[];
+      conventions: string[];
+    };
     expect(json.protocol).toBe('localization');
     expect(json.rows).toHaveLength(1);
     expect(json.rows[0]).toMatchObject({ method: 'ice', images: 2 });

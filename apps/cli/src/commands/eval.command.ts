@@ -47,23 +47,29 @@ export interface EvalCommandOptions {
 }
 
 function oneOf<T extends string>(what: string, value: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(value)) throw new IceError('CONFIG_INVALID', `${what} must be one of ${allowed.join(', ')}; got '${value}'`);
+  if (!(allowed as readonly string[]).includes(value))
+    throw new IceError('CONFIG_INVALID', `${what} must be one of ${allowed.join(', ')}; got '${value}'`);
   return value as T;
 }
 
 export function parseMethods(list: string): ExplainerName[] {
-  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (names.length === 0) throw new IceError('CONFIG_INVALID', `--method names no method; choose from ${EXPLAINER_NAMES.join(', ')}`);
   if (names.length === 1 && names[0] === 'all') return [...EXPLAINER_NAMES];
   return names.map((n) => {
-    if (!isExplainerName(n)) throw new IceError('CONFIG_INVALID', `unknown method '${n}'; choose from ${EXPLAINER_NAMES.join(', ')} (or all)`);
+    if (!isExplainerName(n))
+      throw new IceError('CONFIG_INVALID', `unknown method '${n}'; choose from ${EXPLAINER_NAMES.join(', ')} (or all)`);
     return n;
   });
 }
 
 function parseNumberList(what: string, list: string): number[] {
   const out = list.split(',').map((s) => Number(s.trim()));
-  if (out.length === 0 || out.some((v) => !Number.isFinite(v))) throw new IceError('CONFIG_INVALID', `${what} must be comma-separated numbers; got '${list}'`);
+  if (out.length === 0 || out.some((v) => !Number.isFinite(v)))
+    throw new IceError('CONFIG_INVALID', `${what} must be comma-separated numbers; got '${list}'`);
   return out;
 }
 
@@ -89,7 +95,8 @@ export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log
     log,
   };
   if (o.targetSource !== undefined) opts.targetSource = oneOf<TargetSource>('--target-source', o.targetSource, TARGET_SOURCES);
-  if (o.normalization !== undefined) opts.normalization = oneOf<NormalizationChoice>('--normalization', o.normalization, NORMALIZATION_CHOICES);
+  if (o.normalization !== undefined)
+    opts.normalization = oneOf<NormalizationChoice>('--normalization', o.normalization, NORMALIZATION_CHOICES);
   if (o.taus !== undefined) opts.taus = parseNumberList('--taus', o.taus);
   if (o.maxboxaccIous !== undefined) opts.maxBoxAccIous = parseNumberList('--maxboxacc-ious', o.maxboxaccIous);
   if (o.jaccardHeads !== undefined) opts.jaccardHeads = oneOf('--jaccard-heads', o.jaccardHeads, ['max', 'mean'] as const);
@@ -101,7 +108,11 @@ export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log
 }
 
 /** Runs the evaluation; progress goes to `log` (stderr from the CLI). */
-export async function runEvalCommand(protocol: string, o: EvalCommandOptions, log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<EvaluationResult> {
+export async function runEvalCommand(
+  protocol: string,
+  o: EvalCommandOptions,
+  log: (m: string) => void = (m) => process.stderr.write(`${m}\n`),
+): Promise<EvaluationResult> {
   const opts = toEvaluationOptions(protocol, o, log);
   let last = 0;
   opts.onProgress = (done, total) => {
@@ -136,20 +147,36 @@ export function registerEvalCommand(program: Command): void {
     .description('score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s)')
     .argument('<protocol>', EVALUATION_PROTOCOLS.join(' | '))
     .requiredOption('--format <format>', EVALUATION_FORMATS.join(' | '))
-    .option('--root <path>', 'data set root (imagenet-seg: gtsegs_ijcv.mat or its folder; voc: the VOC20xx folder; cub: CUB_200_2011); not for digits')
-    .option('--split <name>', 'split (default: imagenet-seg test; voc val for segmentation/jaccard, trainval for corloc/localization; cub test; digits test)')
+    .option(
+      '--root <path>',
+      'data set root (imagenet-seg: gtsegs_ijcv.mat or its folder; voc: the VOC20xx folder; cub: CUB_200_2011); not for digits',
+    )
+    .option(
+      '--split <name>',
+      'split (default: imagenet-seg test; voc val for segmentation/jaccard, trainval for corloc/localization; cub test; digits test)',
+    )
     .requiredOption('--weights <file>', 'weights: .safetensors or PyTorch .pth')
     .requiredOption('--model <preset|config.json>', 'model preset name or JSON config')
     .requiredOption('--method <names>', `comma-separated: ${EXPLAINER_NAMES.join(', ')}, or all`)
     .option('--limit <n>', 'only the first N images', int('--limit', 1))
-    .option('--batch-size <n>', 'images per explainer call (default 16, fewer for large inputs; each map is the one the image gets alone; 1 = one by one, as the reference code)', int('--batch-size', 1))
-    .option('--target-source <cls|ice>', "whose top-1 is each image's target class (and Top-1 Cls): the CLS head's (default, as the reference code) or the ICE head's own")
+    .option(
+      '--batch-size <n>',
+      'images per explainer call (default 16, fewer for large inputs; each map is the one the image gets alone; 1 = one by one, as the reference code)',
+      int('--batch-size', 1),
+    )
+    .option(
+      '--target-source <cls|ice>',
+      "whose top-1 is each image's target class (and Top-1 Cls): the CLS head's (default, as the reference code) or the ICE head's own",
+    )
     .option('--json', 'print the result as JSON')
     .option('--save-maps <dir>', 'write overlays (image + map, jet at 50%) and a contact sheet for the first images')
     .option('--save-maps-count <k>', 'how many images --save-maps draws (default 8)', int('--save-maps-count', 1))
-    .option('--img-size <n>', 'input side S (default: the model\'s; 512 for jaccard on voc)', int('--img-size', 1))
-    .option('--normalization <half|imagenet|model>', 'input normalisation (default: half for segmentation as the released code, imagenet otherwise, model for digits)')
-    .option('--rollout-start-layer <n>', 'rollout\'s first block (default 1 for segmentation, else 0)', int('--rollout-start-layer', 0))
+    .option('--img-size <n>', "input side S (default: the model's; 512 for jaccard on voc)", int('--img-size', 1))
+    .option(
+      '--normalization <half|imagenet|model>',
+      'input normalisation (default: half for segmentation as the released code, imagenet otherwise, model for digits)',
+    )
+    .option('--rollout-start-layer <n>', "rollout's first block (default 1 for segmentation, else 0)", int('--rollout-start-layer', 0))
     .option('--exclude-void', 'jaccard: leave void (255) pixels out of the unions (the released code counts them)')
     .option('--taus <list>', 'jaccard: attention-mass thresholds (default 0.9,0.8,0.6)')
     .option('--jaccard-heads <max|mean>', 'jaccard, raw attention: best head per class (default, Intriguing) or the head mean')
@@ -157,8 +184,15 @@ export function registerEvalCommand(program: Command): void {
     .option('--corloc-tau <t>', 'corloc: attention-mass τ (default 0.6)', num('--corloc-tau'))
     .option('--cam-threshold <t>', 'localization: CAM threshold of GT-known/Top-1 Loc (default 0.1, TS-CAM)', num('--cam-threshold'))
     .option('--top1-iou <gt|ge>', 'localization: Top-1 Loc needs IoU > 0.5 (gt, TS-CAM, default) or ≥ 0.5 (ge)')
-    .option('--maxboxacc-interval <step>', 'localization: CAM-threshold step of the MaxBoxAcc sweep (default 0.001, wsolevaluation; 0.01 is ~3× faster)', num('--maxboxacc-interval'))
-    .option('--maxboxacc-ious <list>', 'localization: IoU thresholds δ of MaxBoxAcc (default 0.5; later wsolevaluation reports 0.3,0.5,0.7)')
+    .option(
+      '--maxboxacc-interval <step>',
+      'localization: CAM-threshold step of the MaxBoxAcc sweep (default 0.001, wsolevaluation; 0.01 is ~3× faster)',
+      num('--maxboxacc-interval'),
+    )
+    .option(
+      '--maxboxacc-ious <list>',
+      'localization: IoU thresholds δ of MaxBoxAcc (default 0.5; later wsolevaluation reports 0.3,0.5,0.7)',
+    )
     .option('--digits-seed <n>', 'digits: seed of the generated set (default 0)', int('--digits-seed', 0))
     .action(async (protocol: string, opts: EvalCommandOptions) => {
       const result = await runEvalCommand(protocol, opts);

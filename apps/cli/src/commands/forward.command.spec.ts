@@ -25,10 +25,19 @@ describe('ice forward', () => {
   ])('%s reproduces the golden outputs, %s as z_ice', async (file, zName) => {
     const out = path.join(tmp, `${file}.out.safetensors`);
     // The preset says head "official": the checkpoint's own head kind must win.
-    const names = await runForward({ weights: path.join(GOLDEN, file), model: 'golden-micro', input: path.join(GOLDEN, 'golden-micro-io.safetensors'), out }, () => undefined);
+    const names = await runForward(
+      { weights: path.join(GOLDEN, file), model: 'golden-micro', input: path.join(GOLDEN, 'golden-micro-io.safetensors'), out },
+      () => undefined,
+    );
     expect(names).toEqual(['cls_logits', 'prenorm_patch_tokens', 'attn_probs.0', 'attn_probs.1', 'z_ice']);
     const got = readSafetensors(out).tensors;
-    for (const [n, r] of [['cls_logits', 'cls_logits'], ['prenorm_patch_tokens', 'prenorm_patch_tokens'], ['attn_probs.0', 'attn_probs.0'], ['attn_probs.1', 'attn_probs.1'], ['z_ice', zName]]) {
+    for (const [n, r] of [
+      ['cls_logits', 'cls_logits'],
+      ['prenorm_patch_tokens', 'prenorm_patch_tokens'],
+      ['attn_probs.0', 'attn_probs.0'],
+      ['attn_probs.1', 'attn_probs.1'],
+      ['z_ice', zName],
+    ]) {
       expect(within(got.get(n)!.data as Float32Array, ref(r), 1e-4, 1e-4)).toBe(true);
     }
   });
@@ -36,12 +45,32 @@ describe('ice forward', () => {
   it('names the problem when the input tensor is missing or mis-shaped', async () => {
     const bad = path.join(tmp, 'bad.safetensors');
     writeSafetensors(bad, new Map([['image', { dtype: 'F32', shape: [1, 3, 32, 32], data: new Float32Array(3072) }]]));
-    await expect(runForward({ weights: path.join(GOLDEN, 'golden-micro.pth'), model: 'golden-micro', input: bad, out: path.join(tmp, 'x.safetensors') }, () => undefined)).rejects.toThrow(/has no tensor named "input" \(found: image\)/);
+    await expect(
+      runForward(
+        { weights: path.join(GOLDEN, 'golden-micro.pth'), model: 'golden-micro', input: bad, out: path.join(tmp, 'x.safetensors') },
+        () => undefined,
+      ),
+    ).rejects.toThrow(/has no tensor named "input" \(found: image\)/);
     writeSafetensors(bad, new Map([['input', { dtype: 'F32', shape: [3, 32, 32], data: new Float32Array(3072) }]]));
-    await expect(runForward({ weights: path.join(GOLDEN, 'golden-micro.pth'), model: 'golden-micro', input: bad, out: path.join(tmp, 'x.safetensors') }, () => undefined)).rejects.toThrow(IceError);
+    await expect(
+      runForward(
+        { weights: path.join(GOLDEN, 'golden-micro.pth'), model: 'golden-micro', input: bad, out: path.join(tmp, 'x.safetensors') },
+        () => undefined,
+      ),
+    ).rejects.toThrow(IceError);
   });
 
   it('rejects an unknown preset with the list of presets', async () => {
-    await expect(runForward({ weights: path.join(GOLDEN, 'golden-micro.pth'), model: 'deit_huge', input: path.join(GOLDEN, 'golden-micro-io.safetensors'), out: path.join(tmp, 'y.safetensors') }, () => undefined)).rejects.toThrow(/neither a preset \(deit_tiny_patch16_224/);
+    await expect(
+      runForward(
+        {
+          weights: path.join(GOLDEN, 'golden-micro.pth'),
+          model: 'deit_huge',
+          input: path.join(GOLDEN, 'golden-micro-io.safetensors'),
+          out: path.join(tmp, 'y.safetensors'),
+        },
+        () => undefined,
+      ),
+    ).rejects.toThrow(/neither a preset \(deit_tiny_patch16_224/);
   });
 });

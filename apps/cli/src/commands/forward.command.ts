@@ -18,19 +18,26 @@ export async function runForward(args: ForwardArgs, log: (m: string) => void = c
   const inputFile = readSafetensors(args.input);
   const input = inputFile.tensors.get('input');
   if (!input) {
-    throw new IceError('INPUT_INVALID', `${args.input} has no tensor named "input" (found: ${[...inputFile.tensors.keys()].join(', ') || 'none'})`);
+    throw new IceError(
+      'INPUT_INVALID',
+      `${args.input} has no tensor named "input" (found: ${[...inputFile.tensors.keys()].join(', ') || 'none'})`,
+    );
   }
   if (input.dtype !== 'F32' || input.shape.length !== 4) {
-    throw new IceError('INPUT_INVALID', `${args.input}: "input" must be NCHW float32 (rank 4, F32), got ${input.dtype} [${input.shape.join(', ')}]`);
+    throw new IceError(
+      'INPUT_INVALID',
+      `${args.input}: "input" must be NCHW float32 (rank 4, F32), got ${input.dtype} [${input.shape.join(', ')}]`,
+    );
   }
   const [, , H, W] = input.shape;
   if (H !== W) throw new IceError('INPUT_INVALID', `${args.input}: "input" must be square, got ${H}×${W}`);
   const { model, config, report } = loadModel(args.weights, args.model, { imgSize: H });
-  if (report.posEmbedResampled) log(`pos_embed resampled from ${report.posEmbedResampled.from}² to ${report.posEmbedResampled.to}² patches`);
+  if (report.posEmbedResampled)
+    log(`pos_embed resampled from ${report.posEmbedResampled.from}² to ${report.posEmbedResampled.to}² patches`);
   try {
     const out: StateDict = new Map();
     const put = async (name: string, t: tf.Tensor): Promise<void> => {
-      out.set(name, { dtype: 'F32', shape: t.shape, data: (await t.data()) });
+      out.set(name, { dtype: 'F32', shape: t.shape, data: await t.data() });
     };
     const x = tf.tensor4d(input.data as Float32Array, input.shape as [number, number, number, number]);
     const res = model.forward(x, { returnAttention: true });

@@ -22,7 +22,9 @@ describe('ice weights inspect', () => {
   it('prints a readable summary of a PyTorch checkpoint', async () => {
     const out = await run('weights', 'inspect', path.join(GOLDEN, 'golden-micro.pth'));
     expect(out).toMatch(/golden-micro\.pth: pth \(state dict under 'model'\), 33 tensors, 114,954 parameters/);
-    expect(out).toMatch(/architecture: ViT: embed 64, depth 2, heads unknown, mlp 256, patch 8, in_chans 3, grid 4x4 \(17 pos tokens\), classes 10/);
+    expect(out).toMatch(
+      /architecture: ViT: embed 64, depth 2, heads unknown, mlp 256, patch 8, in_chans 3, grid 4x4 \(17 pos tokens\), classes 10/,
+    );
     expect(out).toMatch(/ICE head: official, 11 outputs \(background index 10\)/);
     expect(out).toMatch(/^ {2}patch_embed\.proj\.weight +F32 +\[64, 3, 8, 8\] +12,288$/m);
   });

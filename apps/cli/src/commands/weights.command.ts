@@ -65,7 +65,9 @@ export function registerWeightsCommand(program: Command): void {
       const w = readWeights(file);
       const kept = new Map([...w.tensors].filter(([name]) => !name.startsWith('optimizer.')));
       // Keep the model config and provenance; drop the training state that only a resume needs.
-      const metadata = Object.fromEntries(Object.entries(w.metadata).filter(([k]) => !['ice_format', 'ice_train_config', 'ice_trainer_state'].includes(k)));
+      const metadata = Object.fromEntries(
+        Object.entries(w.metadata).filter(([k]) => !['ice_format', 'ice_train_config', 'ice_trainer_state'].includes(k)),
+      );
       writeSafetensors(opts.out, kept, { ...metadata, exported_from: path.basename(file) });
       process.stdout.write(`${JSON.stringify({ out: opts.out, tensors: kept.size, dropped: w.tensors.size - kept.size })}\n`);
     });

@@ -72,7 +72,11 @@ export class EvaluationHandler implements JobHandler<'evaluation.run'> {
     try {
       const out = await runInThread<EvaluateInput, EvaluateResult, EvaluateMessage>(
         EVALUATE_TASK,
-        { spec, mapsDir: spec.saveMaps > 0 ? path.join(this.artifacts.evaluationDir(evaluationId), 'maps') : null, progressIntervalMs: this.config.worker.progressIntervalMs },
+        {
+          spec,
+          mapsDir: spec.saveMaps > 0 ? path.join(this.artifacts.evaluationDir(evaluationId), 'maps') : null,
+          progressIntervalMs: this.config.worker.progressIntervalMs,
+        },
         { signal: abort.signal, cancelGraceMs: this.config.worker.cancelGraceMs, onMessage: (m) => this.onMessage(evaluationId, m, ctx) },
       );
       const first = await this.store.finishEvaluation(evaluationId, { result: out.summary, rows: out.rows, durationMs: out.durationMs });
@@ -89,7 +93,9 @@ export class EvaluationHandler implements JobHandler<'evaluation.run'> {
       const message = (e as Error).message;
       const retryable = isRetryable(e);
       const final = !retryable || ctx.job.attemptsMade + 1 >= (ctx.job.opts.attempts ?? 1);
-      this.log.error(`evaluation ${evaluationId} attempt ${ctx.job.attemptsMade + 1} failed${final ? '' : ' (will be retried)'}: ${message}`);
+      this.log.error(
+        `evaluation ${evaluationId} attempt ${ctx.job.attemptsMade + 1} failed${final ? '' : ' (will be retried)'}: ${message}`,
+      );
       await this.store.finishEvaluation(evaluationId, { error: message, final });
       throw retryable ? e : new UnrecoverableError(message);
     } finally {
@@ -114,7 +120,10 @@ export class EvaluationHandler implements JobHandler<'evaluation.run'> {
   /** The worker is shutting down: put the job back (without using up an attempt) to run elsewhere. */
   private async handBack(evaluationId: string, ctx: JobContext): Promise<never> {
     this.log.log(`evaluation ${evaluationId}: worker shutting down; handing the job back`);
-    await this.store.finishEvaluation(evaluationId, { error: 'worker shut down; the evaluation runs again on another worker', final: false });
+    await this.store.finishEvaluation(evaluationId, {
+      error: 'worker shut down; the evaluation runs again on another worker',
+      final: false,
+    });
     await ctx.job.moveToDelayed(Date.now() + 1000, ctx.token);
     throw new DelayedError();
   }

@@ -1,6 +1,13 @@
 import { sweepOutcome } from './finalize-sweep.handler';
 
-const counts = (c: Partial<Record<'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>>) => ({ queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0, ...c });
+const counts = (c: Partial<Record<'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>>) => ({
+  queued: 0,
+  running: 0,
+  succeeded: 0,
+  failed: 0,
+  cancelled: 0,
+  ...c,
+});
 
 describe('sweepOutcome', () => {
   it('is succeeded only when every run succeeded', () => {

@@ -1,5 +1,13 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { EventBus, HandlesJob, OrchestrationStore, type JobHandler, type JobPayload, type StatusCounts, type SweepStatus } from '@ice/orchestration';
+import {
+  EventBus,
+  HandlesJob,
+  OrchestrationStore,
+  type JobHandler,
+  type JobPayload,
+  type StatusCounts,
+  type SweepStatus,
+} from '@ice/orchestration';
 
 export function sweepOutcome(c: StatusCounts): SweepStatus {
   const total = c.queued + c.running + c.succeeded + c.failed + c.cancelled;

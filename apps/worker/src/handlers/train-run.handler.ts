@@ -99,7 +99,8 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
     if (ctx.signal?.aborted) onJobAbort();
     else ctx.signal?.addEventListener('abort', onJobAbort, { once: true });
     // Ranks wait for one another without reporting progress: watch the row on a timer instead.
-    const watch = W > 1 ? setInterval(() => void this.watchGroup(runId, abort), Math.max(500, this.config.worker.progressIntervalMs)) : undefined;
+    const watch =
+      W > 1 ? setInterval(() => void this.watchGroup(runId, abort), Math.max(500, this.config.worker.progressIntervalMs)) : undefined;
 
     try {
       const result = await runInThread<TrainRunInput, RunResult, TrainRunMessage>(
@@ -110,7 +111,14 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
           progressIntervalMs: this.config.worker.progressIntervalMs,
           rank,
           allReduce:
-            W > 1 ? { redisUrl: this.config.redisUrl, keyPrefix: `${this.config.queuePrefix}:allreduce`, runId, timeoutMs: this.config.worker.allReduceTimeoutMs } : undefined,
+            W > 1
+              ? {
+                  redisUrl: this.config.redisUrl,
+                  keyPrefix: `${this.config.queuePrefix}:allreduce`,
+                  runId,
+                  timeoutMs: this.config.worker.allReduceTimeoutMs,
+                }
+              : undefined,
         },
         {
           signal: abort.signal,
@@ -132,7 +140,10 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
         steps: result.steps,
       });
       if (!first) this.log.warn(`run ${runId} had already finished; this attempt's result is discarded`);
-      else this.log.log(`run ${runId} succeeded in ${result.durationMs} ms${result.resumedFromStep !== null ? ` (resumed from step ${result.resumedFromStep})` : ''}: ${JSON.stringify(result.metrics)}`);
+      else
+        this.log.log(
+          `run ${runId} succeeded in ${result.durationMs} ms${result.resumedFromStep !== null ? ` (resumed from step ${result.resumedFromStep})` : ''}: ${JSON.stringify(result.metrics)}`,
+        );
       await this.publishStatus(runId);
       return { status: 'succeeded', metrics: result.metrics };
     } catch (e) {
@@ -175,7 +186,16 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
 
   private async onMessage(
     m: TrainRunMessage,
-    s: { runId: string; name: string; lead: boolean; sweepId: string | null; config: RunConfig; runDir: string; ctx: JobContext; abort: AbortController },
+    s: {
+      runId: string;
+      name: string;
+      lead: boolean;
+      sweepId: string | null;
+      config: RunConfig;
+      runDir: string;
+      ctx: JobContext;
+      abort: AbortController;
+    },
   ): Promise<void> {
     switch (m.kind) {
       case 'log':
@@ -230,6 +250,15 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
 
   private async publishStatus(runId: string): Promise<void> {
     const r = await this.store.getRun(runId);
-    if (r) await this.bus.publish({ type: 'run.status', runId, sweepId: r.sweepId, status: r.status, error: r.error, metrics: r.metrics, at: new Date().toISOString() });
+    if (r)
+      await this.bus.publish({
+        type: 'run.status',
+        runId,
+        sweepId: r.sweepId,
+        status: r.status,
+        error: r.error,
+        metrics: r.metrics,
+        at: new Date().toISOString(),
+      });
   }
 }

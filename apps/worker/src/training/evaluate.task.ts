@@ -33,7 +33,14 @@ async function accuracy(spec: EvaluationSpec, post: (m: EvaluateMessage) => void
     model = loadModel(spec.checkpoint, spec.model).model; // a plain weights file
   }
   try {
-    const config = parseRunConfig({ data: { format: spec.data.format, root: spec.data.root, evalLimit: spec.data.limit, batchSize: Math.max(2, spec.data.batchSize ?? 32) } });
+    const config = parseRunConfig({
+      data: {
+        format: spec.data.format,
+        root: spec.data.root,
+        evalLimit: spec.data.limit,
+        batchSize: Math.max(2, spec.data.batchSize ?? 32),
+      },
+    });
     const { evaluation } = openRunData(config, model.config.imgSize);
     if (signal.aborted) throw new IceError('CANCELLED', 'evaluation cancelled');
     const metrics = await evaluateRun(model, evaluation, config, (message) => post({ kind: 'log', message }));

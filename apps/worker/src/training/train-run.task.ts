@@ -19,7 +19,9 @@ export default defineThreadTask<TrainRunInput, RunResult, TrainRunMessage>(async
   const config = parseRunConfig(input.config);
   // The reducer's connection lives in this thread: waiting for the other ranks blocks it, not the handler's thread.
   const reducer =
-    input.allReduce && config.worldSize > 1 ? new RedisGradientReducer({ ...input.allReduce, rank: input.rank, worldSize: config.worldSize }) : undefined;
+    input.allReduce && config.worldSize > 1
+      ? new RedisGradientReducer({ ...input.allReduce, rank: input.rank, worldSize: config.worldSize })
+      : undefined;
   try {
     return await executeRun(config, {
       runDir: input.runDir,

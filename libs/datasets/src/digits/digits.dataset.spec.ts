@@ -103,7 +103,10 @@ describe('DigitsDataset', () => {
   });
 
   it('honours canvasSize, instance counts and digit scale', () => {
-    const ds = new DigitsDataset({ split: 'train', canvasSize: 224, minInstances: 2, maxInstances: 2, digitScale: [0.2, 0.3], length: 20 }, source);
+    const ds = new DigitsDataset(
+      { split: 'train', canvasSize: 224, minInstances: 2, maxInstances: 2, digitScale: [0.2, 0.3], length: 20 },
+      source,
+    );
     for (let i = 0; i < ds.length; i++) {
       const s = ds.get(i);
       expect([s.height, s.width]).toEqual([224, 224]);
@@ -140,7 +143,11 @@ describe('DigitsDataset', () => {
   const sheet = process.env.ICE_DIGITS_SHEET;
   (sheet ? it : it.skip)('writes a contact sheet', () => {
     const ds = new DigitsDataset({ split: 'train', seed: 0, canvasSize: 96 }, source);
-    writeContactSheet(sheet!, Array.from({ length: 16 }, (_, i) => ds.get(i * 37)), 4);
+    writeContactSheet(
+      sheet!,
+      Array.from({ length: 16 }, (_, i) => ds.get(i * 37)),
+      4,
+    );
     expect(fs.existsSync(sheet!)).toBe(true);
   });
 });
@@ -214,8 +221,11 @@ function writeContactSheet(file: string, samples: DigitsSample[], cols: number):
     const oy = pad + Math.floor(k / cols) * (h + pad);
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
-        const onEdge = s.boxes.some(([x0, y0, x1, y1]) =>
-          ((x === x0 - 1 || x === x1 + 1) && y >= y0 - 1 && y <= y1 + 1) || ((y === y0 - 1 || y === y1 + 1) && x >= x0 - 1 && x <= x1 + 1));
+        const onEdge = s.boxes.some(
+          ([x0, y0, x1, y1]) =>
+            ((x === x0 - 1 || x === x1 + 1) && y >= y0 - 1 && y <= y1 + 1) ||
+            ((y === y0 - 1 || y === y1 + 1) && x >= x0 - 1 && x <= x1 + 1),
+        );
         for (let c = 0; c < 3; c++) {
           const v = onEdge && process.env.ICE_DIGITS_SHEET_BOXES ? (c === 0 ? 1 : 0) : s.image[(y * w + x) * 3 + c];
           rgb[((oy + y) * W + ox + x) * 3 + c] = Math.round(v * 255);
@@ -238,12 +248,15 @@ function writeContactSheet(file: string, samples: DigitsSample[], cols: number):
   ihdr.writeUInt32BE(H, 4);
   ihdr.set([8, 2, 0, 0, 0], 8);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr),
-    chunk('IDAT', zlibSync(raw)),
-    chunk('IEND', new Uint8Array(0)),
-  ]));
+  fs.writeFileSync(
+    file,
+    Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk('IHDR', ihdr),
+      chunk('IDAT', zlibSync(raw)),
+      chunk('IEND', new Uint8Array(0)),
+    ]),
+  );
   console.log(`contact sheet: ${file}`);
 }
 

@@ -1,14 +1,6 @@
 import { IceError, Rng } from '@ice/core';
 import type { Box, VisionDataset, VisionSample } from '../dataset.types';
-import {
-  DIGIT_SIZE,
-  DIGIT_SPLITS,
-  type DigitRef,
-  type DigitSplit,
-  MnistSource,
-  digitId,
-  loadMnistSource,
-} from './mnist-source';
+import { DIGIT_SIZE, DIGIT_SPLITS, type DigitRef, type DigitSplit, MnistSource, digitId, loadMnistSource } from './mnist-source';
 
 /**
  * The built-in `digits` benchmark: cluttered RGB scenes with 1–3 MNIST digits of one class, with
@@ -77,7 +69,10 @@ export class DigitsDataset implements VisionDataset<DigitsSample> {
   /** The split's digits in seeded order; sample i leads with order[i mod order.length]. */
   private readonly order: DigitRef[];
 
-  constructor(options: DigitsOptions, private readonly source: MnistSource = loadMnistSource()) {
+  constructor(
+    options: DigitsOptions,
+    private readonly source: MnistSource = loadMnistSource(),
+  ) {
     if (!DIGIT_SPLITS.includes(options.split)) {
       throw new IceError('CONFIG_INVALID', `digits split must be train, val or test, got ${String(options.split)}`);
     }
@@ -258,10 +253,17 @@ function validateConfig(c: DigitsConfig): void {
   const bad = (msg: string): never => {
     throw new IceError('CONFIG_INVALID', `digits: ${msg}`);
   };
-  if (!Number.isInteger(c.canvasSize) || c.canvasSize < 16 || c.canvasSize > 4096) bad(`canvasSize must be an integer in [16, 4096], got ${c.canvasSize}`);
+  if (!Number.isInteger(c.canvasSize) || c.canvasSize < 16 || c.canvasSize > 4096)
+    bad(`canvasSize must be an integer in [16, 4096], got ${c.canvasSize}`);
   if (!Number.isSafeInteger(c.seed)) bad(`seed must be a safe integer, got ${c.seed}`);
   if (!Number.isInteger(c.length) || c.length < 1) bad(`length must be a positive integer, got ${c.length}`);
-  if (!Number.isInteger(c.minInstances) || !Number.isInteger(c.maxInstances) || c.minInstances < 1 || c.maxInstances < c.minInstances || c.maxInstances > 8) {
+  if (
+    !Number.isInteger(c.minInstances) ||
+    !Number.isInteger(c.maxInstances) ||
+    c.minInstances < 1 ||
+    c.maxInstances < c.minInstances ||
+    c.maxInstances > 8
+  ) {
     bad(`need integers 1 ≤ minInstances ≤ maxInstances ≤ 8, got ${c.minInstances}..${c.maxInstances}`);
   }
   const [lo, hi] = c.digitScale;
@@ -342,7 +344,14 @@ function contrastingColour(rng: Rng, bgLum: number): [number, number, number] {
   const sector = floor(h) % 6;
   const [p, q, t] = [1 - sat, 1 - sat * f, 1 - sat * (1 - f)];
   const base: [number, number, number] = (
-    [[1, t, p], [q, 1, p], [p, 1, t], [p, q, 1], [t, p, 1], [1, p, q]] as [number, number, number][]
+    [
+      [1, t, p],
+      [q, 1, p],
+      [p, 1, t],
+      [p, q, 1],
+      [t, p, 1],
+      [1, p, q],
+    ] as [number, number, number][]
   )[sector];
   const bright = bgLum < 0.5;
   const target = bright
@@ -373,7 +382,7 @@ function paintBackground(image: Float32Array, size: number, rng: Rng): void {
 
   const waves = Array.from({ length: 2 + rng.int(2) }, () => {
     const phi = rng.uniform() * 2 * PI;
-    const freq = (1 + 4 * rng.uniform()) * 2 * PI / size;
+    const freq = ((1 + 4 * rng.uniform()) * 2 * PI) / size;
     return {
       kx: cos(phi) * freq,
       ky: sin(phi) * freq,
@@ -398,8 +407,7 @@ function paintBackground(image: Float32Array, size: number, rng: Rng): void {
       for (let k = 0; k < waves.length; k++) sines[k] = sin(waves[k].kx * x + waves[k].ky * y + waves[k].phase);
       for (let c = 0; c < 3; c++) {
         const blotch =
-          (grid[g00 + c] * (1 - wx) + grid[g00 + 3 + c] * wx) * (1 - wy) +
-          (grid[g10 + c] * (1 - wx) + grid[g10 + 3 + c] * wx) * wy;
+          (grid[g00 + c] * (1 - wx) + grid[g00 + 3 + c] * wx) * (1 - wy) + (grid[g10 + c] * (1 - wx) + grid[g10 + 3 + c] * wx) * wy;
         let v = c0[c] * (1 - t) + c1[c] * t + blotch;
         for (let k = 0; k < waves.length; k++) v += waves[k].amp[c] * sines[k];
         image[p + c] = clamp01(v);
@@ -436,9 +444,7 @@ function paintDistractor(image: Float32Array, size: number, rng: Rng): void {
     const [bx, by] = [cx + r * cos(start + span), cy + r * sin(start + span)];
     dist = (x, y) => {
       const rel = (((atan2(y - cy, x - cx) - start) % (2 * PI)) + 2 * PI) % (2 * PI);
-      const d = rel <= span
-        ? abs(hypot2(x - cx, y - cy) - r)
-        : min(hypot2(x - ax, y - ay), hypot2(x - bx, y - by));
+      const d = rel <= span ? abs(hypot2(x - cx, y - cy) - r) : min(hypot2(x - ax, y - ay), hypot2(x - bx, y - by));
       return d - half;
     };
     bounds = [cx - r - half, cy - r - half, cx + r + half, cy + r + half];

@@ -23,7 +23,9 @@ describe('exportDigitsToVoc', () => {
   it('writes the VOC layout, split lists (with trainval) and the custom class list', () => {
     expect(result).toEqual({ outDir: out, classes: [...DIGIT_CLASSES], splits: { train: 4, val: 4, trainval: 8 }, images: 8 });
     expect(progress).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    expect(readdirSync(join(out, 'JPEGImages')).sort()).toEqual([0, 1, 2, 3].flatMap((i) => [`train_00000${i}.jpg`, `val_00000${i}.jpg`]).sort());
+    expect(readdirSync(join(out, 'JPEGImages')).sort()).toEqual(
+      [0, 1, 2, 3].flatMap((i) => [`train_00000${i}.jpg`, `val_00000${i}.jpg`]).sort(),
+    );
     expect(readFileSync(join(out, 'classes.txt'), 'utf8')).toBe('0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n');
     expect(readFileSync(join(out, 'ImageSets/Segmentation/val.txt'), 'utf8')).toBe('val_000000\nval_000001\nval_000002\nval_000003\n');
     expect(readFileSync(join(out, 'ImageSets/Main/trainval.txt'), 'utf8').split('\n').filter(Boolean)).toHaveLength(8);

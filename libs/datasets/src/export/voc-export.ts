@@ -69,7 +69,13 @@ function escapeXml(s: string): string {
 }
 
 /** A VOC annotation for one image; `boxes` are 0-based inclusive (written 1-based, as VOC). */
-export function vocAnnotationXml(id: string, width: number, height: number, objects: { name: string; box: Box }[], database = 'ICE digits'): string {
+export function vocAnnotationXml(
+  id: string,
+  width: number,
+  height: number,
+  objects: { name: string; box: Box }[],
+  database = 'ICE digits',
+): string {
   const objs = objects
     .map(({ name, box }) => {
       const truncated = box[0] <= 0 || box[1] <= 0 || box[2] >= width - 1 || box[3] >= height - 1 ? 1 : 0;
@@ -126,20 +132,28 @@ async function writeSample(outDir: string, id: string, s: DigitsSample, quality:
     .toFile(join(outDir, 'JPEGImages', `${id}.jpg`));
   const png = encodePng({ width: s.width, height: s.height, data: digitsLabelMap(s), depth: 8, channels: 1, palette });
   await writeFile(join(outDir, 'SegmentationClass', `${id}.png`), png);
-  const xml = vocAnnotationXml(id, s.width, s.height, s.boxes.map((box) => ({ name: DIGIT_CLASSES[s.label], box })));
+  const xml = vocAnnotationXml(
+    id,
+    s.width,
+    s.height,
+    s.boxes.map((box) => ({ name: DIGIT_CLASSES[s.label], box })),
+  );
   await writeFile(join(outDir, 'Annotations', `${id}.xml`), xml);
 }
 
 export async function exportDigitsToVoc(opts: DigitsVocExportOptions): Promise<DigitsVocExportResult> {
   const splits = [...new Set(opts.splits ?? DIGIT_SPLITS)];
   for (const s of splits) {
-    if (!DIGIT_SPLITS.includes(s)) throw new IceError('CONFIG_INVALID', `digits split must be one of ${DIGIT_SPLITS.join(', ')}, got '${String(s)}'`);
+    if (!DIGIT_SPLITS.includes(s))
+      throw new IceError('CONFIG_INVALID', `digits split must be one of ${DIGIT_SPLITS.join(', ')}, got '${String(s)}'`);
   }
   if (splits.length === 0) throw new IceError('CONFIG_INVALID', 'no split to export');
   const limit = opts.limit;
-  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new IceError('CONFIG_INVALID', `limit must be a positive integer, got ${limit}`);
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
+    throw new IceError('CONFIG_INVALID', `limit must be a positive integer, got ${limit}`);
   const quality = opts.jpegQuality ?? 95;
-  if (!Number.isInteger(quality) || quality < 1 || quality > 100) throw new IceError('CONFIG_INVALID', `JPEG quality must be an integer in [1, 100], got ${quality}`);
+  if (!Number.isInteger(quality) || quality < 1 || quality > 100)
+    throw new IceError('CONFIG_INVALID', `JPEG quality must be an integer in [1, 100], got ${quality}`);
   const concurrency = Math.max(1, opts.concurrency ?? 4);
 
   const datasets = splits.map((split) => {
@@ -156,7 +170,9 @@ export async function exportDigitsToVoc(opts: DigitsVocExportOptions): Promise<D
       await mkdir(join(outDir, dir), { recursive: true });
     }
   } catch (err) {
-    throw new IceError('FILE_NOT_FOUND', `cannot create the export folder ${outDir}: ${err instanceof Error ? err.message : String(err)}`, { path: outDir });
+    throw new IceError('FILE_NOT_FOUND', `cannot create the export folder ${outDir}: ${err instanceof Error ? err.message : String(err)}`, {
+      path: outDir,
+    });
   }
 
   const palette = vocColormap();

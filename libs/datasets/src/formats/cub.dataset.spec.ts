@@ -49,7 +49,10 @@ describe('CubDataset', () => {
   });
 
   it('a corrupt image fails in get() as IMAGE_CORRUPT naming the file', async () => {
-    await expect(new CubDataset(root, 'test').get(1)).rejects.toMatchObject({ code: 'IMAGE_CORRUPT', message: expect.stringContaining(B2) as unknown });
+    await expect(new CubDataset(root, 'test').get(1)).rejects.toMatchObject({
+      code: 'IMAGE_CORRUPT',
+      message: expect.stringContaining(B2) as unknown,
+    });
   });
 
   it('errors: missing root, missing index file, inconsistent index, unknown split', () => {
@@ -59,7 +62,9 @@ describe('CubDataset', () => {
     const broken = join(tmp.dir, 'broken');
     writeCub(broken);
     rmSync(join(broken, 'bounding_boxes.txt'));
-    expect(codeOf(() => new CubDataset(broken, 'train'))).toMatch(new RegExp(`^FILE_NOT_FOUND: CUB bounding boxes not found: .*${join(broken, 'bounding_boxes.txt')}`));
+    expect(codeOf(() => new CubDataset(broken, 'train'))).toMatch(
+      new RegExp(`^FILE_NOT_FOUND: CUB bounding boxes not found: .*${join(broken, 'bounding_boxes.txt')}`),
+    );
     writeText(join(broken, 'bounding_boxes.txt'), '1 1 2 3 4\n2 1 1 1 1\n3 1 1 1 1\n');
     expect(codeOf(() => new CubDataset(broken, 'train'))).toMatch(/^INPUT_INVALID: .*bounding_boxes\.txt: no entry for image id 4/);
     writeText(join(broken, 'bounding_boxes.txt'), '1 1 2 3\n');

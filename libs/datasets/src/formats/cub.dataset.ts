@@ -18,7 +18,13 @@ import type { EncodedVisionSample } from '../dataset.types';
 import { type FileDataset, badLine, checkIndex, readIndexLines, requireDir } from './dataset-files.util';
 
 export const CUB_SPLITS: readonly string[] = ['train', 'test'];
-export const CUB_INDEX_FILES = ['images.txt', 'image_class_labels.txt', 'classes.txt', 'bounding_boxes.txt', 'train_test_split.txt'] as const;
+export const CUB_INDEX_FILES = [
+  'images.txt',
+  'image_class_labels.txt',
+  'classes.txt',
+  'bounding_boxes.txt',
+  'train_test_split.txt',
+] as const;
 
 export interface CubOptions {
   /** Apply EXIF orientation when decoding (default true). */
@@ -50,7 +56,8 @@ function readIdTable(path: string, what: string, nFields: number | 'rest'): Map<
     if (!m) throw badLine(path, k + 1, `expected "<id> …", got "${line}"`);
     const id = Number(m[1]);
     const fields = nFields === 'rest' ? [m[2]] : m[2].split(/\s+/);
-    if (nFields !== 'rest' && fields.length !== nFields) throw badLine(path, k + 1, `expected ${nFields} value(s) after the id, got "${m[2]}"`);
+    if (nFields !== 'rest' && fields.length !== nFields)
+      throw badLine(path, k + 1, `expected ${nFields} value(s) after the id, got "${m[2]}"`);
     if (out.has(id)) throw badLine(path, k + 1, `duplicate id ${id}`);
     out.set(id, fields);
   });
@@ -71,7 +78,10 @@ export function readCubIndex(root: string): { classes: string[]; entries: CubEnt
   const classes: string[] = [];
   for (let c = 1; c <= nClasses; c++) {
     const row = classTable.get(c);
-    if (!row) throw new IceError('INPUT_INVALID', `${f('classes.txt')}: class ids must be 1..${nClasses}, ${c} is missing`, { path: f('classes.txt') });
+    if (!row)
+      throw new IceError('INPUT_INVALID', `${f('classes.txt')}: class ids must be 1..${nClasses}, ${c} is missing`, {
+        path: f('classes.txt'),
+      });
     classes.push(row[0].trim());
   }
   const need = (table: Map<number, string[]>, name: string, id: number): string[] => {
@@ -83,13 +93,19 @@ export function readCubIndex(root: string): { classes: string[]; entries: CubEnt
   for (const [imageId, [relPath]] of images) {
     const classId = Number(need(labels, 'image_class_labels.txt', imageId)[0]);
     if (!Number.isInteger(classId) || classId < 1 || classId > nClasses) {
-      throw new IceError('INPUT_INVALID', `${f('image_class_labels.txt')}: image ${imageId} has class ${classId}, expected 1..${nClasses}`, {
-        path: f('image_class_labels.txt'),
-      });
+      throw new IceError(
+        'INPUT_INVALID',
+        `${f('image_class_labels.txt')}: image ${imageId} has class ${classId}, expected 1..${nClasses}`,
+        {
+          path: f('image_class_labels.txt'),
+        },
+      );
     }
     const bbox = need(boxes, 'bounding_boxes.txt', imageId).map(Number) as [number, number, number, number];
     if (bbox.some((v) => !Number.isFinite(v))) {
-      throw new IceError('INPUT_INVALID', `${f('bounding_boxes.txt')}: image ${imageId} has a non-numeric box`, { path: f('bounding_boxes.txt') });
+      throw new IceError('INPUT_INVALID', `${f('bounding_boxes.txt')}: image ${imageId} has a non-numeric box`, {
+        path: f('bounding_boxes.txt'),
+      });
     }
     const flag = need(splits, 'train_test_split.txt', imageId)[0];
     if (flag !== '0' && flag !== '1') {
@@ -115,7 +131,8 @@ export class CubDataset implements FileDataset<CubSample> {
     readonly split: string,
     opts: CubOptions = {},
   ) {
-    if (!CUB_SPLITS.includes(split)) throw new IceError('CONFIG_INVALID', `CUB-200-2011 has only 'train' and 'test' splits; got '${split}'`);
+    if (!CUB_SPLITS.includes(split))
+      throw new IceError('CONFIG_INVALID', `CUB-200-2011 has only 'train' and 'test' splits; got '${split}'`);
     const index = readCubIndex(root);
     requireDir(join(root, 'images'), 'CUB images folder');
     this.classes = index.classes;

@@ -60,7 +60,13 @@ export interface WriteImageOptions {
 }
 
 /** Writes an H×W×3 uint8 image with sharp. */
-export async function writeImage(path: string, rgb: Uint8Array, height: number, width: number, opts: WriteImageOptions = {}): Promise<void> {
+export async function writeImage(
+  path: string,
+  rgb: Uint8Array,
+  height: number,
+  width: number,
+  opts: WriteImageOptions = {},
+): Promise<void> {
   ensureDir(path);
   let img = sharp(Buffer.from(rgb), { raw: { width, height, channels: 3 } });
   if (opts.alpha !== undefined) {
@@ -78,7 +84,14 @@ export async function writeImage(path: string, rgb: Uint8Array, height: number, 
 }
 
 /** Writes an 8-bit (or lower) palette PNG holding `indices` (H×W). */
-export function writePalettePng(path: string, indices: Uint8Array, height: number, width: number, depth: 1 | 2 | 4 | 8 = 8, palette = vocColormap()): void {
+export function writePalettePng(
+  path: string,
+  indices: Uint8Array,
+  height: number,
+  width: number,
+  depth: 1 | 2 | 4 | 8 = 8,
+  palette = vocColormap(),
+): void {
   let data = indices;
   if (depth < 8) {
     const rowBytes = Math.ceil((width * depth) / 8);

@@ -157,7 +157,11 @@ export class Hdf5Reader {
   static async open(path: string): Promise<Hdf5Reader> {
     if (!existsSync(path) || !statSync(path).isFile()) throw new IceError('FILE_NOT_FOUND', `HDF5 file not found: ${path}`, { path });
     if (!isHdf5File(path)) {
-      throw new IceError('INPUT_INVALID', `${path} is not an HDF5 file (MATLAB files must be saved with -v7.3; v5/v7 .mat files are not HDF5)`, { path });
+      throw new IceError(
+        'INPUT_INVALID',
+        `${path} is not an HDF5 file (MATLAB files must be saved with -v7.3; v5/v7 .mat files are not HDF5)`,
+        { path },
+      );
     }
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, entryUrl: h5wasmEntryUrl() }, stderr: true, stdout: true });
     worker.unref();

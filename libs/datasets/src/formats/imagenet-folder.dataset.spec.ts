@@ -62,7 +62,9 @@ describe('ImageNetFolderDataset', () => {
     writeText(join(other, 'train/n09999999/z.jpg'), 'x');
     expect(new ImageNetFolderDataset(other, 'train').classNames).toEqual(['n09999999']);
     const missing = join(other, 'missing-map.txt');
-    expect(codeOf(() => new ImageNetFolderDataset(other, 'train', { synsetMapping: missing }))).toMatch(new RegExp(`^FILE_NOT_FOUND: .*${missing}`));
+    expect(codeOf(() => new ImageNetFolderDataset(other, 'train', { synsetMapping: missing }))).toMatch(
+      new RegExp(`^FILE_NOT_FOUND: .*${missing}`),
+    );
   });
 
   it('errors: missing root, missing split, flat or empty class folders', () => {

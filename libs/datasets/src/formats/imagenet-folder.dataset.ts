@@ -18,16 +18,7 @@ import { IceError } from '@ice/core';
 import type { VisionSample } from '../dataset.types';
 import { decodeImage, probeImage } from '../image/image-io';
 import type { EncodedVisionSample } from '../dataset.types';
-import {
-  type FileDataset,
-  badLine,
-  checkIndex,
-  compareCodePoints,
-  isDir,
-  isFile,
-  readIndexLines,
-  requireDir,
-} from './dataset-files.util';
+import { type FileDataset, badLine, checkIndex, compareCodePoints, isDir, isFile, readIndexLines, requireDir } from './dataset-files.util';
 
 /** torchvision.datasets.folder.IMG_EXTENSIONS (sharp cannot decode .ppm/.pgm/.bmp: those files fail as IMAGE_CORRUPT). */
 export const IMAGE_FOLDER_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp'];
@@ -115,9 +106,13 @@ export class ImageNetFolderDataset implements FileDataset<ImageNetSample> {
     requireDir(splitDir, `ImageNet split "${split}"`);
     this.classes = listClassFolders(splitDir);
     if (this.classes.length === 0) {
-      throw new IceError('INPUT_INVALID', `no class folders in ${splitDir}: expected ${split}/<wnid>/*.JPEG (a flat val/ must be sorted into wnid folders)`, {
-        path: splitDir,
-      });
+      throw new IceError(
+        'INPUT_INVALID',
+        `no class folders in ${splitDir}: expected ${split}/<wnid>/*.JPEG (a flat val/ must be sorted into wnid folders)`,
+        {
+          path: splitDir,
+        },
+      );
     }
     this.entries = [];
     const empty: string[] = [];
@@ -128,9 +123,13 @@ export class ImageNetFolderDataset implements FileDataset<ImageNetSample> {
     });
     if (empty.length > 0) {
       // torchvision's ImageFolder refuses this too (classes without files would still take an index).
-      throw new IceError('INPUT_INVALID', `no image files in class folder(s) ${empty.slice(0, 5).join(', ')}${empty.length > 5 ? ', …' : ''} of ${splitDir}`, {
-        path: splitDir,
-      });
+      throw new IceError(
+        'INPUT_INVALID',
+        `no image files in class folder(s) ${empty.slice(0, 5).join(', ')}${empty.length > 5 ? ', …' : ''} of ${splitDir}`,
+        {
+          path: splitDir,
+        },
+      );
     }
     this.length = this.entries.length;
     this.autoOrient = opts.autoOrient ?? true;

@@ -7,7 +7,8 @@ import { type ImageNetSegMatSample, writeImageNetSegMat } from './imagenet-seg.w
 /** An H×W image whose every value is distinct enough to catch any transposition mistake. */
 function sample(height: number, width: number, seed: number): ImageNetSegMatSample {
   const rgb = new Uint8Array(height * width * 3);
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) for (let c = 0; c < 3; c++) rgb[(y * width + x) * 3 + c] = (seed + y * 50 + x * 7 + c * 2) % 256;
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) for (let c = 0; c < 3; c++) rgb[(y * width + x) * 3 + c] = (seed + y * 50 + x * 7 + c * 2) % 256;
   const mask = new Uint8Array(height * width);
   for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) mask[y * width + x] = x >= y ? 1 : 0; // not symmetric under transposition
   return { rgb, mask, height, width };
@@ -70,10 +71,16 @@ describe('ImageNetSegDataset (gtsegs_ijcv.mat, MATLAB v7.3)', () => {
 
   it('errors: missing file, not HDF5, wrong layout, wrong split', async () => {
     const empty = join(tmp.dir, 'empty');
-    await expect(ImageNetSegDataset.open(empty)).rejects.toMatchObject({ code: 'FILE_NOT_FOUND', message: expect.stringContaining(empty) as unknown });
+    await expect(ImageNetSegDataset.open(empty)).rejects.toMatchObject({
+      code: 'FILE_NOT_FOUND',
+      message: expect.stringContaining(empty) as unknown,
+    });
     const v5 = join(tmp.dir, 'v5', 'gtsegs_ijcv.mat');
     writeText(v5, `MATLAB 5.0 MAT-file${' '.repeat(2000)}`);
-    await expect(ImageNetSegDataset.open(v5)).rejects.toMatchObject({ code: 'INPUT_INVALID', message: expect.stringContaining('-v7.3') as unknown });
+    await expect(ImageNetSegDataset.open(v5)).rejects.toMatchObject({
+      code: 'INPUT_INVALID',
+      message: expect.stringContaining('-v7.3') as unknown,
+    });
     const noGt = join(tmp.dir, 'nogt.mat');
     await writeImageNetSegMat(noGt, samples.slice(0, 1), { omitGt: true });
     await expect(ImageNetSegDataset.open(noGt)).rejects.toMatchObject({

@@ -56,7 +56,8 @@ export function matImageToHwc(img: Hdf5Data, label: string): { data: Float32Arra
 
 /** (W, H) row-major → H×W, non-zero → 1. */
 export function matMaskToHw(mask: Hdf5Data, label: string): { data: Uint8Array; height: number; width: number } {
-  if (mask.shape.length !== 2) throw new IceError('INPUT_INVALID', `${label}: expected a mask stored (W, H), got (${mask.shape.join(', ')})`);
+  if (mask.shape.length !== 2)
+    throw new IceError('INPUT_INVALID', `${label}: expected a mask stored (W, H), got (${mask.shape.join(', ')})`);
   const [w, h] = mask.shape;
   const out = new Uint8Array(h * w);
   for (let x = 0; x < w; x++) for (let y = 0; y < h; y++) out[y * w + x] = mask.data[x * h + y] !== 0 ? 1 : 0;
@@ -89,15 +90,24 @@ export class ImageNetSegDataset implements FileDataset<ImageNetSegSample> {
     try {
       const img = await reader.info('/value/img');
       const gt = await reader.info('/value/gt');
-      for (const [name, info] of [['/value/img', img], ['/value/gt', gt]] as const) {
+      for (const [name, info] of [
+        ['/value/img', img],
+        ['/value/gt', gt],
+      ] as const) {
         if (!info.isReference || info.shape.length !== 2) {
-          throw new IceError('INPUT_INVALID', `${file}: ${name} should be a 2-D array of object references (a MATLAB cell), got shape (${info.shape.join(', ')})`, {
-            path: file,
-          });
+          throw new IceError(
+            'INPUT_INVALID',
+            `${file}: ${name} should be a 2-D array of object references (a MATLAB cell), got shape (${info.shape.join(', ')})`,
+            {
+              path: file,
+            },
+          );
         }
       }
       if (img.shape[0] !== gt.shape[0]) {
-        throw new IceError('INPUT_INVALID', `${file}: /value/img has ${img.shape[0]} entries but /value/gt has ${gt.shape[0]}`, { path: file });
+        throw new IceError('INPUT_INVALID', `${file}: /value/img has ${img.shape[0]} entries but /value/gt has ${gt.shape[0]}`, {
+          path: file,
+        });
       }
       return new ImageNetSegDataset(root, split, file, img.shape[0], img.shape[1], gt.shape[1], reader);
     } catch (err) {
@@ -116,9 +126,13 @@ export class ImageNetSegDataset implements FileDataset<ImageNetSegSample> {
     const img = matImageToHwc(rawImg, `${this.file} image ${i}`);
     const mask = matMaskToHw(rawMask, `${this.file} mask ${i}`);
     if (mask.height !== img.height || mask.width !== img.width) {
-      throw new IceError('INPUT_INVALID', `${this.file}: sample ${i} has a ${img.height}×${img.width} image but a ${mask.height}×${mask.width} mask`, {
-        path: this.file,
-      });
+      throw new IceError(
+        'INPUT_INVALID',
+        `${this.file}: sample ${i} has a ${img.height}×${img.width} image but a ${mask.height}×${mask.width} mask`,
+        {
+          path: this.file,
+        },
+      );
     }
     return { id: `imagenet-seg/${i}`, image: img.data, height: img.height, width: img.width, label: -1, mask: mask.data, index: i };
   }

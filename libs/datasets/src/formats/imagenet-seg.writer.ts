@@ -64,10 +64,17 @@ const { parentPort, workerData } = require('node:worker_threads');
  * column-major order), each mask wrapped in a 1×1 cell; and, as MATLAB does, a 512-byte text header
  * before the HDF5 superblock.
  */
-export async function writeImageNetSegMat(path: string, samples: readonly ImageNetSegMatSample[], opts: WriteImageNetSegMatOptions = {}): Promise<void> {
+export async function writeImageNetSegMat(
+  path: string,
+  samples: readonly ImageNetSegMatSample[],
+  opts: WriteImageNetSegMatOptions = {},
+): Promise<void> {
   const stored = samples.map(({ rgb, mask, height: h, width: w }, i) => {
     if (rgb.length !== h * w * 3 || mask.length !== h * w) {
-      throw new IceError('INPUT_INVALID', `sample ${i}: a ${h}×${w} sample needs ${h * w * 3} rgb and ${h * w} mask values, got ${rgb.length} and ${mask.length}`);
+      throw new IceError(
+        'INPUT_INVALID',
+        `sample ${i}: a ${h}×${w} sample needs ${h * w * 3} rgb and ${h * w} mask values, got ${rgb.length} and ${mask.length}`,
+      );
     }
     const img = new Uint8Array(3 * w * h);
     const m = new Uint8Array(w * h);
@@ -96,7 +103,10 @@ export async function writeImageNetSegMat(path: string, samples: readonly ImageN
       await worker.terminate();
     }
     const header = Buffer.alloc(512);
-    header.write('MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .'.padEnd(116, ' '), 'latin1');
+    header.write(
+      'MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .'.padEnd(116, ' '),
+      'latin1',
+    );
     header.writeUInt16LE(0x0200, 124);
     header.write('IM', 126, 'latin1');
     writeFileSync(path, Buffer.concat([header, readFileSync(plain)]));

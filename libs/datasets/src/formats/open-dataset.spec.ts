@@ -16,13 +16,22 @@ describe('openDataset / inspectDataset', () => {
   const cub = join(tmp.dir, 'CUB_200_2011');
 
   beforeAll(async () => {
-    for (const [split, wnid, n] of [['train', 'n01', 2], ['train', 'n02', 1], ['val', 'n01', 1], ['val', 'n02', 1]] as const) {
+    for (const [split, wnid, n] of [
+      ['train', 'n01', 2],
+      ['train', 'n02', 1],
+      ['val', 'n01', 1],
+      ['val', 'n02', 1],
+    ] as const) {
       for (let k = 0; k < n; k++) await writeImage(join(imagenet, split, wnid, `${k}.JPEG`), solidRgb(2, 2, [k, 0, 0]), 2, 2);
     }
     writeText(join(imagenet, 'LOC_synset_mapping.txt'), 'n01 tench\nn02 goldfish\n');
 
     // masks with foreground fractions 1/4, 1/2 and 1 (3 images)
-    const masks = [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]];
+    const masks = [
+      [1, 0, 0, 0],
+      [1, 1, 0, 0],
+      [1, 1, 1, 1],
+    ];
     await writeImageNetSegMat(
       join(seg, 'gtsegs_ijcv.mat'),
       masks.map((m) => ({ rgb: solidRgb(2, 2, [1, 2, 3]), mask: new Uint8Array(m), height: 2, width: 2 })),
@@ -85,7 +94,13 @@ describe('openDataset / inspectDataset', () => {
 
   it('inspects ImageNet folders', async () => {
     const info = await inspectDataset('imagenet', imagenet);
-    expect(info).toEqual({ format: 'imagenet', root: imagenet, splits: { train: 3, val: 2 }, classes: { count: 2, first: ['tench', 'goldfish'] }, notes: [] });
+    expect(info).toEqual({
+      format: 'imagenet',
+      root: imagenet,
+      splits: { train: 3, val: 2 },
+      classes: { count: 2, first: ['tench', 'goldfish'] },
+      notes: [],
+    });
   });
 
   it('inspects ImageNet-Segmentation with the foreground fraction over all or a stated cap', async () => {

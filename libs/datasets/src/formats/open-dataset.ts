@@ -138,7 +138,9 @@ export async function inspectDataset(format: DatasetFormat, root: string, opts: 
       const ref = classLists.get('train') ?? [...classLists.values()][0];
       for (const [name, list] of classLists) {
         if (list.length !== ref.length || list.some((c, k) => c !== ref[k])) {
-          notes.push(`split '${name}' has ${list.length} classes that differ from the reference list (${ref.length}); its label indices differ`);
+          notes.push(
+            `split '${name}' has ${list.length} classes that differ from the reference list (${ref.length}); its label indices differ`,
+          );
         }
       }
       return { format, root, splits, classes: classSummary(ref), notes };
@@ -146,9 +148,23 @@ export async function inspectDataset(format: DatasetFormat, root: string, opts: 
     case 'imagenet-seg': {
       const ds = await ImageNetSegDataset.open(root, 'test');
       try {
-        const fg = await foregroundStats('test', ds.length, cap, (i) => ds.getMask(i), (v) => v !== 0);
+        const fg = await foregroundStats(
+          'test',
+          ds.length,
+          cap,
+          (i) => ds.getMask(i),
+          (v) => v !== 0,
+        );
         notes.push('no class labels in this set (label = -1)');
-        return { format, root, splits: { test: ds.length }, classes: classSummary([]), meanForegroundFraction: fg.meanForegroundFraction, foreground: fg, notes };
+        return {
+          format,
+          root,
+          splits: { test: ds.length },
+          classes: classSummary([]),
+          meanForegroundFraction: fg.meanForegroundFraction,
+          foreground: fg,
+          notes,
+        };
       } finally {
         await ds.close();
       }
@@ -169,10 +185,17 @@ export async function inspectDataset(format: DatasetFormat, root: string, opts: 
       if (segNames.length > 0 && isDir(join(root, 'SegmentationClass'))) {
         const split = segNames.includes('val') ? 'val' : segNames[0];
         const ds = new VocDataset(root, split, { task: 'segmentation' });
-        const fg = await foregroundStats(split, ds.length, cap, (i) => readLabelPng(ds.maskPath(ds.ids[i])), (v) => v !== 0 && v !== VOC_VOID);
+        const fg = await foregroundStats(
+          split,
+          ds.length,
+          cap,
+          (i) => readLabelPng(ds.maskPath(ds.ids[i])),
+          (v) => v !== 0 && v !== VOC_VOID,
+        );
         result.meanForegroundFraction = fg.meanForegroundFraction;
         result.foreground = fg;
-        if (fg.imagesSkipped > 0) notes.push(`${fg.imagesSkipped} mask(s) of '${split}' missing or unreadable, left out of meanForegroundFraction`);
+        if (fg.imagesSkipped > 0)
+          notes.push(`${fg.imagesSkipped} mask(s) of '${split}' missing or unreadable, left out of meanForegroundFraction`);
       }
       if (Object.keys(splits).length === 0) notes.push('no ImageSets/Main split lists');
       return result;

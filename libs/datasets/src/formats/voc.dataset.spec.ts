@@ -83,12 +83,18 @@ describe('VocDataset', () => {
     const missing = join(root, 'SegmentationClass/2008_000003.png');
     await expect(val.get(1)).rejects.toMatchObject({ code: 'FILE_NOT_FOUND', message: expect.stringContaining(missing) as unknown });
     const train = new VocDataset(root, 'train', { task: 'segmentation' });
-    await expect(train.get(0)).rejects.toMatchObject({ code: 'INPUT_INVALID', message: expect.stringContaining('5×3 but its image is 5×4') as unknown });
+    await expect(train.get(0)).rejects.toMatchObject({
+      code: 'INPUT_INVALID',
+      message: expect.stringContaining('5×3 but its image is 5×4') as unknown,
+    });
   });
 
   it('a corrupt JPEG fails in get() as IMAGE_CORRUPT naming the file', async () => {
     const ds = new VocDataset(root, 'trainval');
-    await expect(ds.get(3)).rejects.toMatchObject({ code: 'IMAGE_CORRUPT', message: expect.stringContaining('2008_000004.jpg') as unknown });
+    await expect(ds.get(3)).rejects.toMatchObject({
+      code: 'IMAGE_CORRUPT',
+      message: expect.stringContaining('2008_000004.jpg') as unknown,
+    });
   });
 
   it('errors: missing root, JPEGImages, split list', () => {
@@ -123,11 +129,17 @@ describe('VocDataset', () => {
 
     it('rejects unknown class names and out-of-range mask labels, naming the file', async () => {
       const ds = new VocDataset(custom, 'train', { task: 'segmentation' });
-      await expect(ds.get(1)).rejects.toMatchObject({ code: 'INPUT_INVALID', message: expect.stringMatching(/b\.xml.*"dog" is not in the class list/) as unknown });
+      await expect(ds.get(1)).rejects.toMatchObject({
+        code: 'INPUT_INVALID',
+        message: expect.stringMatching(/b\.xml.*"dog" is not in the class list/) as unknown,
+      });
       const ds2 = new VocDataset(custom, 'train', { task: 'segmentation', classes: ['widget', 'gadget', 'dog'] });
       await expect(ds2.get(1)).resolves.toMatchObject({ label: 2 });
       const ds3 = new VocDataset(custom, 'train', { task: 'segmentation', classes: ['widget', 'dog'] });
-      await expect(ds3.get(1)).rejects.toMatchObject({ code: 'INPUT_INVALID', message: expect.stringMatching(/b\.png has label 3/) as unknown });
+      await expect(ds3.get(1)).rejects.toMatchObject({
+        code: 'INPUT_INVALID',
+        message: expect.stringMatching(/b\.png has label 3/) as unknown,
+      });
     });
   });
 
@@ -135,13 +147,26 @@ describe('VocDataset', () => {
     expect(codeOf(() => parseVocAnnotation('<annotation><object><name>cat</name></object></annotation>', 'x.xml', VOC_CLASSES))).toMatch(
       /^INPUT_INVALID: annotation x\.xml, object 1: no <bndbox>/,
     );
-    expect(codeOf(() => parseVocAnnotation('<foo/>', 'y.xml', VOC_CLASSES))).toMatch(/^INPUT_INVALID: annotation y\.xml has no <annotation>/);
+    expect(codeOf(() => parseVocAnnotation('<foo/>', 'y.xml', VOC_CLASSES))).toMatch(
+      /^INPUT_INVALID: annotation y\.xml has no <annotation>/,
+    );
     expect(
-      codeOf(() => parseVocAnnotation('<annotation><object><name>cat</name><bndbox><xmin>a</xmin></bndbox></object></annotation>', 'z.xml', VOC_CLASSES)),
+      codeOf(() =>
+        parseVocAnnotation(
+          '<annotation><object><name>cat</name><bndbox><xmin>a</xmin></bndbox></object></annotation>',
+          'z.xml',
+          VOC_CLASSES,
+        ),
+      ),
     ).toMatch(/xmin is not a number/);
     expect(parseVocAnnotation('<annotation><filename>e.jpg</filename></annotation>', 'e.xml', VOC_CLASSES)).toEqual([]);
-    expect(codeOf(() => parseVocAnnotation('<annotation><object><name>cat</name>', 'w.xml', VOC_CLASSES))).toMatch(/^INPUT_INVALID: cannot parse annotation w\.xml/);
-    const xml = '<annotation><object><name> cat </name><bndbox><xmin>1.0</xmin><ymin>2</ymin><xmax>3.5</xmax><ymax>4</ymax></bndbox></object></annotation>';
-    expect(parseVocAnnotation(xml, 'f.xml', VOC_CLASSES)).toEqual([{ name: 'cat', classIndex: CAT, bndbox: [1, 2, 3.5, 4], difficult: false, truncated: false }]);
+    expect(codeOf(() => parseVocAnnotation('<annotation><object><name>cat</name>', 'w.xml', VOC_CLASSES))).toMatch(
+      /^INPUT_INVALID: cannot parse annotation w\.xml/,
+    );
+    const xml =
+      '<annotation><object><name> cat </name><bndbox><xmin>1.0</xmin><ymin>2</ymin><xmax>3.5</xmax><ymax>4</ymax></bndbox></object></annotation>';
+    expect(parseVocAnnotation(xml, 'f.xml', VOC_CLASSES)).toEqual([
+      { name: 'cat', classIndex: CAT, bndbox: [1, 2, 3.5, 4], difficult: false, truncated: false },
+    ]);
   });
 });

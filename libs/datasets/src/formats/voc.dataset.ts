@@ -34,8 +34,26 @@ import type { EncodedVisionSample } from '../dataset.types';
 import { type FileDataset, checkIndex, isDir, isFile, readIndexLines, requireDir } from './dataset-files.util';
 
 export const VOC_CLASSES: readonly string[] = [
-  'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
-  'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor',
+  'aeroplane',
+  'bicycle',
+  'bird',
+  'boat',
+  'bottle',
+  'bus',
+  'car',
+  'cat',
+  'chair',
+  'cow',
+  'diningtable',
+  'dog',
+  'horse',
+  'motorbike',
+  'person',
+  'pottedplant',
+  'sheep',
+  'sofa',
+  'train',
+  'tvmonitor',
 ];
 export const VOC_VOID = 255;
 export type VocTask = 'detection' | 'segmentation';
@@ -79,7 +97,8 @@ export function vocClasses(root: string, override?: string[]): string[] {
   const lines = readIndexLines(file, 'class list');
   if (lines.length > 0 && /^_*background_*$/i.test(lines[0])) lines.shift();
   if (lines.length === 0) throw new IceError('INPUT_INVALID', `class list ${file} names no classes`, { path: file });
-  if (lines.length > 254) throw new IceError('INPUT_INVALID', `class list ${file} has ${lines.length} classes; VOC masks hold at most 254`, { path: file });
+  if (lines.length > 254)
+    throw new IceError('INPUT_INVALID', `class list ${file} has ${lines.length} classes; VOC masks hold at most 254`, { path: file });
   return lines;
 }
 
@@ -228,7 +247,8 @@ export class VocDataset implements FileDataset<VocSample> {
     }
     const k = this.classes.length;
     for (const v of m.data) {
-      if (v > k && v !== VOC_VOID) throw new IceError('INPUT_INVALID', `mask ${path} has label ${v}, but there are only ${k} classes (and 255 = void)`, { path });
+      if (v > k && v !== VOC_VOID)
+        throw new IceError('INPUT_INVALID', `mask ${path} has label ${v}, but there are only ${k} classes (and 255 = void)`, { path });
     }
     return m.data;
   }

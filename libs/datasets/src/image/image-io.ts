@@ -241,7 +241,11 @@ export interface EncodedImage {
 }
 
 /** Reads an image's header (no pixel decoding): IMAGE_CORRUPT when it is not a readable image. */
-export async function probeImage(source: string | Uint8Array, autoOrient = true, label = typeof source === 'string' ? source : '<buffer>'): Promise<EncodedImage> {
+export async function probeImage(
+  source: string | Uint8Array,
+  autoOrient = true,
+  label = typeof source === 'string' ? source : '<buffer>',
+): Promise<EncodedImage> {
   const bytes = typeof source === 'string' ? await readImageFile(source) : source;
   try {
     const meta = await sharp(bytes, { failOn: 'warning' }).metadata();
@@ -277,8 +281,21 @@ export async function decodeRegionResized(img: EncodedImage, resize: ResizeSpec,
   checkSize(`resize of ${img.label}`, resize.height, resize.width);
   if (region) {
     const { top, left, height, width } = region;
-    if (!(Number.isInteger(top) && Number.isInteger(left) && top >= 0 && left >= 0 && height >= 1 && width >= 1 && top + height <= img.height && left + width <= img.width)) {
-      throw new IceError('INPUT_INVALID', `region ${JSON.stringify(region)} is not inside the ${img.height}×${img.width} image ${img.label}`, { path: img.label });
+    if (!(
+      Number.isInteger(top) &&
+      Number.isInteger(left) &&
+      top >= 0 &&
+      left >= 0 &&
+      height >= 1 &&
+      width >= 1 &&
+      top + height <= img.height &&
+      left + width <= img.width
+    )) {
+      throw new IceError(
+        'INPUT_INVALID',
+        `region ${JSON.stringify(region)} is not inside the ${img.height}×${img.width} image ${img.label}`,
+        { path: img.label },
+      );
     }
   }
   try {

@@ -8,7 +8,8 @@ function u8Input(): Uint8Array {
   const h = 5;
   const w = 7;
   const out = new Uint8Array(h * w * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) out[(y * w + x) * 3 + c] = (y * 37 + x * 53 + c * 91 + x * y * 7) % 256;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) out[(y * w + x) * 3 + c] = (y * 37 + x * 53 + c * 91 + x * y * 7) % 256;
   return out;
 }
 
@@ -19,7 +20,11 @@ function f32Input(): Float32Array {
 }
 
 describe('Pillow-exact resampling', () => {
-  const sizes: [number, number][] = [[3, 4], [8, 11], [5, 3]];
+  const sizes: [number, number][] = [
+    [3, 4],
+    [8, 11],
+    [5, 3],
+  ];
   for (const filter of ['bilinear', 'bicubic', 'nearest'] as ResampleFilter[]) {
     for (const [oh, ow] of sizes) {
       it(`8-bit ${filter} 5×7 → ${oh}×${ow} matches Pillow bit for bit`, () => {
@@ -28,7 +33,10 @@ describe('Pillow-exact resampling', () => {
     }
   }
   for (const filter of ['bilinear', 'bicubic'] as ResampleFilter[]) {
-    for (const [oh, ow] of [[7, 3], [2, 9]] as [number, number][]) {
+    for (const [oh, ow] of [
+      [7, 3],
+      [2, 9],
+    ] as [number, number][]) {
       it(`float ${filter} 4×6 → ${oh}×${ow} matches Pillow mode F`, () => {
         const got = resizeF32(f32Input(), 4, 6, 1, oh, ow, filter);
         const want = GOLD[`f32_${filter}_${oh}x${ow}`];

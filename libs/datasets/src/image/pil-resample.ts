@@ -98,7 +98,17 @@ type Pixels = Uint8Array | Float32Array;
 /**
  * One separable pass along `axis` (0 = x, 1 = y) of an H×W×C image. `fixed` = 8-bit arithmetic.
  */
-function pass<T extends Pixels>(src: T, h: number, w: number, ch: number, axis: 0 | 1, outLen: number, c: Coeffs, fixed: boolean, out: T): T {
+function pass<T extends Pixels>(
+  src: T,
+  h: number,
+  w: number,
+  ch: number,
+  axis: 0 | 1,
+  outLen: number,
+  c: Coeffs,
+  fixed: boolean,
+  out: T,
+): T {
   const kk = fixed ? fixedPoint(c) : c.k;
   const outH = axis === 1 ? outLen : h;
   const outW = axis === 0 ? outLen : w;
@@ -122,7 +132,13 @@ function pass<T extends Pixels>(src: T, h: number, w: number, ch: number, axis: 
 }
 
 function check(data: Pixels, h: number, w: number, ch: number, outH: number, outW: number): void {
-  for (const [what, v] of [['height', h], ['width', w], ['channels', ch], ['target height', outH], ['target width', outW]] as const) {
+  for (const [what, v] of [
+    ['height', h],
+    ['width', w],
+    ['channels', ch],
+    ['target height', outH],
+    ['target width', outW],
+  ] as const) {
     if (!Number.isInteger(v) || v < 1) throw new IceError('INPUT_INVALID', `resize: ${what} must be a positive integer, got ${v}`);
   }
   if (data.length !== h * w * ch) throw new IceError('INPUT_INVALID', `resize: data has ${data.length} values, expected ${h}×${w}×${ch}`);
@@ -168,11 +184,27 @@ function resample<T extends Pixels>(
 }
 
 /** Pillow-exact resize of 8-bit HWC pixels (any channel count) to exactly outH × outW. */
-export function resizeU8(data: Uint8Array, h: number, w: number, ch: number, outH: number, outW: number, filter: ResampleFilter = 'bilinear'): Uint8Array {
+export function resizeU8(
+  data: Uint8Array,
+  h: number,
+  w: number,
+  ch: number,
+  outH: number,
+  outW: number,
+  filter: ResampleFilter = 'bilinear',
+): Uint8Array {
   return resample(data, h, w, ch, outH, outW, filter, (n) => new Uint8Array(n));
 }
 
 /** Pillow (mode 'F') resize of float HWC pixels (any channel count); no clamping. */
-export function resizeF32(data: Float32Array, h: number, w: number, ch: number, outH: number, outW: number, filter: ResampleFilter = 'bilinear'): Float32Array {
+export function resizeF32(
+  data: Float32Array,
+  h: number,
+  w: number,
+  ch: number,
+  outH: number,
+  outW: number,
+  filter: ResampleFilter = 'bilinear',
+): Float32Array {
   return resample(data, h, w, ch, outH, outW, filter, (n) => new Float32Array(n));
 }

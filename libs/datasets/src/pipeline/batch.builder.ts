@@ -133,7 +133,16 @@ export class BatchBuilder {
     const good = results.filter((r): r is GoodSample => 'aug' in r);
     const skipped = results.filter((r): r is SkippedSample => !('aug' in r));
     if (good.length === 0) {
-      return { x: new Float32Array(0), shape: [0, 3, fixedSize?.[0] ?? 0, fixedSize?.[1] ?? 0], labels: new Int32Array(0), indices: [], ids: [], skipped, repeated: 0, timing: timing() };
+      return {
+        x: new Float32Array(0),
+        shape: [0, 3, fixedSize?.[0] ?? 0, fixedSize?.[1] ?? 0],
+        labels: new Int32Array(0),
+        indices: [],
+        ids: [],
+        skipped,
+        repeated: 0,
+        timing: timing(),
+      };
     }
     const [h, w] = fixedSize ?? [good[0].aug.height, good[0].aug.width];
     for (const g of good) {

@@ -59,7 +59,10 @@ describe('epoch order and sharding', () => {
 
   it('cuts batches, keeping or dropping the last partial one', () => {
     expect(epochBatches([1, 2, 3, 4, 5], 2, false)).toEqual([[1, 2], [3, 4], [5]]);
-    expect(epochBatches([1, 2, 3, 4, 5], 2, true)).toEqual([[1, 2], [3, 4]]);
+    expect(epochBatches([1, 2, 3, 4, 5], 2, true)).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
   });
 
   it('rejects impossible shards', () => {
@@ -75,7 +78,15 @@ describe('epoch order and sharding', () => {
 
 describe('BatchLoader', () => {
   const transform: TransformSpec = trainTransformSpec(24, 'inception');
-  const base: BatchLoaderOptions = { dataset: DIGITS, transform, batchSize: 8, seed: 3, withMasks: true, withBoxes: true, log: () => undefined };
+  const base: BatchLoaderOptions = {
+    dataset: DIGITS,
+    transform,
+    batchSize: 8,
+    seed: 3,
+    withMasks: true,
+    withBoxes: true,
+    log: () => undefined,
+  };
 
   it('yields the same batches in order with 0, 1 or 2 worker threads and any prefetch depth', async () => {
     const inline = await collect({ ...base, threads: 0 });
@@ -146,7 +157,14 @@ describe('BatchLoader', () => {
     const spec: DatasetSpec = { format: 'imagenet', root, split: 'train' };
 
     beforeAll(async () => {
-      const sizes: [number, number][] = [[30, 40], [40, 30], [25, 25], [32, 48], [50, 20], [28, 36]];
+      const sizes: [number, number][] = [
+        [30, 40],
+        [40, 30],
+        [25, 25],
+        [32, 48],
+        [50, 20],
+        [28, 36],
+      ];
       for (let k = 0; k < 6; k++) {
         const [h, w] = sizes[k];
         const rgb = new Uint8Array(h * w * 3).map((_, i) => (i * 37 + k * 11) % 256);
@@ -160,7 +178,14 @@ describe('BatchLoader', () => {
 
     it('skips the unreadable image, logs its path, counts it, and keeps the batch full', async () => {
       const logs: string[] = [];
-      const { batches, summary } = await collect({ dataset: spec, transform: trainTransformSpec(16), batchSize: 7, threads: 1, shuffle: false, log: (m) => logs.push(m) });
+      const { batches, summary } = await collect({
+        dataset: spec,
+        transform: trainTransformSpec(16),
+        batchSize: 7,
+        threads: 1,
+        shuffle: false,
+        log: (m) => logs.push(m),
+      });
       expect(batches.length).toBe(1);
       expect(batches[0].shape).toEqual([7, 3, 16, 16]);
       expect(summary).toMatchObject({ complete: true, skipped: 1, repeated: 1, samples: 7 });
@@ -170,30 +195,59 @@ describe('BatchLoader', () => {
       expect(logs).toHaveLength(1);
       expect(logs[0]).toContain(corrupt);
       // 'shrink' yields the smaller batch instead
-      const shrink = await collect({ dataset: spec, transform: trainTransformSpec(16), batchSize: 7, threads: 0, shuffle: false, onBadSample: 'shrink', log: () => undefined });
+      const shrink = await collect({
+        dataset: spec,
+        transform: trainTransformSpec(16),
+        batchSize: 7,
+        threads: 0,
+        shuffle: false,
+        onBadSample: 'shrink',
+        log: () => undefined,
+      });
       expect(shrink.batches[0].shape[0]).toBe(6);
       // a batch of nothing but the bad image is dropped, the epoch goes on
-      const alone = await collect({ dataset: spec, transform: trainTransformSpec(16), batchSize: 1, threads: 2, shuffle: false, log: () => undefined });
+      const alone = await collect({
+        dataset: spec,
+        transform: trainTransformSpec(16),
+        batchSize: 1,
+        threads: 2,
+        shuffle: false,
+        log: () => undefined,
+      });
       expect(alone.summary).toMatchObject({ complete: true, plannedBatches: 7, batches: 6, droppedBatches: 1, skipped: 1 });
       expect(alone.batches.map((b) => b.step)).toEqual([0, 1, 2, 4, 5, 6]);
     });
 
     it('reports configuration problems as errors: missing root, no sizing step', async () => {
       const missing = join(tmp.dir, 'nope');
-      expect(await codeOf(BatchLoader.open({ dataset: { ...spec, root: missing }, transform: trainTransformSpec(16), batchSize: 2, threads: 1 }))).toMatch(
-        new RegExp(`^FILE_NOT_FOUND: .*${missing}`),
-      );
-      const loader = await BatchLoader.open({ dataset: spec, transform: { steps: [], normalize: 'imagenet' }, batchSize: 3, threads: 1, shuffle: false });
+      expect(
+        await codeOf(
+          BatchLoader.open({ dataset: { ...spec, root: missing }, transform: trainTransformSpec(16), batchSize: 2, threads: 1 }),
+        ),
+      ).toMatch(new RegExp(`^FILE_NOT_FOUND: .*${missing}`));
+      const loader = await BatchLoader.open({
+        dataset: spec,
+        transform: { steps: [], normalize: 'imagenet' },
+        batchSize: 3,
+        threads: 1,
+        shuffle: false,
+      });
       try {
-        expect(await codeOf((async () => {
-          for await (const _ of loader.epoch(0)) {
-            // consume
-          }
-        })())).toMatch(/^CONFIG_INVALID: .*sizing step/);
+        expect(
+          await codeOf(
+            (async () => {
+              for await (const _ of loader.epoch(0)) {
+                // consume
+              }
+            })(),
+          ),
+        ).toMatch(/^CONFIG_INVALID: .*sizing step/);
       } finally {
         await loader.close();
       }
-      expect(await codeOf(BatchLoader.open({ dataset: DIGITS, transform: transform, batchSize: 2, threads: 0, worldSize: 50 }))).toMatch(/^CONFIG_INVALID/);
+      expect(await codeOf(BatchLoader.open({ dataset: DIGITS, transform: transform, batchSize: 2, threads: 0, worldSize: 50 }))).toMatch(
+        /^CONFIG_INVALID/,
+      );
     });
   });
 
@@ -220,7 +274,13 @@ describe('BatchLoader', () => {
   });
 
   it('shuts down without hanging: mid-epoch close and early break', async () => {
-    const loader = await BatchLoader.open({ ...base, dataset: { format: 'digits', split: 'train', options: { length: 400, canvasSize: 32 } }, batchSize: 4, threads: 2, prefetch: 6 });
+    const loader = await BatchLoader.open({
+      ...base,
+      dataset: { format: 'digits', split: 'train', options: { length: 400, canvasSize: 32 } },
+      batchSize: 4,
+      threads: 2,
+      prefetch: 6,
+    });
     const run = loader.epoch(0);
     const it = run[Symbol.asyncIterator]();
     const first = await it.next();
@@ -245,7 +305,14 @@ describe('BatchLoader', () => {
   it('closes quietly while finished batches are on their way back (no unhandled pool error)', async () => {
     const logs: string[] = [];
     for (let k = 0; k < 3; k++) {
-      const loader = await BatchLoader.open({ ...base, withMasks: false, withBoxes: false, threads: 1, prefetch: 4, log: (m) => logs.push(m) });
+      const loader = await BatchLoader.open({
+        ...base,
+        withMasks: false,
+        withBoxes: false,
+        threads: 1,
+        prefetch: 4,
+        log: (m) => logs.push(m),
+      });
       const it = loader.epoch(0)[Symbol.asyncIterator]();
       await it.next();
       // Blocked as in a training step that ends in an error: the worker finishes and posts the

@@ -222,14 +222,18 @@ export class BatchLoader {
     validateDatasetSpec(options.dataset);
     validateTransformSpec(options.transform);
     const threads = options.threads ?? defaultThreads();
-    if (!Number.isInteger(threads) || threads < 0 || threads > 64) throw new IceError('CONFIG_INVALID', `threads must be an integer in [0, 64], got ${threads}`);
+    if (!Number.isInteger(threads) || threads < 0 || threads > 64)
+      throw new IceError('CONFIG_INVALID', `threads must be an integer in [0, 64], got ${threads}`);
     checkPositive('batchSize', options.batchSize);
     if (options.prefetch !== undefined) checkPositive('prefetch', options.prefetch);
     if (options.sampleConcurrency !== undefined) checkPositive('sampleConcurrency', options.sampleConcurrency);
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw new IceError('CONFIG_INVALID', `seed must be a safe integer, got ${seed}`);
     const prefetch = options.prefetch ?? defaultPrefetch(threads);
-    const exec: Executor = threads === 0 ? new InlineExecutor() : new PoolExecutor(threads, Math.ceil(prefetch / threads), options.log ?? ((m) => console.warn(m)));
+    const exec: Executor =
+      threads === 0
+        ? new InlineExecutor()
+        : new PoolExecutor(threads, Math.ceil(prefetch / threads), options.log ?? ((m) => console.warn(m)));
     try {
       const reply = await exec.run({ kind: 'describe', dataset: options.dataset });
       if (!reply.ok) throw deserializeError(reply.error);
@@ -276,7 +280,14 @@ export class BatchLoader {
     if (!Number.isInteger(start) || start < 0 || start > plan.length) {
       throw new IceError('INPUT_INVALID', `startBatch must be an integer in [0, ${plan.length}] for epoch ${epoch}, got ${start}`);
     }
-    return new EpochRun(epoch, plan, this.opts, (task) => this.run(task), () => this.closed, start);
+    return new EpochRun(
+      epoch,
+      plan,
+      this.opts,
+      (task) => this.run(task),
+      () => this.closed,
+      start,
+    );
   }
 
   private run(task: BatchTask): Promise<WorkerReply> {
@@ -343,7 +354,8 @@ export class EpochRun implements AsyncIterable<Batch> {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {
-    if (this.started) throw new IceError('INPUT_INVALID', `epoch ${this.epoch} is already being iterated; call loader.epoch() again for another pass`);
+    if (this.started)
+      throw new IceError('INPUT_INVALID', `epoch ${this.epoch} is already being iterated; call loader.epoch() again for another pass`);
     this.started = true;
     const s = this.summary;
     const t0 = performance.now();

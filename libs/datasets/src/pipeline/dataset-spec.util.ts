@@ -19,7 +19,8 @@ export function validateDatasetSpec(spec: DatasetSpec): void {
   if (!PIPELINE_FORMATS.includes(spec.format)) {
     throw new IceError('CONFIG_INVALID', `unknown dataset format '${String(spec.format)}'; expected one of ${PIPELINE_FORMATS.join(', ')}`);
   }
-  if (typeof spec.split !== 'string' || spec.split.length === 0) throw new IceError('CONFIG_INVALID', `dataset spec for ${spec.format} needs a split`);
+  if (typeof spec.split !== 'string' || spec.split.length === 0)
+    throw new IceError('CONFIG_INVALID', `dataset spec for ${spec.format} needs a split`);
   if (spec.format !== 'digits' && (typeof spec.root !== 'string' || spec.root.length === 0)) {
     throw new IceError('CONFIG_INVALID', `dataset spec for ${spec.format} needs a root directory`);
   }
@@ -37,7 +38,9 @@ export async function openDatasetSpec(spec: DatasetSpec): Promise<OpenedDataset>
 /** A stable key for caching opened datasets by spec. */
 export function datasetSpecKey(spec: DatasetSpec): string {
   return JSON.stringify(spec, (_k, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
   );
 }
 
@@ -57,15 +60,19 @@ export function epochOrder(length: number, seed: number, epoch: number, rank = 0
 }
 
 function checkShard(length: number, rank: number, worldSize: number): void {
-  if (!Number.isInteger(length) || length < 1) throw new IceError('INPUT_INVALID', `dataset length must be a positive integer, got ${length}`);
-  if (!Number.isInteger(worldSize) || worldSize < 1) throw new IceError('CONFIG_INVALID', `worldSize must be a positive integer, got ${worldSize}`);
-  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${worldSize}), got ${rank}`);
+  if (!Number.isInteger(length) || length < 1)
+    throw new IceError('INPUT_INVALID', `dataset length must be a positive integer, got ${length}`);
+  if (!Number.isInteger(worldSize) || worldSize < 1)
+    throw new IceError('CONFIG_INVALID', `worldSize must be a positive integer, got ${worldSize}`);
+  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize)
+    throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${worldSize}), got ${rank}`);
   if (worldSize > length) throw new IceError('CONFIG_INVALID', `worldSize ${worldSize} exceeds the dataset's ${length} samples`);
 }
 
 /** The epoch order cut into batches (the last one smaller unless dropLast). */
 export function epochBatches(order: readonly number[], batchSize: number, dropLast: boolean): number[][] {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new IceError('CONFIG_INVALID', `batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new IceError('CONFIG_INVALID', `batchSize must be a positive integer, got ${batchSize}`);
   const out: number[][] = [];
   for (let b = 0; b < order.length; b += batchSize) {
     const chunk = order.slice(b, b + batchSize);
@@ -105,7 +112,8 @@ function isIceErrorCode(code: unknown): code is IceErrorCode {
 }
 
 export function serializeError(err: unknown): SerializedError {
-  if (err instanceof IceError) return { name: err.name, code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) };
+  if (err instanceof IceError)
+    return { name: err.name, code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) };
   if (err instanceof Error) return { name: err.name, message: err.message };
   return { name: 'Error', message: String(err) };
 }

@@ -48,7 +48,8 @@ class ScriptedRng extends Rng {
 /** H×W×3 image whose pixel (y, x) channel c is (y·W + x)/100 + c/1000 (every value distinct). */
 function ramp(h: number, w: number): AugSample {
   const image = new Float32Array(h * w * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) image[(y * w + x) * 3 + c] = (y * w + x) / 100 + c / 1000;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) image[(y * w + x) * 3 + c] = (y * w + x) / 100 + c / 1000;
   return { image, height: h, width: w };
 }
 
@@ -98,13 +99,24 @@ describe('randomResizedCropParams (torchvision get_params)', () => {
 
 describe('geometry', () => {
   it('crops image, mask and boxes (boxes clipped, outside ones dropped)', () => {
-    const s = { ...ramp(4, 6), mask: Uint8Array.from({ length: 24 }, (_, i) => i), boxes: [[0, 0, 2, 1], [4, 2, 5, 3], [0, 3, 0, 3]] as [number, number, number, number][] };
+    const s = {
+      ...ramp(4, 6),
+      mask: Uint8Array.from({ length: 24 }, (_, i) => i),
+      boxes: [
+        [0, 0, 2, 1],
+        [4, 2, 5, 3],
+        [0, 3, 0, 3],
+      ] as [number, number, number, number][],
+    };
     const c = cropSample(s, 1, 2, 2, 3);
     expect([c.height, c.width]).toEqual([2, 3]);
     expect(pixel(c, 0, 0)).toEqual(pixel(s, 1, 2));
     expect(pixel(c, 1, 2)).toEqual(pixel(s, 2, 4));
     expect(Array.from(c.mask!)).toEqual([8, 9, 10, 14, 15, 16]);
-    expect(c.boxes).toEqual([[0, 0, 0, 0], [2, 1, 2, 1]]);
+    expect(c.boxes).toEqual([
+      [0, 0, 0, 0],
+      [2, 1, 2, 1],
+    ]);
   });
 
   it('zero-pads a crop that reaches outside the image', () => {
@@ -133,7 +145,21 @@ describe('geometry', () => {
 
   it('scales boxes by the pixels they cover', () => {
     expect(resizeBoxes([[1, 1, 2, 2]], 4, 4, 8, 8)).toEqual([[2, 2, 5, 5]]);
-    expect(resizeBoxes([[3, 3, 3, 3], [0, 0, 7, 7]], 8, 8, 4, 4)).toEqual([[1, 1, 1, 1], [0, 0, 3, 3]]);
+    expect(
+      resizeBoxes(
+        [
+          [3, 3, 3, 3],
+          [0, 0, 7, 7],
+        ],
+        8,
+        8,
+        4,
+        4,
+      ),
+    ).toEqual([
+      [1, 1, 1, 1],
+      [0, 0, 3, 3],
+    ]);
     expect(resizeBoxes([[2, 0, 2, 0]], 1, 3, 2, 4)).toEqual([[2, 0, 3, 1]]);
   });
 
@@ -153,7 +179,11 @@ describe('geometry', () => {
 
 describe('applyTransforms', () => {
   it('RandomResizedCrop to the crop size is the crop itself (mask and boxes too)', () => {
-    const s = { ...ramp(4, 6), mask: Uint8Array.from({ length: 24 }, (_, i) => i % 7), boxes: [[1, 1, 4, 2]] as [number, number, number, number][] };
+    const s = {
+      ...ramp(4, 6),
+      mask: Uint8Array.from({ length: 24 }, (_, i) => i % 7),
+      boxes: [[1, 1, 4, 2]] as [number, number, number, number][],
+    };
     // area 24·(0.08 + 0.92·u) with u = 2/23 → 3.84 → ratio 1 (u = 0.5): w = h = round(1.96) = 2
     const rng = new ScriptedRng([2 / 23, 0.5], [1, 3]);
     const out = applyTransforms(s, [{ kind: 'random-resized-crop', size: 2 }], rng);
@@ -165,7 +195,11 @@ describe('applyTransforms', () => {
   });
 
   it('RandomResizedCrop resizes the crop bicubically, the mask nearest, and scales boxes', () => {
-    const s = { ...ramp(4, 6), mask: Uint8Array.from({ length: 24 }, (_, i) => i), boxes: [[3, 1, 3, 1]] as [number, number, number, number][] };
+    const s = {
+      ...ramp(4, 6),
+      mask: Uint8Array.from({ length: 24 }, (_, i) => i),
+      boxes: [[3, 1, 3, 1]] as [number, number, number, number][],
+    };
     const rng = new ScriptedRng([2 / 23, 0.5], [1, 3]);
     const out = applyTransforms(s, [{ kind: 'random-resized-crop', size: [4, 6] }], rng);
     const crop = cropSample(s, 1, 3, 2, 2);

@@ -100,13 +100,23 @@ export function trainTransformSpec(size: number, normalize: NormalizeSpec = 'ima
 }
 
 /** timm's default eval transform: resize shorter side to floor(size / cropPct), centre crop, normalise. */
-export function evalTransformSpec(size: number, normalize: NormalizeSpec = 'imagenet', cropPct = DEFAULT_CROP_PCT, resampler: Resampler = 'pillow'): TransformSpec {
+export function evalTransformSpec(
+  size: number,
+  normalize: NormalizeSpec = 'imagenet',
+  cropPct = DEFAULT_CROP_PCT,
+  resampler: Resampler = 'pillow',
+): TransformSpec {
   return { steps: [{ kind: 'resize-center-crop', size, cropPct }], normalize, resampler };
 }
 
 export function resolveNormalize(spec: NormalizeSpec): Normalization {
-  const n: Normalization | undefined = typeof spec === 'string' ? (Object.hasOwn(NORMALIZE_PRESETS, spec) ? NORMALIZE_PRESETS[spec] : undefined) : spec;
-  if (!n) throw new IceError('CONFIG_INVALID', `unknown normalisation preset ${JSON.stringify(spec)}; expected ${Object.keys(NORMALIZE_PRESETS).join(', ')} or {mean, std}`);
+  const n: Normalization | undefined =
+    typeof spec === 'string' ? (Object.hasOwn(NORMALIZE_PRESETS, spec) ? NORMALIZE_PRESETS[spec] : undefined) : spec;
+  if (!n)
+    throw new IceError(
+      'CONFIG_INVALID',
+      `unknown normalisation preset ${JSON.stringify(spec)}; expected ${Object.keys(NORMALIZE_PRESETS).join(', ')} or {mean, std}`,
+    );
   if (n.mean.length !== 3 || n.std.length !== 3 || !n.mean.every(Number.isFinite) || !n.std.every((v) => Number.isFinite(v) && v > 0)) {
     throw new IceError('CONFIG_INVALID', `normalisation needs 3 finite means and 3 positive stds, got ${JSON.stringify(n)}`);
   }
@@ -186,7 +196,8 @@ export function validateTransformSpec(spec: TransformSpec): void {
         checkRange('random-resized-crop ratio', step.ratio, true);
         break;
       case 'horizontal-flip':
-        if (step.p !== undefined && !(step.p >= 0 && step.p <= 1)) throw new IceError('CONFIG_INVALID', `horizontal-flip p must be in [0, 1], got ${step.p}`);
+        if (step.p !== undefined && !(step.p >= 0 && step.p <= 1))
+          throw new IceError('CONFIG_INVALID', `horizontal-flip p must be in [0, 1], got ${step.p}`);
         break;
       case 'resize':
       case 'center-crop':
@@ -315,7 +326,10 @@ export async function applyTransformsEncoded(sample: EncodedAugSample, steps: re
     case 'horizontal-flip':
     case undefined: {
       const img = await decodeImage(encoded.bytes, { autoOrient: encoded.autoOrient }, encoded.label);
-      if (img.height !== H || img.width !== W) throw new IceError('IMAGE_CORRUPT', `${encoded.label}: decoded ${img.height}×${img.width}, header said ${H}×${W}`, { path: encoded.label });
+      if (img.height !== H || img.width !== W)
+        throw new IceError('IMAGE_CORRUPT', `${encoded.label}: decoded ${img.height}×${img.width}, header said ${H}×${W}`, {
+          path: encoded.label,
+        });
       s = annotations({ image: img.data, height: H, width: W });
       rest = [...steps];
     }
@@ -339,7 +353,14 @@ export function normalizeImage(image: Float32Array, norm: NormalizeSpec): Float3
 /**
  * Writes a normalised HWC image into plane-major CHW at `out[offset…]` (one sample of an NCHW batch).
  */
-export function writeNormalizedCHW(image: Float32Array, height: number, width: number, norm: Normalization, out: Float32Array, offset: number): void {
+export function writeNormalizedCHW(
+  image: Float32Array,
+  height: number,
+  width: number,
+  norm: Normalization,
+  out: Float32Array,
+  offset: number,
+): void {
   const plane = height * width;
   if (image.length !== plane * 3) throw new IceError('INPUT_INVALID', `image has ${image.length} values, expected ${height}×${width}×3`);
   for (let c = 0; c < 3; c++) {

@@ -46,7 +46,8 @@ function checkPositiveInt(what: string, v: number): void {
 export function cropSample(s: AugSample, top: number, left: number, height: number, width: number): AugSample {
   checkPositiveInt('crop height', height);
   checkPositiveInt('crop width', width);
-  if (!Number.isInteger(top) || !Number.isInteger(left)) throw new IceError('INPUT_INVALID', `crop origin must be integers, got (${top}, ${left})`);
+  if (!Number.isInteger(top) || !Number.isInteger(left))
+    throw new IceError('INPUT_INVALID', `crop origin must be integers, got (${top}, ${left})`);
   const { height: H, width: W } = s;
   const image = new Float32Array(height * width * 3);
   const mask = s.mask ? new Uint8Array(height * width) : undefined;
@@ -98,7 +99,8 @@ export function cropAnnotations(s: Annotations, box: { top: number; left: number
   const { top, left, height, width } = box;
   const out: Annotations = { height, width };
   if (s.mask) {
-    if (top < 0 || left < 0 || top + height > s.height || left + width > s.width) throw new IceError('INPUT_INVALID', `crop ${JSON.stringify(box)} leaves the ${s.height}×${s.width} mask`);
+    if (top < 0 || left < 0 || top + height > s.height || left + width > s.width)
+      throw new IceError('INPUT_INVALID', `crop ${JSON.stringify(box)} leaves the ${s.height}×${s.width} mask`);
     const mask = new Uint8Array(height * width);
     for (let y = 0; y < height; y++) mask.set(s.mask.subarray((y + top) * s.width + left, (y + top) * s.width + left + width), y * width);
     out.mask = mask;

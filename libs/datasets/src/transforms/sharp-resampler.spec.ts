@@ -4,7 +4,14 @@ import { makeTempDir, vocXml, writeImage, writePalettePng, writeText } from '../
 import { decodeImage, probeImage } from '../image/image-io';
 import { type Batch, BatchLoader, type BatchLoaderOptions } from '../pipeline/batch.loader';
 import type { DatasetSpec } from '../pipeline/pipeline.types';
-import { type TransformStep, applyTransforms, applyTransformsEncoded, evalTransformSpec, trainTransformSpec, validateTransformSpec } from './augment.transform';
+import {
+  type TransformStep,
+  applyTransforms,
+  applyTransformsEncoded,
+  evalTransformSpec,
+  trainTransformSpec,
+  validateTransformSpec,
+} from './augment.transform';
 
 /** A smooth RGB test image (low-frequency gradients and waves): where resamplers should agree. */
 function smoothRgb(h: number, w: number): Uint8Array {
@@ -107,7 +114,14 @@ describe('the pipeline with the sharp resampler', () => {
   const vocSpec: DatasetSpec = { format: 'voc', root: voc, split: 'train', options: { task: 'segmentation' } };
 
   beforeAll(async () => {
-    const sizes: [number, number][] = [[60, 80], [80, 60], [50, 50], [64, 96], [100, 40], [56, 72]];
+    const sizes: [number, number][] = [
+      [60, 80],
+      [80, 60],
+      [50, 50],
+      [64, 96],
+      [100, 40],
+      [56, 72],
+    ];
     for (let k = 0; k < sizes.length; k++) {
       const [h, w] = sizes[k];
       await writeImage(join(root, 'train', k < 3 ? 'n01' : 'n02', `img${k}.JPEG`), smoothRgb(h, w), h, w);
@@ -134,22 +148,41 @@ describe('the pipeline with the sharp resampler', () => {
   it('gives the same batches with 0, 1 or 2 worker threads', async () => {
     const opts: BatchLoaderOptions = { dataset: spec, transform: trainTransformSpec(32), batchSize: 4, seed: 9, shuffle: true };
     const runs = await Promise.all([0, 1, 2].map((threads) => collect({ ...opts, threads })));
-    const key = (bs: Batch[]): unknown => bs.map((b) => [b.indices, Buffer.from(b.x.buffer, b.x.byteOffset, b.x.byteLength).toString('base64')]);
+    const key = (bs: Batch[]): unknown =>
+      bs.map((b) => [b.indices, Buffer.from(b.x.buffer, b.x.byteOffset, b.x.byteLength).toString('base64')]);
     expect(key(runs[1])).toEqual(key(runs[0]));
     expect(key(runs[2])).toEqual(key(runs[0]));
     expect(runs[0][0].shape).toEqual([4, 3, 32, 32]);
   });
 
   it('stays close to the Pillow path (same crops), which remains selectable', async () => {
-    const base: BatchLoaderOptions = { dataset: spec, batchSize: 6, seed: 3, shuffle: false, threads: 0, transform: trainTransformSpec(40, 'none') };
-    const [sharpRun, pillowRun] = await Promise.all([collect(base), collect({ ...base, transform: { ...base.transform, resampler: 'pillow' } })]);
+    const base: BatchLoaderOptions = {
+      dataset: spec,
+      batchSize: 6,
+      seed: 3,
+      shuffle: false,
+      threads: 0,
+      transform: trainTransformSpec(40, 'none'),
+    };
+    const [sharpRun, pillowRun] = await Promise.all([
+      collect(base),
+      collect({ ...base, transform: { ...base.transform, resampler: 'pillow' } }),
+    ]);
     expect(sharpRun[0].indices).toEqual(pillowRun[0].indices);
     expect(meanAbsDiff(sharpRun[0].x, pillowRun[0].x)).toBeLessThan(2 / 255);
     expect(sharpRun[0].x).not.toEqual(pillowRun[0].x);
   });
 
   it('keeps VOC masks aligned with the image', async () => {
-    const batches = await collect({ dataset: vocSpec, transform: trainTransformSpec(24, 'none'), batchSize: 3, seed: 2, threads: 1, withMasks: true, shuffle: false });
+    const batches = await collect({
+      dataset: vocSpec,
+      transform: trainTransformSpec(24, 'none'),
+      batchSize: 3,
+      seed: 2,
+      threads: 1,
+      withMasks: true,
+      shuffle: false,
+    });
     const b = batches[0];
     const plane = 24 * 24;
     expect(b.masks).toBeDefined();

@@ -51,7 +51,17 @@ export function gridMap(method: ExplainerName, grid: readonly number[], g: numbe
 
 /** A prepared sample with only the fields the scorers read. */
 export function preparedSample(size: number, fields: Partial<PreparedSample> = {}): PreparedSample {
-  return { index: 0, id: 'test/0', label: -1, size, rgb: new Float32Array(size * size * 3), input: new Float32Array(0), height: size, width: size, ...fields };
+  return {
+    index: 0,
+    id: 'test/0',
+    label: -1,
+    size,
+    rgb: new Float32Array(size * size * 3),
+    input: new Float32Array(0),
+    height: size,
+    width: size,
+    ...fields,
+  };
 }
 
 export interface TinyModelOptions {
@@ -75,7 +85,8 @@ export async function writeTinyModel(file: string, opts: TinyModelOptions = {}):
       sd.set('mlp_head.weight', { ...w, data: new Float32Array((w.data as Float32Array).length) });
     }
     if (opts.withOptimizerKeys) {
-      for (const [name, rec] of [...sd]) sd.set(`optimizer.exp_avg.${name}`, { ...rec, data: new Float32Array((rec.data as Float32Array).length) });
+      for (const [name, rec] of [...sd])
+        sd.set(`optimizer.exp_avg.${name}`, { ...rec, data: new Float32Array((rec.data as Float32Array).length) });
     }
     ensureDir(file);
     writeSafetensors(file, sd, { format: 'pt', [ICE_CONFIG_METADATA]: JSON.stringify(config) });
@@ -151,7 +162,10 @@ export async function writeVoc(root: string, scenes: SceneSpec[], split = 'val')
       .join('');
     const xml = join(root, 'Annotations', `${ids[i]}.xml`);
     ensureDir(xml);
-    writeFileSync(xml, `<annotation><filename>${ids[i]}.jpg</filename><size><width>${s.width}</width><height>${s.height}</height><depth>3</depth></size>${objects}</annotation>`);
+    writeFileSync(
+      xml,
+      `<annotation><filename>${ids[i]}.jpg</filename><size><width>${s.width}</width><height>${s.height}</height><depth>3</depth></size>${objects}</annotation>`,
+    );
   }
   for (const task of ['Main', 'Segmentation']) {
     const list = join(root, 'ImageSets', task, `${split}.txt`);

@@ -72,13 +72,19 @@ export async function initBackend(preferred?: BackendName, log: (msg: string) =>
       if (!(await tf.setBackend(name))) throw new Error(`tf.setBackend('${name}') returned false`);
       await tf.ready();
       current = { name, provider, skipped };
-      log(`tfjs backend: ${name} (${provider})${skipped.length ? `; skipped ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}` : ''}`);
+      log(
+        `tfjs backend: ${name} (${provider})${skipped.length ? `; skipped ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}` : ''}`,
+      );
       return current;
     } catch (e) {
       skipped.push({ name, reason: (e as Error).message });
     }
   }
-  throw new IceError('BACKEND_UNAVAILABLE', `no TensorFlow.js backend could be initialised: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`, { skipped });
+  throw new IceError(
+    'BACKEND_UNAVAILABLE',
+    `no TensorFlow.js backend could be initialised: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`,
+    { skipped },
+  );
 }
 
 export function backendInfo(): BackendInfo | undefined {

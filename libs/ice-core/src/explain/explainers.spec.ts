@@ -80,8 +80,15 @@ describe('explainers against golden-explain (golden-micro, each image on its own
           [2, 17, 17],
           [2, 17, 17],
         ]);
-        expectAllClose(t.attention[1].dataSync(), io.get('attn_probs.1')!.data.slice(b * 578, (b + 1) * 578) as Float32Array, ATOL, RTOL, `attn_probs.1[${b}]`);
-        for (let l = 0; l < 2; l++) expectAllClose(t.gradients![l].dataSync(), ref(`attn_grad.${l}`, b), ATOL, RTOL, `attn_grad.${l}[${b}]`);
+        expectAllClose(
+          t.attention[1].dataSync(),
+          io.get('attn_probs.1')!.data.slice(b * 578, (b + 1) * 578) as Float32Array,
+          ATOL,
+          RTOL,
+          `attn_probs.1[${b}]`,
+        );
+        for (let l = 0; l < 2; l++)
+          expectAllClose(t.gradients![l].dataSync(), ref(`attn_grad.${l}`, b), ATOL, RTOL, `attn_grad.${l}[${b}]`);
         disposeTrace(t);
       });
     }
@@ -120,7 +127,8 @@ describe('explainers against golden-explain (golden-micro, each image on its own
         expectAllClose(e.headWeights.dataSync(), jsonRow('gradcam_head_weights', b), ATOL, RTOL, `gradcam_head_weights[${b}]`);
         expectAllClose(e.unclamped.dataSync(), jsonRow('gradcam_unclamped', b), ATOL, RTOL, `gradcam_unclamped[${b}]`);
         expectAllClose(e.map.dataSync(), jsonRow('gradcam', b), ATOL, RTOL, `gradcam[${b}]`);
-        for (let l = 0; l < 2; l++) expectAllClose(e.attentionGradients[l].dataSync(), ref(`attn_grad.${l}`, b), ATOL, RTOL, `attn_grad.${l}[${b}]`);
+        for (let l = 0; l < 2; l++)
+          expectAllClose(e.attentionGradients[l].dataSync(), ref(`attn_grad.${l}`, b), ATOL, RTOL, `attn_grad.${l}[${b}]`);
         disposeExplanation(e);
       });
     }
@@ -303,7 +311,8 @@ describe('golden behaviours on constructed attention (notes 1–3)', () => {
   const uniform = (H: number, T: number): tf.Tensor3D => tf.fill([H, T, T], 1 / T);
   const eyes = (H: number, T: number): tf.Tensor3D => tf.tidy(() => tf.tile(tf.expandDims(tf.eye(T), 0), [H, 1, 1]));
   /** Row-stochastic random attention, seeded. */
-  const randomAttention = (H: number, T: number, seed: number): tf.Tensor3D => tf.tidy(() => tf.softmax(tf.randomNormal([H, T, T], 0, 1, 'float32', seed)));
+  const randomAttention = (H: number, T: number, seed: number): tf.Tensor3D =>
+    tf.tidy(() => tf.softmax(tf.randomNormal([H, T, T], 0, 1, 'float32', seed)));
 
   it('1. rollout of uniform attention over L blocks gives (1 − 0.5^L)/T on every patch (T = 5, L = 3: 0.175)', () => {
     const before = tf.memory().numTensors;
@@ -366,7 +375,13 @@ describe('golden behaviours on constructed attention (notes 1–3)', () => {
     const pos = tf.fill<tf.Rank.R3>([4, 10, 10], 0.7);
     const gp = gradcamFromAttention(a, pos);
     expectAllClose(gp.headWeights.dataSync(), [0.7, 0.7, 0.7, 0.7], 1e-7, 1e-6, 'head weights');
-    expectAllClose(gp.unclamped.dataSync(), Array.from(raw.dataSync(), (v) => 0.7 * v), 1e-8, 1e-5, 'c · raw');
+    expectAllClose(
+      gp.unclamped.dataSync(),
+      Array.from(raw.dataSync(), (v) => 0.7 * v),
+      1e-8,
+      1e-5,
+      'c · raw',
+    );
     expectAllClose(minmax(gp.map.dataSync()), minmax(raw.dataSync()), 1e-5, 1e-5, 'min-maxed');
     const neg = tf.fill<tf.Rank.R3>([4, 10, 10], -0.3);
     const gn = gradcamFromAttention(a, neg);

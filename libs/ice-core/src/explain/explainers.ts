@@ -59,12 +59,21 @@ export interface AttentionTrace {
 }
 
 /** Validates before any kernel runs: a throw inside tf.grads would strand the tape's saved tensors. */
-function checkImages(model: IceVit, images: tf.Tensor4D, classes: readonly (number | undefined)[] | undefined, source: TargetSource = 'cls'): void {
+function checkImages(
+  model: IceVit,
+  images: tf.Tensor4D,
+  classes: readonly (number | undefined)[] | undefined,
+  source: TargetSource = 'cls',
+): void {
   const { inChans, imgSize, numClasses } = model.config;
-  if (source === 'ice' && model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', "targets from the ICE head's top-1 need a model with an ICE head");
+  if (source === 'ice' && model.config.iceHead === 'none')
+    throw new IceError('CONFIG_INVALID', "targets from the ICE head's top-1 need a model with an ICE head");
   const [B, C, H, W] = images.shape;
   if (images.rank !== 4 || B < 1 || C !== inChans || H !== imgSize || W !== imgSize) {
-    throw new IceError('INPUT_INVALID', `an explainer takes NCHW images [B, ${inChans}, ${imgSize}, ${imgSize}], got [${images.shape.join(', ')}]`);
+    throw new IceError(
+      'INPUT_INVALID',
+      `an explainer takes NCHW images [B, ${inChans}, ${imgSize}, ${imgSize}], got [${images.shape.join(', ')}]`,
+    );
   }
   if (classes && classes.length !== B) throw new IceError('INPUT_INVALID', `need one class per image: ${classes.length} for ${B} images`);
   for (const target of classes ?? []) {
@@ -76,7 +85,10 @@ function checkImages(model: IceVit, images: tf.Tensor4D, classes: readonly (numb
 
 function checkImage(model: IceVit, image: tf.Tensor4D, target: number | undefined, source: TargetSource = 'cls'): void {
   if (image.shape[0] !== 1) {
-    throw new IceError('INPUT_INVALID', `an explainer takes one image [1, C, H, W], got [${image.shape.join(', ')}]; use explainBatch for several`);
+    throw new IceError(
+      'INPUT_INVALID',
+      `an explainer takes one image [1, C, H, W], got [${image.shape.join(', ')}]; use explainBatch for several`,
+    );
   }
   checkImages(model, image, [target], source);
 }
@@ -85,7 +97,12 @@ function checkImage(model: IceVit, image: tf.Tensor4D, target: number | undefine
  * Per image b: the given target, else the ICE head's top-1 with source 'ice' (where it names a
  * class), else the first maximum of its CLS logits row (as torch.argmax). Reads the logits back.
  */
-function resolveTargets(out: ForwardOutput, B: number, classes: readonly (number | undefined)[] | undefined, source: TargetSource): { classes: number[]; logits: number[] } {
+function resolveTargets(
+  out: ForwardOutput,
+  B: number,
+  classes: readonly (number | undefined)[] | undefined,
+  source: TargetSource,
+): { classes: number[]; logits: number[] } {
   const logits = out.clsLogits.dataSync<'float32'>();
   const ice = source === 'ice' ? iceClassPredictions(out.zIce!).dataSync() : undefined;
   const K = logits.length / B;
@@ -105,7 +122,9 @@ function resolveTargets(out: ForwardOutput, B: number, classes: readonly (number
 /** Each image's top-1 class by `source`, as the explainers pick their default target (one forward pass). */
 export function topClasses(model: IceVit, images: tf.Tensor4D, source: TargetSource = 'cls'): number[] {
   checkImages(model, images, undefined, source);
-  return tf.tidy(() => resolveTargets(model.forward(images, { skipIceHead: source !== 'ice' }), images.shape[0], undefined, source).classes);
+  return tf.tidy(
+    () => resolveTargets(model.forward(images, { skipIceHead: source !== 'ice' }), images.shape[0], undefined, source).classes,
+  );
 }
 
 /** Per-block attention of a batch of images, and optionally each image's ∂y_c/∂A_l. */
@@ -173,7 +192,13 @@ export function traceAttentionBatch(
  * One forward pass of one image [1, C, H, W] keeping every block's attention; with
  * `withGradients`, one backward pass of the raw target logit as well (traceAttentionBatch at B = 1).
  */
-export function traceAttention(model: IceVit, image: tf.Tensor4D, withGradients: boolean, targetClass?: number, source: TargetSource = 'cls'): AttentionTrace {
+export function traceAttention(
+  model: IceVit,
+  image: tf.Tensor4D,
+  withGradients: boolean,
+  targetClass?: number,
+  source: TargetSource = 'cls',
+): AttentionTrace {
   checkImage(model, image, targetClass, source);
   const t = traceAttentionBatch(model, image, withGradients, [targetClass], source);
   const squeeze = (xs: tf.Tensor4D[]): tf.Tensor3D[] => tf.tidy(() => xs.map((a) => tf.squeeze<tf.Tensor3D>(a, [0])));
@@ -213,7 +238,8 @@ export function rawAttentionMap(a: tf.Tensor3D): tf.Tensor1D {
 }
 
 function checkStartLayer(s: number, depth: number): void {
-  if (!Number.isInteger(s) || s < 0 || s >= depth) throw new IceError('INPUT_INVALID', `rollout start layer ${s} is outside 0..${depth - 1}`);
+  if (!Number.isInteger(s) || s < 0 || s >= depth)
+    throw new IceError('INPUT_INVALID', `rollout start layer ${s} is outside 0..${depth - 1}`);
 }
 
 /** rolloutJoint for a batch: per block [B, H, T, T] → J [B, T, T]. */
@@ -238,7 +264,15 @@ export function rolloutJointBatch(attention: readonly tf.Tensor4D[], startLayer 
  */
 export function rolloutJoint(attention: readonly tf.Tensor3D[], startLayer = 0): tf.Tensor2D {
   checkStartLayer(startLayer, attention.length);
-  return tf.tidy(() => tf.squeeze(rolloutJointBatch(attention.map((a) => tf.expandDims(a, 0)), startLayer), [0]));
+  return tf.tidy(() =>
+    tf.squeeze(
+      rolloutJointBatch(
+        attention.map((a) => tf.expandDims(a, 0)),
+        startLayer,
+      ),
+      [0],
+    ),
+  );
 }
 
 export interface GradcamParts {
@@ -251,7 +285,10 @@ export interface GradcamParts {
 }
 
 /** GradcamParts of a batch: a, grad [B, H, T, T] → map, unclamped [B, N], headWeights [B, H]. */
-export function gradcamFromAttentionBatch(a: tf.Tensor4D, grad: tf.Tensor4D): { map: tf.Tensor2D; unclamped: tf.Tensor2D; headWeights: tf.Tensor2D } {
+export function gradcamFromAttentionBatch(
+  a: tf.Tensor4D,
+  grad: tf.Tensor4D,
+): { map: tf.Tensor2D; unclamped: tf.Tensor2D; headWeights: tf.Tensor2D } {
   return tf.tidy(() => {
     const headWeights: tf.Tensor2D = tf.mean(clsRowsBatch(grad), 2); // [B,H]
     const unclamped: tf.Tensor2D = tf.mean(tf.mul(clsRowsBatch(a), tf.expandDims(headWeights, 2)), 1); // [B,N]
@@ -370,7 +407,13 @@ export function rollout(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions 
   checkStartLayer(opts.startLayer ?? 0, model.config.depth);
   return withTrace(model, image, false, opts, (t) => {
     const joint = rolloutJoint(t.attention, opts.startLayer ?? 0);
-    return { method: 'rollout', map: tf.tidy(() => toGrid(clsRowPatches(joint))), joint, targetClass: t.targetClass, targetLogit: t.targetLogit };
+    return {
+      method: 'rollout',
+      map: tf.tidy(() => toGrid(clsRowPatches(joint))),
+      joint,
+      targetClass: t.targetClass,
+      targetLogit: t.targetLogit,
+    };
   });
 }
 
@@ -494,7 +537,13 @@ export interface BatchExplanation {
   heads?: tf.Tensor3D;
 }
 
-function iceBatch(model: IceVit, x: tf.Tensor4D, method: 'ice' | 'ice-class', classes: readonly (number | undefined)[] | undefined, source: TargetSource): BatchExplanation {
+function iceBatch(
+  model: IceVit,
+  x: tf.Tensor4D,
+  method: 'ice' | 'ice-class',
+  classes: readonly (number | undefined)[] | undefined,
+  source: TargetSource,
+): BatchExplanation {
   if (model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', 'ICE maps need a model with an ICE head');
   const B = x.shape[0];
   let targets = { classes: [] as number[], logits: [] as number[] };

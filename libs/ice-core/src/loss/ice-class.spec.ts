@@ -18,7 +18,11 @@ describe('iceClassPredictions (the ICE head’s own top-1)', () => {
       // one foreground patch (class 3), the rest background
       [[0, 0, 0, 4, 0, 1], bgPatch, bgPatch],
       // Ŷ pools logits, not votes: two patches lean to class 1, one strongly to class 2 → 2
-      [[0, 0, 10, 0, 0, 0], [0, 3, 2.9, 0, 0, 0], [0, 3, 2.9, 0, 0, 0]],
+      [
+        [0, 0, 10, 0, 0, 0],
+        [0, 3, 2.9, 0, 0, 0],
+        [0, 3, 2.9, 0, 0, 0],
+      ],
       // the background channel of Ŷ is the largest (9.8) but only image classes compete → 4
       [[-10, -5, -5, -5, 5, 4.9], [5, -5, -5, -5, -9, 4.9], bgPatch],
       // no foreground patch: Ŷ = 0, the head names no class
@@ -48,4 +52,3 @@ describe('iceClassPredictions (the ICE head’s own top-1)', () => {
     tf.dispose([logits, pred, ref]);
   });
 });
-

@@ -64,7 +64,9 @@ function expectClose(got: Nested | Float32Array, ref: Nested, tol: { atol: numbe
     }
   }
   if (worst >= 0) {
-    throw new Error(`${label}: element ${worst} of ${r.length}: got ${g[worst]}, ref ${r[worst]} (|diff| ${Math.abs(g[worst] - r[worst])} exceeds atol ${tol.atol} + rtol ${tol.rtol}·|ref|)`);
+    throw new Error(
+      `${label}: element ${worst} of ${r.length}: got ${g[worst]}, ref ${r[worst]} (|diff| ${Math.abs(g[worst] - r[worst])} exceeds atol ${tol.atol} + rtol ${tol.rtol}·|ref|)`,
+    );
   }
 }
 
@@ -133,7 +135,9 @@ describe('ICE loss presets and config', () => {
     const z = tf.zeros<tf.Rank.R3>([1, 2, 3]);
     const t = tf.zeros<tf.Rank.R2>([1, 2]);
     const before = tf.memory().numTensors;
-    expect(() => iceLoss(z, t, { ...ICE_LOSS_PRESETS.paper, alpha: 0 })).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }) as Error);
+    expect(() => iceLoss(z, t, { ...ICE_LOSS_PRESETS.paper, alpha: 0 })).toThrow(
+      expect.objectContaining({ code: 'CONFIG_INVALID' }) as Error,
+    );
     expect(tf.memory().numTensors).toBe(before);
     tf.dispose([z, t]);
   });
@@ -164,12 +168,12 @@ describe.each(golden.cases.map((k) => [k.name, k] as const))('golden-loss case %
     expect(await out.mask.array()).toEqual(ref.mask);
     expect(Array.from(await out.fCount.data())).toEqual(ref.F_count);
     expect((await out.gate.data())[0]).toBe(ref.gate);
-    expectClose(await out.yHat.data() as Float32Array, ref.Yhat, LOSS_TOL, 'Yhat');
-    expectClose(await out.bHat.data() as Float32Array, ref.Bhat, LOSS_TOL, 'Bhat');
-    expectClose(await out.clsPer.data() as Float32Array, ref.cls_per, LOSS_TOL, 'cls_per');
-    expectClose(await out.lIce.data() as Float32Array, ref.L_ICE, LOSS_TOL, 'L_ICE');
-    expectClose(await out.lBg.data() as Float32Array, ref.L_bg, LOSS_TOL, 'L_bg');
-    expectClose(await out.total.data() as Float32Array, ref.L_total, LOSS_TOL, 'L_total');
+    expectClose((await out.yHat.data()) as Float32Array, ref.Yhat, LOSS_TOL, 'Yhat');
+    expectClose((await out.bHat.data()) as Float32Array, ref.Bhat, LOSS_TOL, 'Bhat');
+    expectClose((await out.clsPer.data()) as Float32Array, ref.cls_per, LOSS_TOL, 'cls_per');
+    expectClose((await out.lIce.data()) as Float32Array, ref.L_ICE, LOSS_TOL, 'L_ICE');
+    expectClose((await out.lBg.data()) as Float32Array, ref.L_bg, LOSS_TOL, 'L_bg');
+    expectClose((await out.total.data()) as Float32Array, ref.L_total, LOSS_TOL, 'L_total');
     const stats = await readIceLossStats(out);
     expect(stats.gate).toBe(ref.gate === 1);
     expect(stats.fCount).toEqual(ref.F_count);
@@ -179,26 +183,29 @@ describe.each(golden.cases.map((k) => [k.name, k] as const))('golden-loss case %
   it('official: dL_total/dz', async () => {
     const { z, t } = inputs(k);
     const g = gradOfTotal(z, t, ICE_LOSS_PRESETS.official);
-    expectClose(await g.data() as Float32Array, k.official.grad_L_total_wrt_z, GRAD_TOL, 'grad_L_total_wrt_z');
+    expectClose((await g.data()) as Float32Array, k.official.grad_L_total_wrt_z, GRAD_TOL, 'grad_L_total_wrt_z');
     tf.dispose([z, t, g]);
   });
 
-  it.each(k.paper.map((p) => [p.alpha, p.lambda, p] as const))('paper α=%p λ=%p: mask, F_count, Ŷ, B̂, losses, dL_total/dz', async (_a, _l, p) => {
-    const { z, t } = inputs(k);
-    const cfg = paperConfig(p);
-    const out = iceLoss(z, t, cfg);
-    expect(await out.mask.array()).toEqual(p.mask);
-    expect(Array.from(await out.fCount.data())).toEqual(p.F_count);
-    expect((await out.gate.data())[0]).toBe(1); // no gate in the paper
-    expectClose(await out.yHat.data() as Float32Array, p.Yhat, LOSS_TOL, 'Yhat');
-    expectClose(await out.bHat.data() as Float32Array, p.Bhat, LOSS_TOL, 'Bhat');
-    expectClose(await out.lIce.data() as Float32Array, p.L_ICE, LOSS_TOL, 'L_ICE');
-    expectClose(await out.lBg.data() as Float32Array, p.L_bg, LOSS_TOL, 'L_bg');
-    expectClose(await out.total.data() as Float32Array, p.L_total, LOSS_TOL, 'L_total');
-    const g = gradOfTotal(z, t, cfg);
-    expectClose(await g.data() as Float32Array, p.grad_L_total_wrt_z, GRAD_TOL, 'grad_L_total_wrt_z');
-    tf.dispose([z, t, g, ...Object.values(out)]);
-  });
+  it.each(k.paper.map((p) => [p.alpha, p.lambda, p] as const))(
+    'paper α=%p λ=%p: mask, F_count, Ŷ, B̂, losses, dL_total/dz',
+    async (_a, _l, p) => {
+      const { z, t } = inputs(k);
+      const cfg = paperConfig(p);
+      const out = iceLoss(z, t, cfg);
+      expect(await out.mask.array()).toEqual(p.mask);
+      expect(Array.from(await out.fCount.data())).toEqual(p.F_count);
+      expect((await out.gate.data())[0]).toBe(1); // no gate in the paper
+      expectClose((await out.yHat.data()) as Float32Array, p.Yhat, LOSS_TOL, 'Yhat');
+      expectClose((await out.bHat.data()) as Float32Array, p.Bhat, LOSS_TOL, 'Bhat');
+      expectClose((await out.lIce.data()) as Float32Array, p.L_ICE, LOSS_TOL, 'L_ICE');
+      expectClose((await out.lBg.data()) as Float32Array, p.L_bg, LOSS_TOL, 'L_bg');
+      expectClose((await out.total.data()) as Float32Array, p.L_total, LOSS_TOL, 'L_total');
+      const g = gradOfTotal(z, t, cfg);
+      expectClose((await g.data()) as Float32Array, p.grad_L_total_wrt_z, GRAD_TOL, 'grad_L_total_wrt_z');
+      tf.dispose([z, t, g, ...Object.values(out)]);
+    },
+  );
 });
 
 /** Float64 reference of both variants with dL_total/dz worked out by hand (mask held constant). */
@@ -256,10 +263,10 @@ async function checkAgainstReference(zArr: number[][][], tArr: number[][], cfg: 
   const g = gradOfTotal(z, t, cfg);
   expect(await out.mask.array()).toEqual(ref.mask);
   expect((await out.gate.data())[0]).toBe(ref.gate);
-  expectClose(await out.lIce.data() as Float32Array, ref.lIce, LOSS_TOL, `${label} L_ICE`);
-  expectClose(await out.lBg.data() as Float32Array, ref.lBg, LOSS_TOL, `${label} L_bg`);
-  expectClose(await out.total.data() as Float32Array, ref.total, LOSS_TOL, `${label} L_total`);
-  expectClose(await g.data() as Float32Array, ref.grad, GRAD_TOL, `${label} grad`);
+  expectClose((await out.lIce.data()) as Float32Array, ref.lIce, LOSS_TOL, `${label} L_ICE`);
+  expectClose((await out.lBg.data()) as Float32Array, ref.lBg, LOSS_TOL, `${label} L_bg`);
+  expectClose((await out.total.data()) as Float32Array, ref.total, LOSS_TOL, `${label} L_total`);
+  expectClose((await g.data()) as Float32Array, ref.grad, GRAD_TOL, `${label} grad`);
   tf.dispose([z, t, g, ...Object.values(out)]);
 }
 
@@ -279,7 +286,9 @@ describe('ICE loss gradient and memory properties', () => {
       const [B, N, c] = [1 + (trial % 3), 3 + trial, 2 + (trial % 4)];
       // a background bias of varying strength gives every regime of foreground counts
       const bias = rand(-1, 3);
-      const z = Array.from({ length: B }, () => Array.from({ length: N }, () => Array.from({ length: c + 1 }, (_, k) => rand(-2, 2) + (k === c ? bias : 0))));
+      const z = Array.from({ length: B }, () =>
+        Array.from({ length: N }, () => Array.from({ length: c + 1 }, (_, k) => rand(-2, 2) + (k === c ? bias : 0))),
+      );
       z[0][0] = z[0][0].map((_, k) => (k === c ? 10 : 0)); // one sure background patch
       const t = Array.from({ length: B }, () => {
         const r = Array.from({ length: c }, () => rand(0, 1));
@@ -347,12 +356,12 @@ describe('ICE loss gradient and memory properties', () => {
     const v = tf.variable(tf.tensor3d(k.z));
     const t = tf.tensor2d(k.targets);
     const { value, grads } = tf.variableGrads(() => iceLoss(v, t).total, [v]);
-    expectClose(await value.data() as Float32Array, k.official.L_total, LOSS_TOL, 'L_total');
-    expectClose(await grads[v.name].data() as Float32Array, k.official.grad_L_total_wrt_z, GRAD_TOL, 'dL/dz');
+    expectClose((await value.data()) as Float32Array, k.official.L_total, LOSS_TOL, 'L_total');
+    expectClose((await grads[v.name].data()) as Float32Array, k.official.grad_L_total_wrt_z, GRAD_TOL, 'dL/dz');
     const [p] = k.paper;
     const vg = tf.valueAndGrad((zz) => iceLoss(zz as tf.Tensor3D, t, paperConfig(p)).total)(v);
-    expectClose(await vg.value.data() as Float32Array, p.L_total, LOSS_TOL, 'paper L_total');
-    expectClose(await vg.grad.data() as Float32Array, p.grad_L_total_wrt_z, GRAD_TOL, 'paper dL/dz');
+    expectClose((await vg.value.data()) as Float32Array, p.L_total, LOSS_TOL, 'paper L_total');
+    expectClose((await vg.grad.data()) as Float32Array, p.grad_L_total_wrt_z, GRAD_TOL, 'paper dL/dz');
     tf.dispose([t, value, vg.value, vg.grad, ...Object.values(grads)]);
     v.dispose();
   });

@@ -157,13 +157,28 @@ export function iceLoss(z: tf.Tensor3D, targets: tf.Tensor2D, config: IceLossCon
     const den = config.variant === 'official' ? tf.add(f, 1) : tf.maximum(f, 1);
     // Pooling weights [B,2,N]: row 0 gives Ŷ, row 1 (padded with α/N) gives B̂; one matMul
     // and one log-softmax then serve both terms.
-    const w = tf.pad(tf.reshape<tf.Rank.R3>(tf.div(mask, den), [B, 1, N]), [[0, 0], [0, 1], [0, 0]], config.alpha / N);
+    const w = tf.pad(
+      tf.reshape<tf.Rank.R3>(tf.div(mask, den), [B, 1, N]),
+      [
+        [0, 0],
+        [0, 1],
+        [0, 0],
+      ],
+      config.alpha / N,
+    );
     const pooled = tf.matMul<tf.Tensor3D>(w, z); // [B,2,K]
     const lsm = tf.logSoftmax(pooled);
     // Cross-entropy coefficients [B,2,K]: row 0 = targets with a 0 for background, row 1 = e_c.
     const eBg = new Float32Array(2 * K);
     eBg[K + c] = 1;
-    const coef = tf.add<tf.Tensor3D>(tf.pad(tf.reshape(targets, [B, 1, c]), [[0, 0], [0, 1], [0, 1]]), tf.tensor3d(eBg, [1, 2, K]));
+    const coef = tf.add<tf.Tensor3D>(
+      tf.pad(tf.reshape(targets, [B, 1, c]), [
+        [0, 0],
+        [0, 1],
+        [0, 1],
+      ]),
+      tf.tensor3d(eBg, [1, 2, K]),
+    );
     const sums = tf.sum<tf.Tensor1D>(tf.mul(coef, lsm), [0, 2]); // [2] = −B·[L_ICE, L_bg]
 
     const count = tf.sum<tf.Scalar>(f);

@@ -15,7 +15,8 @@ export type BBox = readonly [number, number, number, number];
 export type BoxConvention = 'inclusive' | 'continuous';
 
 function checkBox(b: BBox, what: string): void {
-  if (b.length !== 4 || !b.every(Number.isFinite)) throw new IceError('INPUT_INVALID', `${what}: a box is 4 finite numbers, got [${b.join(', ')}]`);
+  if (b.length !== 4 || !b.every(Number.isFinite))
+    throw new IceError('INPUT_INVALID', `${what}: a box is 4 finite numbers, got [${b.join(', ')}]`);
 }
 
 /** IoU of two boxes; a degenerate union (≤ 0) gives 0, as wsolevaluation does. */
@@ -148,7 +149,12 @@ export interface ComponentBox {
  * empty mask. This is the corrected rule: DINO-seg's largest-component baseline never considers
  * its last label and returns the background's box for a single component; that bug is not copied.
  */
-export function largestComponentBox(mask: ArrayLike<number>, height: number, width: number, connectivity: Connectivity = 4): ComponentBox | null {
+export function largestComponentBox(
+  mask: ArrayLike<number>,
+  height: number,
+  width: number,
+  connectivity: Connectivity = 4,
+): ComponentBox | null {
   const { labels, sizes, count } = labelComponents(mask, height, width, connectivity);
   if (count === 0) return null;
   let best = 0;
@@ -383,7 +389,12 @@ export class CubLocAccumulator {
 
   result(): CubLocResult {
     if (this.images === 0) throw new IceError('INPUT_INVALID', 'CUB localisation: no image was added');
-    return { images: this.images, gtKnownLoc: this.gtKnown / this.images, top1Loc: this.top1 / this.images, top1Cls: this.cls / this.images };
+    return {
+      images: this.images,
+      gtKnownLoc: this.gtKnown / this.images,
+      top1Loc: this.top1 / this.images,
+      top1Cls: this.cls / this.images,
+    };
   }
 }
 

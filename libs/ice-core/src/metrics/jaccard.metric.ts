@@ -28,7 +28,11 @@ export interface JaccardImageResult {
  * several predicted masks (e.g. one per head) taken per class before the mean over classes.
  * Masks are truthy/falsy per pixel.
  */
-export function vocJaccardMulti(preds: readonly ArrayLike<number>[], target: ArrayLike<number>, opts: JaccardOptions = {}): JaccardImageResult {
+export function vocJaccardMulti(
+  preds: readonly ArrayLike<number>[],
+  target: ArrayLike<number>,
+  opts: JaccardOptions = {},
+): JaccardImageResult {
   const n = target.length;
   if (preds.length === 0) throw new IceError('INPUT_INVALID', 'jaccard: no predicted mask');
   preds.forEach((p, k) => {

@@ -43,10 +43,24 @@ interface SegCase {
 interface GoldenMetrics {
   imagenet_segmentation: Record<string, SegCase>;
   voc_jaccard: { name: string; pred: number[][]; target: number[][]; per_class: Record<string, number>; score: number }[];
-  attention_mass_threshold: { values: number[]; tau: number; sorted_ascending: number[]; cumsum_normalized: number[]; threshold: number; keep: number[] }[];
+  attention_mass_threshold: {
+    values: number[];
+    tau: number;
+    sorted_ascending: number[];
+    cumsum_normalized: number[];
+    threshold: number;
+    keep: number[];
+  }[];
   box_iou: { box_a: BBox; box_b: BBox; iou_inclusive: number; iou_continuous: number };
   corloc: {
-    images: { pred: BBox; gts: BBox[]; ious_inclusive: number[]; hit_inclusive: number; ious_continuous: number[]; hit_continuous: number }[];
+    images: {
+      pred: BBox;
+      gts: BBox[];
+      ious_inclusive: number[];
+      hit_inclusive: number;
+      ious_continuous: number[];
+      hit_continuous: number;
+    }[];
     threshold: number;
     corloc_inclusive: number;
     corloc_continuous: number;
@@ -204,7 +218,13 @@ describe('boxes: IoU, CorLoc, mask → box (golden-metrics.json)', () => {
       const acc = new CorLocAccumulator({ convention, threshold: c.threshold });
       c.images.forEach((img, i) => {
         const r = acc.add(img.pred, img.gts);
-        expectAllClose(r.ious, convention === 'inclusive' ? img.ious_inclusive : img.ious_continuous, TOL, 0, `image ${i} IoUs (${convention})`);
+        expectAllClose(
+          r.ious,
+          convention === 'inclusive' ? img.ious_inclusive : img.ious_continuous,
+          TOL,
+          0,
+          `image ${i} IoUs (${convention})`,
+        );
         expect(r.hit ? 1 : 0).toBe(convention === 'inclusive' ? img.hit_inclusive : img.hit_continuous);
       });
       close(acc.result().corloc, convention === 'inclusive' ? c.corloc_inclusive : c.corloc_continuous, `CorLoc ${convention}`);

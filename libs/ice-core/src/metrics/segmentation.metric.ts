@@ -60,7 +60,7 @@ export function averagePrecision(scores: ArrayLike<number>, labels: ArrayLike<nu
   let fp = 0;
   let prevRecall = 0;
   let ap = 0;
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     const s = scores[order[i]];
     for (; i < n && scores[order[i]] === s; i++) {
       if (labels[order[i]] === 1) tp++;

@@ -26,7 +26,13 @@ function geluRef(x: tf.Tensor): tf.Tensor {
 }
 
 /** Rank-5 transpose + unstack, matMul with transposeB, autodiff softmax. */
-function attentionRef(qkv: tf.Tensor2D, B: number, T: number, H: number, hook?: (a: tf.Tensor4D) => tf.Tensor4D): { out: tf.Tensor2D; attn: tf.Tensor4D } {
+function attentionRef(
+  qkv: tf.Tensor2D,
+  B: number,
+  T: number,
+  H: number,
+  hook?: (a: tf.Tensor4D) => tf.Tensor4D,
+): { out: tf.Tensor2D; attn: tf.Tensor4D } {
   const D = qkv.shape[1] / 3;
   const hd = D / H;
   const [q, k, v] = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, H, hd]), [2, 0, 3, 1, 4])); // each [B, H, T, hd]
@@ -53,7 +59,12 @@ function relDiff(a: tf.Tensor, b: tf.Tensor): number {
 }
 
 /** Values and gradients (for a random upstream dy) of f under both formulations agree. */
-function expectSameGrads(fast: (...xs: tf.Tensor[]) => tf.Tensor, ref: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[], seed: number): void {
+function expectSameGrads(
+  fast: (...xs: tf.Tensor[]) => tf.Tensor,
+  ref: (...xs: tf.Tensor[]) => tf.Tensor,
+  inputs: tf.Tensor[],
+  seed: number,
+): void {
   tf.tidy(() => {
     const yRef = ref(...inputs);
     expect(relDiff(fast(...inputs), yRef)).toBeLessThan(TOL);
@@ -116,8 +127,18 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
     const x = rand([7, 5], 1);
     const w = rand([5, 6], 2);
     const b = rand([6], 3);
-    expectSameGrads((x, w, b) => linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), (x, w, b) => linearRef(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [x, w, b], 4);
-    expectSameGrads((x, w) => linear(x as tf.Tensor2D, w as tf.Tensor2D), (x, w) => linearRef(x as tf.Tensor2D, w as tf.Tensor2D), [x, w], 5);
+    expectSameGrads(
+      (x, w, b) => linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D),
+      (x, w, b) => linearRef(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D),
+      [x, w, b],
+      4,
+    );
+    expectSameGrads(
+      (x, w) => linear(x as tf.Tensor2D, w as tf.Tensor2D),
+      (x, w) => linearRef(x as tf.Tensor2D, w as tf.Tensor2D),
+      [x, w],
+      5,
+    );
     expectNoLeak((x, w, b) => linear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [x, w, b]);
     expectNoLeak((x, w) => linear(x as tf.Tensor2D, w as tf.Tensor2D), [x, w]);
     tf.dispose([x, w, b]);
@@ -127,8 +148,10 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
     const x = tf.add(rand([9, 16], 11, 3), 2); // offset rows: the centring matters
     const g = rand([16], 12);
     const b = rand([16], 13);
-    const fast = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, eps);
-    const ref = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor => layerNormRef(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, eps);
+    const fast = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor =>
+      layerNorm(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, eps);
+    const ref = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor =>
+      layerNormRef(x as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, eps);
     expectSameGrads(fast, ref, [x, g, b], 14);
     expectNoLeak(fast, [x, g, b]);
     tf.dispose([x, g, b]);
@@ -137,7 +160,12 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
   it('gelu, over [-8, 8] and beyond', () => {
     const grid = tf.linspace(-8, 8, 1601); // includes 0 exactly
     const x = tf.concat([tf.reshape(grid, [1601]), tf.tensor1d([-30, -1e-30, 1e-30, 30]), tf.reshape(rand([6, 50], 21, 2), [300])]);
-    expectSameGrads((x) => gelu(x), (x) => geluRef(x), [x], 22);
+    expectSameGrads(
+      (x) => gelu(x),
+      (x) => geluRef(x),
+      [x],
+      22,
+    );
     const x2 = rand([4, 3, 5], 23, 2); // keeps the rank
     const y2 = gelu(x2);
     expect(y2.shape).toEqual([4, 3, 5]);
@@ -156,14 +184,21 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
     it.each(cases)('B=%i T=%i H=%i hd=%i: out and attn values and d/dqkv', (B, T, H, hd) => {
       const qkv = rand([B * T, 3 * H * hd], 31);
       for (const which of ['out', 'attn'] as const) {
-        expectSameGrads((q) => attentionCore(q as tf.Tensor2D, B, T, H)[which], (q) => attentionRef(q as tf.Tensor2D, B, T, H)[which], [qkv], 32);
+        expectSameGrads(
+          (q) => attentionCore(q as tf.Tensor2D, B, T, H)[which],
+          (q) => attentionRef(q as tf.Tensor2D, B, T, H)[which],
+          [qkv],
+          32,
+        );
       }
       // Both outputs in one loss (the fused op's gradient plus the recomputed attention's).
       const r = rand([B, H, T, T], 33);
-      const both = (core: typeof attentionCore) => (q: tf.Tensor): tf.Tensor => {
-        const o = core(q as tf.Tensor2D, B, T, H);
-        return tf.add(tf.sum(o.out), tf.sum(tf.mul(o.attn, r)));
-      };
+      const both =
+        (core: typeof attentionCore) =>
+        (q: tf.Tensor): tf.Tensor => {
+          const o = core(q as tf.Tensor2D, B, T, H);
+          return tf.add(tf.sum(o.out), tf.sum(tf.mul(o.attn, r)));
+        };
       expectSameGrads(both(attentionCore), both(attentionRef), [qkv], 34);
       r.dispose();
       expectNoLeak((q) => attentionCore(q as tf.Tensor2D, B, T, H).out, [qkv]);
@@ -173,7 +208,10 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
     it.each(cases)('B=%i T=%i H=%i hd=%i: hook multiplying a gate, gradients w.r.t. qkv and the gate', (B, T, H, hd) => {
       const qkv = rand([B * T, 3 * H * hd], 41);
       const gate = tf.add(rand([B, H, T, T], 42, 0.1), 1); // a ones-gate, perturbed so that it is not neutral
-      const f = (core: typeof attentionCore) => (q: tf.Tensor, g: tf.Tensor): tf.Tensor => core(q as tf.Tensor2D, B, T, H, (a) => tf.mul(a, g)).out;
+      const f =
+        (core: typeof attentionCore) =>
+        (q: tf.Tensor, g: tf.Tensor): tf.Tensor =>
+          core(q as tf.Tensor2D, B, T, H, (a) => tf.mul(a, g)).out;
       expectSameGrads(f(attentionCore), f(attentionRef), [qkv, gate], 43);
       expectNoLeak(f(attentionCore), [qkv, gate]);
       // The returned attention is the gated one.
@@ -183,19 +221,23 @@ describe('fast-ops: custom gradients match autodiff of the plain formulations', 
       tf.dispose([qkv, gate, fast.out, fast.attn, ref.out, ref.attn]);
     });
 
-    it('∂y/∂A through an additive zero probe (the explainers\' trace) and through a gate variable', () => {
+    it("∂y/∂A through an additive zero probe (the explainers' trace) and through a gate variable", () => {
       const [B, T, H, hd] = [1, 6, 2, 4];
       const qkv = rand([B * T, 3 * H * hd], 51);
       const probe = tf.zeros([B, H, T, T]);
       const r = rand([B * T, H * hd], 52);
-      const f = (core: typeof attentionCore) => (p: tf.Tensor): tf.Scalar => tf.sum(tf.mul(core(qkv as tf.Tensor2D, B, T, H, (a) => tf.add(a, p)).out, r));
+      const f =
+        (core: typeof attentionCore) =>
+        (p: tf.Tensor): tf.Scalar =>
+          tf.sum(tf.mul(core(qkv as tf.Tensor2D, B, T, H, (a) => tf.add(a, p)).out, r));
       const [gFast] = tf.grads(f(attentionCore))([probe]);
       const [gRef] = tf.grads(f(attentionRef))([probe]);
       expect(relDiff(gFast, gRef)).toBeLessThan(TOL);
       expect(tf.max(tf.abs(gFast)).dataSync()[0]).toBeGreaterThan(1e-3);
 
       const gate = tf.variable(tf.ones([B, H, T, T]), true);
-      const loss = (core: typeof attentionCore) => (): tf.Scalar => tf.sum(tf.mul(core(qkv as tf.Tensor2D, B, T, H, (a) => tf.mul(a, gate)).out, r));
+      const loss = (core: typeof attentionCore) => (): tf.Scalar =>
+        tf.sum(tf.mul(core(qkv as tf.Tensor2D, B, T, H, (a) => tf.mul(a, gate)).out, r));
       const vf = tf.variableGrads(loss(attentionCore), [gate]);
       const vr = tf.variableGrads(loss(attentionRef), [gate]);
       expect(relDiff(vf.grads[gate.name], vr.grads[gate.name])).toBeLessThan(TOL);

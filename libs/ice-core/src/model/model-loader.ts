@@ -16,7 +16,10 @@ export const ICE_CONFIG_METADATA = 'ice_config';
 export function resolveModelConfig(spec: string, overrides: Partial<VitConfig> = {}): VitConfig {
   if (isVitPreset(spec)) return vitConfig(spec, overrides);
   if (!fs.existsSync(spec)) {
-    throw new IceError('CONFIG_INVALID', `--model "${spec}" is neither a preset (${Object.keys(VIT_PRESETS).join(', ')}) nor an existing config file`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `--model "${spec}" is neither a preset (${Object.keys(VIT_PRESETS).join(', ')}) nor an existing config file`,
+    );
   }
   let raw: unknown;
   try {

@@ -97,12 +97,16 @@ export function validateVitConfig(raw: unknown): VitConfig {
     throw new IceError('CONFIG_INVALID', `model config: embedDim ${c.embedDim} is not divisible by numHeads ${c.numHeads}`);
   }
   if (!ICE_HEADS.includes(c.iceHead)) {
-    throw new IceError('CONFIG_INVALID', `model config field "iceHead" must be one of ${ICE_HEADS.join(', ')}, got ${JSON.stringify(c.iceHead)}`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `model config field "iceHead" must be one of ${ICE_HEADS.join(', ')}, got ${JSON.stringify(c.iceHead)}`,
+    );
   }
   if (!(c.dropPathRate >= 0 && c.dropPathRate < 1)) {
     throw new IceError('CONFIG_INVALID', `model config field "dropPathRate" must be in [0, 1), got ${c.dropPathRate}`);
   }
-  if (!(c.mlpRatio > 0) || !(c.layerNormEps > 0)) throw new IceError('CONFIG_INVALID', 'model config: mlpRatio and layerNormEps must be positive');
+  if (!(c.mlpRatio > 0) || !(c.layerNormEps > 0))
+    throw new IceError('CONFIG_INVALID', 'model config: mlpRatio and layerNormEps must be positive');
   return c;
 }
 

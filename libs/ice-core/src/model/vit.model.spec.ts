@@ -54,7 +54,11 @@ describe('IceVit against golden-micro', () => {
     const back = await m.stateDict();
     for (const [name, rec] of sd) {
       expect(back.get(name)!.shape).toEqual(rec.shape);
-      expect(Buffer.from((back.get(name)!.data as Float32Array).buffer).equals(Buffer.from((rec.data as Float32Array).buffer, rec.data.byteOffset, rec.data.byteLength))).toBe(true);
+      expect(
+        Buffer.from((back.get(name)!.data as Float32Array).buffer).equals(
+          Buffer.from((rec.data as Float32Array).buffer, rec.data.byteOffset, rec.data.byteLength),
+        ),
+      ).toBe(true);
     }
     expect(m.parameterCount()).toBe([...sd.values()].reduce((n, r) => n + r.data.length, 0));
     m.dispose();

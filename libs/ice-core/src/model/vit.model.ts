@@ -223,20 +223,33 @@ export class IceVit {
       const qkv = linear(h, this.p2(`${pre}.attn.qkv.weight`), c.qkvBias ? this.p1(`${pre}.attn.qkv.bias`) : undefined); // [B·T, 3D]
       // Without a hook the core is one fused op whose attn is recomputed if read: when the
       // attention is wanted, an identity hook makes the core keep it instead.
-      const hook = opts.attentionHook ? (a: tf.Tensor4D) => opts.attentionHook!(i, a) : opts.returnAttention ? (a: tf.Tensor4D) => a : undefined;
+      const hook = opts.attentionHook
+        ? (a: tf.Tensor4D) => opts.attentionHook!(i, a)
+        : opts.returnAttention
+          ? (a: tf.Tensor4D) => a
+          : undefined;
       const core = attentionCore(qkv, B, T, c.numHeads, hook); // out [B·T, D], attn [B,H,T,T]
       if (opts.returnAttention) attention.push(core.attn);
       const a = linear(core.out, this.p2(`${pre}.attn.proj.weight`), this.p1(`${pre}.attn.proj.bias`));
       t = tf.add(t, this.dropPath(tf.reshape(a, [B, T, D]), dropRates[i], opts));
       // MLP branch.
       const h2 = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm2.weight`), this.p1(`${pre}.norm2.bias`), c.layerNormEps);
-      const m = linear(gelu(linear(h2, this.p2(`${pre}.mlp.fc1.weight`), this.p1(`${pre}.mlp.fc1.bias`))), this.p2(`${pre}.mlp.fc2.weight`), this.p1(`${pre}.mlp.fc2.bias`));
+      const m = linear(
+        gelu(linear(h2, this.p2(`${pre}.mlp.fc1.weight`), this.p1(`${pre}.mlp.fc1.bias`))),
+        this.p2(`${pre}.mlp.fc2.weight`),
+        this.p1(`${pre}.mlp.fc2.bias`),
+      );
       t = tf.add(t, this.dropPath(tf.reshape(m, [B, T, D]), dropRates[i], opts));
     }
 
     const prenormPatchTokens = tf.slice(t, [0, 1, 0], [B, N, D]); // [B,N,D]
     // Only the CLS row goes through the final norm and the head: the patch rows' normed features are unused.
-    const clsFeat = layerNorm(tf.reshape(tf.slice(t, [0, 0, 0], [B, 1, D]), [B, D]), this.p1('norm.weight'), this.p1('norm.bias'), c.layerNormEps);
+    const clsFeat = layerNorm(
+      tf.reshape(tf.slice(t, [0, 0, 0], [B, 1, D]), [B, D]),
+      this.p1('norm.weight'),
+      this.p1('norm.bias'),
+      c.layerNormEps,
+    );
     const clsLogits = linear(clsFeat, this.p2('head.weight'), this.p1('head.bias'));
 
     const out: ForwardOutput = { clsLogits, prenormPatchTokens };
@@ -259,7 +272,11 @@ export class IceVit {
         z = linear(gelu(linear(x, this.p2('mlp_head_1.weight'), this.p1('mlp_head_1.bias'))), this.p2('mlp_head.weight'));
         break;
       case 'paper': {
-        const pre = linear(gelu(linear(x, this.p2('ice_head.fc1.weight'), this.p1('ice_head.fc1.bias'))), this.p2('ice_head.fc2.weight'), this.p1('ice_head.fc2.bias'));
+        const pre = linear(
+          gelu(linear(x, this.p2('ice_head.fc1.weight'), this.p1('ice_head.fc1.bias'))),
+          this.p2('ice_head.fc2.weight'),
+          this.p1('ice_head.fc2.bias'),
+        );
         // InstanceNorm1d over the class axis: each patch's c+1 logits standardised, no affine, eps 1e-5.
         const { mean, variance } = tf.moments(pre, -1, true);
         z = tf.div(tf.sub(pre, mean), tf.sqrt(tf.add(variance, 1e-5)));
@@ -317,7 +334,11 @@ export class IceVit {
         unexpected.length ? `unexpected keys (${unexpected.length}): ${unexpected.join(', ')}` : '',
         misShaped.length ? `mis-shaped keys (${misShaped.length}): ${misShaped.join('; ')}` : '',
       ].filter(Boolean);
-      throw new IceError('WEIGHTS_MISMATCH', `checkpoint does not match the model: ${parts.join(' | ')}`, { missing, unexpected, misShaped });
+      throw new IceError('WEIGHTS_MISMATCH', `checkpoint does not match the model: ${parts.join(' | ')}`, {
+        missing,
+        unexpected,
+        misShaped,
+      });
     }
     for (const [s, rec] of pending) {
       let data = toFloat32(rec, s.name);
@@ -368,7 +389,8 @@ function resamplable(from: readonly number[], to: readonly number[]): boolean {
 
 function toFloat32(rec: TensorRecord, name: string): Float32Array {
   if (rec.data instanceof Float32Array) return rec.data;
-  if (rec.data instanceof BigInt64Array) throw new IceError('WEIGHTS_MISMATCH', `${name}: integer tensor (${rec.dtype}) where a float weight is expected`);
+  if (rec.data instanceof BigInt64Array)
+    throw new IceError('WEIGHTS_MISMATCH', `${name}: integer tensor (${rec.dtype}) where a float weight is expected`);
   if (rec.dtype !== 'F64' && rec.dtype !== 'F16' && rec.dtype !== 'BF16') {
     throw new IceError('WEIGHTS_MISMATCH', `${name}: ${rec.dtype} tensor where a float weight is expected`);
   }

@@ -32,7 +32,13 @@ function disposeAll(...maps: Map<string, tf.Tensor>[]): void {
 class RefAdamW {
   m: Float64Array;
   v: Float64Array;
-  constructor(public p: Float64Array, private readonly wd: number, private readonly b1 = 0.9, private readonly b2 = 0.999, private readonly eps = 1e-8) {
+  constructor(
+    public p: Float64Array,
+    private readonly wd: number,
+    private readonly b1 = 0.9,
+    private readonly b2 = 0.999,
+    private readonly eps = 1e-8,
+  ) {
     this.m = new Float64Array(p.length);
     this.v = new Float64Array(p.length);
   }
@@ -124,7 +130,13 @@ describe('AdamW', () => {
     const params = makeParams(4);
     const frozen = (n: string): boolean => n.startsWith('blocks.') || n === 'cls_token' || n === 'pos_embed';
     const opt = new AdamW(params, {}, { frozen });
-    expect(opt.groups().frozen).toEqual(['cls_token', 'pos_embed', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.qkv.bias', 'blocks.0.norm1.weight']);
+    expect(opt.groups().frozen).toEqual([
+      'cls_token',
+      'pos_embed',
+      'blocks.0.attn.qkv.weight',
+      'blocks.0.attn.qkv.bias',
+      'blocks.0.norm1.weight',
+    ]);
     expect(opt.trainableVariables()).toEqual([params.get('mlp_head.weight')]);
     const before = new Map([...params].map(([n, p]) => [n, Float32Array.from(p.dataSync())]));
     const rng = new Rng(5);
@@ -173,7 +185,12 @@ describe('AdamW', () => {
       const coef = Math.min(1, maxNorm / (Math.sqrt(sq) + 1e-6));
       expect(coef).toBeLessThan(1);
       opt.step(grads, 1e-2);
-      for (const [n, g] of grads) refs.get(n)!.step(Array.from(g.dataSync(), (x) => x * coef), t, 1e-2);
+      for (const [n, g] of grads)
+        refs.get(n)!.step(
+          Array.from(g.dataSync(), (x) => x * coef),
+          t,
+          1e-2,
+        );
       disposeAll(grads);
     }
     for (const [n, p] of params) expect(maxAbsDiff(p.dataSync(), refs.get(n)!.p)).toBeLessThan(1e-6);
@@ -230,7 +247,10 @@ describe('AdamW', () => {
     const w0 = randomValues(rng, [4, 3]);
     const b0 = randomValues(rng, [3]);
     const model = (): Map<string, tf.Variable> =>
-      new Map<string, tf.Variable>([['fc.weight', tf.variable(tf.tensor2d(w0, [4, 3]))], ['fc.bias', tf.variable(tf.tensor1d(b0))]]);
+      new Map<string, tf.Variable>([
+        ['fc.weight', tf.variable(tf.tensor2d(w0, [4, 3]))],
+        ['fc.bias', tf.variable(tf.tensor1d(b0))],
+      ]);
     const full = model();
     const micro = model();
     // L = mean((xW + b − y)²) over all n·3 entries: dL/dW = 2/(3n)·xᵀr, dL/db = 2/(3n)·Σ_rows r.
@@ -241,7 +261,10 @@ describe('AdamW', () => {
         const r = tf.mul(tf.sub(tf.add(tf.matMul(x, w), b), y), 2 / (3 * x.shape[0]));
         return [tf.matMul(tf.transpose(x), r), tf.sum(r, 0)];
       });
-      return new Map<string, tf.Tensor>([['fc.weight', gw], ['fc.bias', gb]]);
+      return new Map<string, tf.Tensor>([
+        ['fc.weight', gw],
+        ['fc.bias', gb],
+      ]);
     };
     const optFull = new AdamW(full);
     const optMicro = new AdamW(micro);

@@ -31,7 +31,14 @@ export const ADAMW_PRESETS = {
   /** The released ICE run (README: `--lr 1e-4`, timm defaults otherwise; no clipping). */
   ice: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.05, clipGradNorm: null, noDecayNames: ['pos_embed', 'cls_token'] },
   /** torch.optim.AdamW's own defaults (weight decay 0.01), same decay groups. */
-  torchDefaults: { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01, clipGradNorm: null, noDecayNames: ['pos_embed', 'cls_token'] },
+  torchDefaults: {
+    lr: 1e-3,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    weightDecay: 0.01,
+    clipGradNorm: null,
+    noDecayNames: ['pos_embed', 'cls_token'],
+  },
 } as const satisfies Record<string, AdamWConfig>;
 
 export interface AdamWOptions {
@@ -51,7 +58,11 @@ export interface AdamWState {
 export type Grads = Map<string, tf.Tensor> | tf.NamedTensorMap;
 
 /** timm's `add_weight_decay` rule: true when the parameter is exempt from weight decay. */
-export function isNoDecay(name: string, shape: readonly number[], noDecayNames: readonly string[] = ADAMW_PRESETS.ice.noDecayNames): boolean {
+export function isNoDecay(
+  name: string,
+  shape: readonly number[],
+  noDecayNames: readonly string[] = ADAMW_PRESETS.ice.noDecayNames,
+): boolean {
   return shape.length === 1 || name.endsWith('.bias') || noDecayNames.includes(name);
 }
 
@@ -135,7 +146,12 @@ export class AdamW {
     this.assertLive();
     if (!(lr >= 0) || !Number.isFinite(lr)) throw new IceError('INPUT_INVALID', `AdamW: learning rate must be finite and ≥ 0, got ${lr}`);
     const byName = this.matchGrads(grads);
-    const { betas: [b1, b2], eps, weightDecay: wd, clipGradNorm } = this.config;
+    const {
+      betas: [b1, b2],
+      eps,
+      weightDecay: wd,
+      clipGradNorm,
+    } = this.config;
     const t = this.steps + 1;
     const bc1 = 1 - Math.pow(b1, t);
     const sqrtBc2 = Math.sqrt(1 - Math.pow(b2, t));
@@ -190,16 +206,24 @@ export class AdamW {
   /** Restores a state from `getState` or a checkpoint; copies the tensors (the caller keeps ownership). */
   setState(state: AdamWState): void {
     this.assertLive();
-    if (!Number.isInteger(state.step) || state.step < 0) throw new IceError('CHECKPOINT_INVALID', `AdamW state: step ${state.step} is not a count`);
-    for (const [which, map] of [['m', state.m], ['v', state.v]] as const) {
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new IceError('CHECKPOINT_INVALID', `AdamW state: step ${state.step} is not a count`);
+    for (const [which, map] of [
+      ['m', state.m],
+      ['v', state.v],
+    ] as const) {
       for (const name of map.keys()) {
-        if (!this.slots.has(name)) throw new IceError('CHECKPOINT_INVALID', `AdamW state: ${which} has ${name}, which is not a trainable parameter`);
+        if (!this.slots.has(name))
+          throw new IceError('CHECKPOINT_INVALID', `AdamW state: ${which} has ${name}, which is not a trainable parameter`);
       }
       for (const s of this.slots.values()) {
         const t = map.get(s.name);
         if (!t) throw new IceError('CHECKPOINT_INVALID', `AdamW state: ${which} lacks ${s.name}`);
         if (!tf.util.arraysEqual(t.shape, s.param.shape)) {
-          throw new IceError('CHECKPOINT_INVALID', `AdamW state: ${which}[${s.name}] is [${t.shape.join(',')}], parameter is [${s.param.shape.join(',')}]`);
+          throw new IceError(
+            'CHECKPOINT_INVALID',
+            `AdamW state: ${which}[${s.name}] is [${t.shape.join(',')}], parameter is [${s.param.shape.join(',')}]`,
+          );
         }
       }
     }
@@ -243,7 +267,10 @@ export class AdamW {
     }
     const missing = [...this.slots.keys()].filter((n) => !out.has(n));
     if (missing.length) {
-      throw new IceError('INPUT_INVALID', `AdamW: no gradient for ${missing.length} trainable parameter(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`);
+      throw new IceError(
+        'INPUT_INVALID',
+        `AdamW: no gradient for ${missing.length} trainable parameter(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`,
+      );
     }
     return out;
   }
@@ -280,13 +307,19 @@ export class GradAccumulator {
     if (this.n > 0) {
       const extra = list.filter(([k]) => !this.sums.has(k)).map(([k]) => k);
       if (extra.length || list.length !== this.sums.size) {
-        throw new IceError('INPUT_INVALID', `GradAccumulator: micro-batch gradients name different parameters${extra.length ? ` (new: ${extra.slice(0, 5).join(', ')})` : ''}`);
+        throw new IceError(
+          'INPUT_INVALID',
+          `GradAccumulator: micro-batch gradients name different parameters${extra.length ? ` (new: ${extra.slice(0, 5).join(', ')})` : ''}`,
+        );
       }
     }
     for (const [name, g] of list) {
       const prev = this.sums.get(name);
       if (prev && !tf.util.arraysEqual(prev.shape, g.shape)) {
-        throw new IceError('INPUT_INVALID', `GradAccumulator: ${name} changed shape from [${prev.shape.join(',')}] to [${g.shape.join(',')}]`);
+        throw new IceError(
+          'INPUT_INVALID',
+          `GradAccumulator: ${name} changed shape from [${prev.shape.join(',')}] to [${g.shape.join(',')}]`,
+        );
       }
       // clone shares the buffer (no copy); it only keeps the data alive after the caller disposes g.
       this.sums.set(name, prev ? tf.add(prev, g) : tf.clone(g));

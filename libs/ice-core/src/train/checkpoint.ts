@@ -33,7 +33,10 @@ export async function saveCheckpoint(file: string, trainer: IceTrainer, extra: R
   const sd: StateDict = await trainer.model.stateDict();
   const opt = trainer.optimizer.getState();
   try {
-    for (const [prefix, map] of [[M, opt.m], [V, opt.v]] as const) {
+    for (const [prefix, map] of [
+      [M, opt.m],
+      [V, opt.v],
+    ] as const) {
       for (const [name, t] of map) sd.set(prefix + name, { dtype: 'F32', shape: t.shape, data: await t.data<'float32'>() });
     }
   } finally {
@@ -51,7 +54,8 @@ export async function saveCheckpoint(file: string, trainer: IceTrainer, extra: R
 
 function parseJson<T>(file: string, metadata: Record<string, string>, key: string): T {
   const raw = metadata[key];
-  if (raw === undefined) throw new IceError('CHECKPOINT_INVALID', `${file} is not a training checkpoint of this project (no ${key} in its metadata)`);
+  if (raw === undefined)
+    throw new IceError('CHECKPOINT_INVALID', `${file} is not a training checkpoint of this project (no ${key} in its metadata)`);
   try {
     return JSON.parse(raw) as T;
   } catch (e) {

@@ -46,7 +46,8 @@ export function flattenGradients(grads: Map<string, tf.Tensor>): { layout: Gradi
 
 /** Tensors back from a flat vector (new tensors, the caller owns them). */
 export function unflattenGradients(layout: GradientLayout, data: Float32Array): Map<string, tf.Tensor> {
-  if (data.length !== layout.size) throw new IceError('INPUT_INVALID', `flat gradient has ${data.length} elements, its layout ${layout.size}`);
+  if (data.length !== layout.size)
+    throw new IceError('INPUT_INVALID', `flat gradient has ${data.length} elements, its layout ${layout.size}`);
   const out = new Map<string, tf.Tensor>();
   let offset = 0;
   layout.names.forEach((n, i) => {
@@ -66,7 +67,11 @@ export function meanInRankOrder(parts: readonly Float32Array[]): Float32Array {
   if (parts.length === 0) throw new IceError('INPUT_INVALID', 'no gradients to average');
   const n = parts[0].length;
   const bad = parts.findIndex((p) => p.length !== n);
-  if (bad >= 0) throw new IceError('INPUT_INVALID', `rank ${bad} sent ${parts[bad].length} gradient elements, rank 0 ${n}: the ranks train different models`);
+  if (bad >= 0)
+    throw new IceError(
+      'INPUT_INVALID',
+      `rank ${bad} sent ${parts[bad].length} gradient elements, rank 0 ${n}: the ranks train different models`,
+    );
   const acc = Float32Array.from(parts[0]);
   for (let r = 1; r < parts.length; r++) {
     const p = parts[r];

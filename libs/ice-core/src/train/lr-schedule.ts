@@ -61,7 +61,13 @@ export const LR_SCHEDULE_PRESETS = {
    * epoch with DeiT's lag. The warm-up never ends: epochs 0, 1, 2 train at 1e-5, 1e-5, 2.8e-5.
    */
   iceReleased: {
-    unit: 'epoch', baseLr: 1e-4, warmupLr: 1e-5, minLr: 1e-5, totalEpochs: 3, warmupEpochs: 5, deitEpochLag: true,
+    unit: 'epoch',
+    baseLr: 1e-4,
+    warmupLr: 1e-5,
+    minLr: 1e-5,
+    totalEpochs: 3,
+    warmupEpochs: 5,
+    deitEpochLag: true,
   },
 } as const satisfies Record<string, CosineLrConfig>;
 
@@ -116,18 +122,24 @@ export class CosineLrSchedule {
    * the update falls in, which needs `stepsPerEpoch`.
    */
   lrForUpdate(update: number, stepsPerEpoch?: number): number {
-    if (!Number.isInteger(update) || update < 0) throw new IceError('INPUT_INVALID', `lr schedule: update index must be an integer ≥ 0, got ${update}`);
+    if (!Number.isInteger(update) || update < 0)
+      throw new IceError('INPUT_INVALID', `lr schedule: update index must be an integer ≥ 0, got ${update}`);
     if (this.config.unit === 'step') return this.valueAt(update);
     if (stepsPerEpoch === undefined || !Number.isInteger(stepsPerEpoch) || stepsPerEpoch < 1) {
-      throw new IceError('INPUT_INVALID', `lr schedule: an epoch schedule needs stepsPerEpoch ≥ 1 to map updates to epochs, got ${stepsPerEpoch}`);
+      throw new IceError(
+        'INPUT_INVALID',
+        `lr schedule: an epoch schedule needs stepsPerEpoch ≥ 1 to map updates to epochs, got ${stepsPerEpoch}`,
+      );
     }
     return this.lrForEpoch(Math.floor(update / stepsPerEpoch));
   }
 
   /** The lr an epoch-unit schedule trains epoch `epoch` (0-based) at, with DeiT's lag if configured. */
   lrForEpoch(epoch: number): number {
-    if (this.config.unit !== 'epoch') throw new IceError('INPUT_INVALID', 'lr schedule: lrForEpoch needs an epoch-unit schedule; use lrForUpdate');
-    if (!Number.isInteger(epoch) || epoch < 0) throw new IceError('INPUT_INVALID', `lr schedule: epoch must be an integer ≥ 0, got ${epoch}`);
+    if (this.config.unit !== 'epoch')
+      throw new IceError('INPUT_INVALID', 'lr schedule: lrForEpoch needs an epoch-unit schedule; use lrForUpdate');
+    if (!Number.isInteger(epoch) || epoch < 0)
+      throw new IceError('INPUT_INVALID', `lr schedule: epoch must be an integer ≥ 0, got ${epoch}`);
     return this.valueAt(this.config.deitEpochLag ? Math.max(0, epoch - 1) : epoch);
   }
 }
@@ -136,7 +148,11 @@ function validate(c: CosineLrConfig, total: number, warmup: number): void {
   const bad = (msg: string): never => {
     throw new IceError('CONFIG_INVALID', `cosine lr schedule: ${msg}`);
   };
-  for (const [k, v] of [['baseLr', c.baseLr], ['warmupLr', c.warmupLr], ['minLr', c.minLr]] as const) {
+  for (const [k, v] of [
+    ['baseLr', c.baseLr],
+    ['warmupLr', c.warmupLr],
+    ['minLr', c.minLr],
+  ] as const) {
     if (!(v >= 0) || !Number.isFinite(v)) bad(`${k} must be finite and ≥ 0, got ${v}`);
   }
   if (!(total > 0) || !Number.isFinite(total)) bad(`the total length must be > 0, got ${total}`);

@@ -69,7 +69,11 @@ describe('Rng', () => {
       expect(Math.abs(g.mean - a) / a).toBeLessThan(0.03);
       expect(Math.abs(g.variance - a) / a).toBeLessThan(0.06);
     }
-    for (const [a, b] of [[0.8, 0.8], [1, 1], [2, 5]]) {
+    for (const [a, b] of [
+      [0.8, 0.8],
+      [1, 1],
+      [2, 5],
+    ]) {
       const xs = Array.from({ length: n }, () => r.beta(a, b));
       expect(Math.min(...xs)).toBeGreaterThanOrEqual(0);
       expect(Math.max(...xs)).toBeLessThanOrEqual(1);

@@ -22,7 +22,10 @@ const deit = (numClasses = 10): MixupConfig => ({ ...MIXUP_PRESETS.deit, numClas
 
 function images(B: number, C: number, H: number, W: number, seed = 1): tf.Tensor4D {
   const r = new Rng(seed);
-  return tf.tensor4d(Float32Array.from({ length: B * C * H * W }, () => r.normal()), [B, C, H, W]);
+  return tf.tensor4d(
+    Float32Array.from({ length: B * C * H * W }, () => r.normal()),
+    [B, C, H, W],
+  );
 }
 
 beforeAll(async () => {
@@ -32,13 +35,17 @@ beforeAll(async () => {
 describe('mixupTarget (timm mixup_target)', () => {
   it('smooths 0.1 over 10 classes to 0.01 / 0.91', () => {
     const t = mixupTarget([3, 0], 10, 1, 0.1);
-    const expected = [0.01, 0.01, 0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01];
+    const expected = [
+      0.01, 0.01, 0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01,
+    ];
     expectAllClose(t.dataSync(), expected, 1e-7, 0);
     t.dispose();
   });
 
   it('mixes with the reversed batch: 0.7·smooth(y1) + 0.3·smooth(y2) (golden random_soft targets)', () => {
-    const golden = JSON.parse(fs.readFileSync(goldenPath('golden-loss.json'), 'utf8')) as { cases: { name: string; targets: number[][] }[] };
+    const golden = JSON.parse(fs.readFileSync(goldenPath('golden-loss.json'), 'utf8')) as {
+      cases: { name: string; targets: number[][] }[];
+    };
     const ref = golden.cases.find((c) => c.name === 'random_soft')!.targets;
     const t = mixupTarget(tf.tensor1d([7, 0, 6, 2], 'int32'), 10, 0.7, 0.1);
     expect(t.shape).toEqual([4, 10]);

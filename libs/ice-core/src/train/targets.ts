@@ -39,9 +39,27 @@ export interface MixupConfig {
 
 export const MIXUP_PRESETS = {
   /** DeiT / released ICE training. */
-  deit: { mixupAlpha: 0.8, cutmixAlpha: 1.0, cutmixMinmax: null, prob: 1.0, switchProb: 0.5, mode: 'batch', correctLam: true, labelSmoothing: 0.1 },
+  deit: {
+    mixupAlpha: 0.8,
+    cutmixAlpha: 1.0,
+    cutmixMinmax: null,
+    prob: 1.0,
+    switchProb: 0.5,
+    mode: 'batch',
+    correctLam: true,
+    labelSmoothing: 0.1,
+  },
   /** Label smoothing only: no mixing, no random draws. */
-  smoothingOnly: { mixupAlpha: 0, cutmixAlpha: 0, cutmixMinmax: null, prob: 1.0, switchProb: 0.5, mode: 'batch', correctLam: true, labelSmoothing: 0.1 },
+  smoothingOnly: {
+    mixupAlpha: 0,
+    cutmixAlpha: 0,
+    cutmixMinmax: null,
+    prob: 1.0,
+    switchProb: 0.5,
+    mode: 'batch',
+    correctLam: true,
+    labelSmoothing: 0.1,
+  },
 } as const satisfies Record<string, Omit<MixupConfig, 'numClasses'>>;
 
 /** A cutmix box, half-open: rows [yl, yh), columns [xl, xh). */
@@ -154,7 +172,10 @@ export class Mixup {
   readonly config: MixupConfig;
   private readonly cutmixAlpha: number;
 
-  constructor(config: MixupConfig, private readonly rng: Rng) {
+  constructor(
+    config: MixupConfig,
+    private readonly rng: Rng,
+  ) {
     validate(config);
     this.config = config;
     // As timm: a min/max box range switches cutmix on with α = 1 so the draw logic stays the same.

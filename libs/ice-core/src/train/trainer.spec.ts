@@ -44,7 +44,13 @@ describe('IceTrainer', () => {
 
   it('lowers the ICE loss on a fixed batch', () => {
     const model = IceVit.create(vitConfig('golden-micro'), 1);
-    const trainer = new IceTrainer(model, cfg({ mixup: { ...TRAIN_PRESETS.iceReleased.mixup, mixupAlpha: 0, cutmixAlpha: 0 }, schedule: { baseLr: 1e-3, warmupLr: 1e-3, minLr: 1e-3, totalSteps: 100, warmupSteps: 0 } }));
+    const trainer = new IceTrainer(
+      model,
+      cfg({
+        mixup: { ...TRAIN_PRESETS.iceReleased.mixup, mixupAlpha: 0, cutmixAlpha: 0 },
+        schedule: { baseLr: 1e-3, warmupLr: 1e-3, minLr: 1e-3, totalSteps: 100, warmupSteps: 0 },
+      }),
+    );
     const { x, labels } = batch(0);
     const first = trainer.trainStep(x, labels).loss;
     let last = first;

@@ -55,9 +55,11 @@ export const TRAIN_PRESETS = {
 } as const satisfies Record<string, TrainConfig>;
 
 export function validateTrainConfig(c: TrainConfig): void {
-  if (c.mode !== 'ice' && c.mode !== 'classify') throw new IceError('CONFIG_INVALID', `train mode must be ice or classify, got ${String(c.mode)}`);
+  if (c.mode !== 'ice' && c.mode !== 'classify')
+    throw new IceError('CONFIG_INVALID', `train mode must be ice or classify, got ${String(c.mode)}`);
   validateIceLossConfig(c.loss);
-  if (!Number.isInteger(c.accumSteps) || c.accumSteps < 1) throw new IceError('CONFIG_INVALID', `accumSteps must be a positive integer, got ${c.accumSteps}`);
+  if (!Number.isInteger(c.accumSteps) || c.accumSteps < 1)
+    throw new IceError('CONFIG_INVALID', `accumSteps must be a positive integer, got ${c.accumSteps}`);
   if (!Number.isInteger(c.seed)) throw new IceError('CONFIG_INVALID', `seed must be an integer, got ${c.seed}`);
 }
 
@@ -104,7 +106,8 @@ export class IceTrainer {
     readonly config: TrainConfig,
   ) {
     validateTrainConfig(config);
-    if (config.mode === 'ice' && model.config.iceHead === 'none') throw new IceError('CONFIG_INVALID', 'ICE training needs a model with an ICE head');
+    if (config.mode === 'ice' && model.config.iceHead === 'none')
+      throw new IceError('CONFIG_INVALID', 'ICE training needs a model with an ICE head');
     const backbone = new Set(model.specs.filter((s) => s.backbone).map((s) => s.name));
     this.optimizer = new AdamW(model.params, config.optimizer, { frozen: (n) => config.frozenBackbone && backbone.has(n) });
     this.schedule = new CosineLrSchedule({ unit: 'step', ...config.schedule });
@@ -154,7 +157,11 @@ export class IceTrainer {
       value.dispose();
       if (!Number.isFinite(loss)) {
         tf.dispose([...named.values()]);
-        throw new IceError('NON_FINITE_LOSS', `loss is ${loss} at step ${this.step} (lr ${this.lr()}); the update was not applied and saved checkpoints are untouched`, { step: this.step, loss });
+        throw new IceError(
+          'NON_FINITE_LOSS',
+          `loss is ${loss} at step ${this.step} (lr ${this.lr()}); the update was not applied and saved checkpoints are untouched`,
+          { step: this.step, loss },
+        );
       }
       return this.config.mode === 'ice' ? { grads: named, loss, lIce, lBg, clsPer } : { grads: named, loss };
     } finally {
@@ -174,7 +181,10 @@ export class IceTrainer {
    * the update (the caller owns and disposes it, and applies it — after averaging it across
    * data-parallel ranks), the others return null.
    */
-  accumulateGradients(x: tf.Tensor4D, labels: readonly number[]): { stats: Omit<GradientResult, 'grads'>; update: Map<string, tf.Tensor> | null } {
+  accumulateGradients(
+    x: tf.Tensor4D,
+    labels: readonly number[],
+  ): { stats: Omit<GradientResult, 'grads'>; update: Map<string, tf.Tensor> | null } {
     const { grads, ...stats } = this.computeGradients(x, labels);
     if (this.config.accumSteps === 1) return { stats, update: grads };
     this.accumulator.add(grads);

@@ -39,7 +39,9 @@ describe('readWeights', () => {
     try {
       const legacy = path.join(dir, 'old.pth');
       fs.writeFileSync(legacy, Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]));
-      expect(() => readWeights(legacy)).toThrow(expect.objectContaining({ code: 'WEIGHTS_FORMAT', message: expect.stringMatching(/old\.pth: legacy/) as string }) as Error);
+      expect(() => readWeights(legacy)).toThrow(
+        expect.objectContaining({ code: 'WEIGHTS_FORMAT', message: expect.stringMatching(/old\.pth: legacy/) as string }) as Error,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -83,7 +85,13 @@ describe('inspectWeights', () => {
     expect(r.format).toBe('pth');
     expect(r.stateDictKey).toBe('model');
     expect(r.totalParams).toBe(114_954);
-    expect(r.recognized).toMatchObject({ embedDim: 64, depth: 2, heads: null, headsSource: 'unknown', iceHead: { kind: 'official', outputs: 11 } });
+    expect(r.recognized).toMatchObject({
+      embedDim: 64,
+      depth: 2,
+      heads: null,
+      headsSource: 'unknown',
+      iceHead: { kind: 'official', outputs: 11 },
+    });
     expect(r.notes.join(' ')).toMatch(/heads unknown/);
   });
 });

@@ -73,7 +73,15 @@ const BLOCK_PARAMS = [
   'mlp.fc2.weight',
   'mlp.fc2.bias',
 ];
-const STEM_PARAMS = ['cls_token', 'dist_token', 'pos_embed', 'patch_embed.proj.weight', 'patch_embed.proj.bias', 'norm.weight', 'norm.bias'];
+const STEM_PARAMS = [
+  'cls_token',
+  'dist_token',
+  'pos_embed',
+  'patch_embed.proj.weight',
+  'patch_embed.proj.bias',
+  'norm.weight',
+  'norm.bias',
+];
 const CLS_HEAD_PARAMS = ['head.weight', 'head.bias', 'head_dist.weight', 'head_dist.bias'];
 const ICE_PARAMS: Record<Exclude<IceHeadKind, 'none'>, string[]> = {
   official: ['mlp_head.weight', 'mlp_head.bias'],
@@ -140,14 +148,25 @@ export function recognizeVit(
   const preset = TIMM_HEADS[embedDim];
   const heads = fromMeta ?? preset ?? null;
   const headsSource = fromMeta ? 'metadata' : preset ? 'inferred' : 'unknown';
-  if (headsSource === 'inferred') notes.push(`heads = ${preset} inferred from embedDim ${embedDim} (timm preset); not stored in the weights`);
+  if (headsSource === 'inferred')
+    notes.push(`heads = ${preset} inferred from embedDim ${embedDim} (timm preset); not stored in the weights`);
   if (headsSource === 'unknown') notes.push(`heads unknown: embedDim ${embedDim} matches no timm preset and the file has no config`);
 
   let iceHead: IceHeadInfo = { kind: 'none', outputs: null, hidden: null, params: 0 };
   if (tensors.has('mlp_head_1.weight')) {
-    iceHead = { kind: 'icef', outputs: shape('mlp_head.weight')?.[0] ?? null, hidden: shape('mlp_head_1.weight')?.[0] ?? null, params: count(ICE_PARAMS.icef) };
+    iceHead = {
+      kind: 'icef',
+      outputs: shape('mlp_head.weight')?.[0] ?? null,
+      hidden: shape('mlp_head_1.weight')?.[0] ?? null,
+      params: count(ICE_PARAMS.icef),
+    };
   } else if (tensors.has('ice_head.fc1.weight') || tensors.has('ice_head.fc2.weight')) {
-    iceHead = { kind: 'paper', outputs: shape('ice_head.fc2.weight')?.[0] ?? null, hidden: shape('ice_head.fc1.weight')?.[0] ?? null, params: count(ICE_PARAMS.paper) };
+    iceHead = {
+      kind: 'paper',
+      outputs: shape('ice_head.fc2.weight')?.[0] ?? null,
+      hidden: shape('ice_head.fc1.weight')?.[0] ?? null,
+      params: count(ICE_PARAMS.paper),
+    };
   } else if (tensors.has('mlp_head.weight')) {
     const w = shape('mlp_head.weight') ?? [];
     if (w[1] !== embedDim) notes.push(`mlp_head.weight is [${w.join(', ')}] but embedDim is ${embedDim} and there is no mlp_head_1`);

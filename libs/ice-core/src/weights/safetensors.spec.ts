@@ -115,7 +115,9 @@ describe('writeSafetensors', () => {
 
   it('accepts raw 16-bit patterns for F16', () => {
     const sd: StateDict = new Map([['h', { dtype: 'F16', shape: [2], data: Uint16Array.of(0x3c00, 0xc000) }]]);
-    expect(Array.from(readSafetensorsBuffer(Buffer.concat(serializeSafetensors(sd))).tensors.get('h')!.data as Float32Array)).toEqual([1, -2]);
+    expect(Array.from(readSafetensorsBuffer(Buffer.concat(serializeSafetensors(sd))).tensors.get('h')!.data as Float32Array)).toEqual([
+      1, -2,
+    ]);
   });
 
   it('replaces an existing file atomically and leaves no temp file; a failed write leaves the old file', () => {
@@ -149,7 +151,12 @@ describe('readSafetensors validation', () => {
   it('truncated file: names the file and the tensor whose data is missing', () => {
     const full = fs.readFileSync(golden('golden-micro.safetensors'));
     const cut = full.subarray(0, full.length - 1000);
-    expectFormatError(() => readSafetensorsBuffer(cut, 'cut.safetensors'), /^cut\.safetensors: /, /tensor 'mlp_head\.weight'/, /out of range/);
+    expectFormatError(
+      () => readSafetensorsBuffer(cut, 'cut.safetensors'),
+      /^cut\.safetensors: /,
+      /tensor 'mlp_head\.weight'/,
+      /out of range/,
+    );
   });
 
   it('too short, header length beyond the file', () => {
@@ -160,7 +167,10 @@ describe('readSafetensors validation', () => {
   });
 
   it('invalid JSON, non-object header, bad metadata', () => {
-    expectFormatError(() => readSafetensorsBuffer(build(null, undefined, '{"a": [1,'), 'bad.st'), /bad\.st: header is not valid UTF-8 JSON/);
+    expectFormatError(
+      () => readSafetensorsBuffer(build(null, undefined, '{"a": [1,'), 'bad.st'),
+      /bad\.st: header is not valid UTF-8 JSON/,
+    );
     expectFormatError(() => readSafetensorsBuffer(build([1, 2])), /header JSON is not an object/);
     expectFormatError(() => readSafetensorsBuffer(build({ __metadata__: { a: 1 } })), /__metadata__\.a is not a string/);
   });
@@ -172,12 +182,18 @@ describe('readSafetensors validation', () => {
 
   it('byte length that does not match numel x element size', () => {
     const h = { w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 20] } };
-    expectFormatError(() => readSafetensorsBuffer(build(h, new Uint8Array(20))), /tensor 'w': byte length 20 does not match shape \[2, 3\] x F32 \(6 x 4 = 24 bytes\)/);
+    expectFormatError(
+      () => readSafetensorsBuffer(build(h, new Uint8Array(20))),
+      /tensor 'w': byte length 20 does not match shape \[2, 3\] x F32 \(6 x 4 = 24 bytes\)/,
+    );
   });
 
   it('offsets out of range, reversed, overlapping, with gaps or trailing bytes; bad shapes', () => {
     const one = (offsets: unknown, shape: unknown = [1]): unknown => ({ dtype: 'F32', shape, data_offsets: offsets });
-    expectFormatError(() => readSafetensorsBuffer(build({ a: one([0, 8], [2]) }, f32(1))), /tensor 'a': data_offsets \[0, 8\] out of range/);
+    expectFormatError(
+      () => readSafetensorsBuffer(build({ a: one([0, 8], [2]) }, f32(1))),
+      /tensor 'a': data_offsets \[0, 8\] out of range/,
+    );
     expectFormatError(() => readSafetensorsBuffer(build({ a: one([4, 0]) }, f32(1))), /out of range/);
     expectFormatError(() => readSafetensorsBuffer(build({ a: one([0, 4]), b: one([2, 6]) }, f32(2))), /tensor 'b'.*overlap tensor 'a'/);
     expectFormatError(() => readSafetensorsBuffer(build({ a: one([0, 4]), b: one([8, 12]) }, f32(3))), /tensor 'b': 4 unused bytes/);

@@ -312,7 +312,9 @@ export function serializeSafetensors(tensors: StateDict, metadata?: Record<strin
   for (const [name, t] of tensors) {
     if (name === '__metadata__') throw new IceError('INPUT_INVALID', `'__metadata__' is reserved and cannot name a tensor`);
     const bytes = encodeTensorData(name, t);
-    parts.push(`${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":${JSON.stringify(t.shape)},"data_offsets":[${offset},${offset + bytes.length}]}`);
+    parts.push(
+      `${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":${JSON.stringify(t.shape)},"data_offsets":[${offset},${offset + bytes.length}]}`,
+    );
     chunks.push(bytes);
     offset += bytes.length;
   }
@@ -334,7 +336,10 @@ export function writeSafetensors(file: string, tensors: StateDict, metadata?: Re
 
 export function writeFileAtomic(file: string, chunks: readonly Uint8Array[]): void {
   const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`);
+  const tmp = path.join(
+    dir,
+    `.${path.basename(file)}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`,
+  );
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'wx', 0o644);

@@ -22,7 +22,16 @@ export function numel(shape: readonly number[]): number {
 
 /** Bytes per element as stored on disk (F16/BF16 are 2 even though they decode to Float32Array). */
 export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
-  F64: 8, I64: 8, F32: 4, I32: 4, F16: 2, BF16: 2, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  I64: 8,
+  F32: 4,
+  I32: 4,
+  F16: 2,
+  BF16: 2,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 export function isDType(s: unknown): s is DType {

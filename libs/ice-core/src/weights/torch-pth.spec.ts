@@ -123,7 +123,11 @@ describe('readTorchCheckpoint', () => {
       const u = pth.tensors.get(name)!;
       expect(u.dtype).toBe(t.dtype);
       expect(u.shape).toEqual(t.shape);
-      expect(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))).toBe(true);
+      expect(
+        Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength).equals(
+          Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+        ),
+      ).toBe(true);
     }
     expect(pth.root).toBeInstanceOf(Map);
     expect((pth.root as Map<string, Map<string, unknown>>).get('model')!.get('cls_token')).toBeInstanceOf(TorchTensor);
@@ -168,7 +172,14 @@ describe('readTorchCheckpoint', () => {
     const a = readTorchCheckpointBuffer(zipBare);
     expect(a.stateDictKey).toBe('');
     expect(Array.from(a.tensors.get('x')!.data as Float32Array)).toEqual([1, 2]);
-    const wrapped = new Pickle().op(0x7d).str('state_dict').op(0x7d).str('x').tensor('FloatStorage', '0', 2, 1, [1], [1]).op(0x73, 0x73).done();
+    const wrapped = new Pickle()
+      .op(0x7d)
+      .str('state_dict')
+      .op(0x7d)
+      .str('x')
+      .tensor('FloatStorage', '0', 2, 1, [1], [1])
+      .op(0x73, 0x73)
+      .done();
     const b = readTorchCheckpointBuffer(zipSync({ 'w/data.pkl': wrapped, 'w/data/0': f32([1, 2]) }));
     expect(b.stateDictKey).toBe('state_dict');
     expect(Array.from(b.tensors.get('x')!.data as Float32Array)).toEqual([2]);
@@ -177,11 +188,15 @@ describe('readTorchCheckpoint', () => {
   it('rejects legacy, corrupt, truncated and foreign files with specific messages', () => {
     // torch < 1.6 files start with a pickled magic number, not 'PK'
     const legacy = Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]);
-    expect(formatError(() => readTorchCheckpointBuffer(legacy, 'old.pth')).message).toMatch(/old\.pth: legacy \(non-zip\) PyTorch serialization/);
+    expect(formatError(() => readTorchCheckpointBuffer(legacy, 'old.pth')).message).toMatch(
+      /old\.pth: legacy \(non-zip\) PyTorch serialization/,
+    );
     const corrupt = Buffer.concat([Buffer.from('PK\x03\x04'), Buffer.alloc(100, 7)]);
     expect(formatError(() => readTorchCheckpointBuffer(corrupt, 'c.pth')).message).toMatch(/c\.pth: corrupt zip archive/);
     const full = fs.readFileSync(path.join(GOLDEN, 'golden-micro.pth'));
-    expect(formatError(() => readTorchCheckpointBuffer(full.subarray(0, full.length / 2), 'half.pth')).message).toMatch(/half\.pth: corrupt zip/);
+    expect(formatError(() => readTorchCheckpointBuffer(full.subarray(0, full.length / 2), 'half.pth')).message).toMatch(
+      /half\.pth: corrupt zip/,
+    );
     expect(formatError(() => readTorchCheckpointBuffer(Buffer.from('hello world'), 'x.bin')).message).toMatch(/not a zip archive/);
     const noPkl = zipSync({ 'a/readme.txt': Buffer.from('hi') });
     expect(formatError(() => readTorchCheckpointBuffer(noPkl, 'n.zip')).message).toMatch(/n\.zip: zip archive has no data\.pkl/);
@@ -192,13 +207,17 @@ describe('readTorchCheckpoint', () => {
     expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': past, 'r/data/0': f32([1, 2]) }), 'p.pth')).message).toMatch(
       /p\.pth: tensor 'x': view .* reads element 2 but storage data\/0 has 2 F32 elements/,
     );
-    expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': past }), 'm.pth')).message).toMatch(/tensor 'x': storage entry r\/data\/0 is missing/);
+    expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': past }), 'm.pth')).message).toMatch(
+      /tensor 'x': storage entry r\/data\/0 is missing/,
+    );
     const short = new Pickle().op(0x7d).str('x').tensor('FloatStorage', '0', 4, 0, [2], [1]).op(0x73).done();
     expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': short, 'r/data/0': f32([1]) }), 's.pth')).message).toMatch(
       /tensor 'x': storage data\/0 has 4 bytes, 16 expected/,
     );
     const badOp = Uint8Array.from([0x80, 2, 0xff, 0x2e]);
-    expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': badOp }), 'b.pth')).message).toMatch(/b\.pth: r\/data\.pkl: unsupported opcode 0xff at offset 2/);
+    expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': badOp }), 'b.pth')).message).toMatch(
+      /b\.pth: r\/data\.pkl: unsupported opcode 0xff at offset 2/,
+    );
     const truncated = Uint8Array.from([0x80, 2, 0x58, 10, 0, 0, 0, 0x41]);
     expect(formatError(() => readTorchCheckpointBuffer(zipSync({ 'r/data.pkl': truncated }), 't.pth')).message).toMatch(/truncated/);
     const noTensors = new Pickle().op(0x7d).str('epoch').int(3).op(0x73).done();

@@ -574,7 +574,9 @@ function fail(source: string, problem: string): IceError {
 }
 
 function isZip(buf: Uint8Array): boolean {
-  return buf.length >= 4 && buf[0] === 0x50 && buf[1] === 0x4b && (buf[2] === 0x03 || buf[2] === 0x05) && (buf[3] === 0x04 || buf[3] === 0x06);
+  return (
+    buf.length >= 4 && buf[0] === 0x50 && buf[1] === 0x4b && (buf[2] === 0x03 || buf[2] === 0x05) && (buf[3] === 0x04 || buf[3] === 0x06)
+  );
 }
 
 function unzip(buf: Uint8Array, source: string, filter: (name: string) => boolean): Record<string, Uint8Array> {
@@ -610,7 +612,10 @@ function selectStateDict(root: unknown, source: string, key?: string): { dict: M
     }
     if (hasTensor(root)) return { dict: root, key: '' };
   }
-  throw fail(source, `no state dict found: expected a dict of tensors at the top level or under 'model'/'state_dict' (${topLevelKeys(root)})`);
+  throw fail(
+    source,
+    `no state dict found: expected a dict of tensors at the top level or under 'model'/'state_dict' (${topLevelKeys(root)})`,
+  );
 }
 
 /** Copies a strided view out of its storage into contiguous row-major bytes, then decodes them. */

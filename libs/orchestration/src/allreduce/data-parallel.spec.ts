@@ -5,7 +5,15 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import IORedis from 'ioredis';
 import { initBackend, readWeights, type StateDict } from '@ice/core';
-import { executeRun, FINAL_CHECKPOINT, LAST_CHECKPOINT, parseRunConfig, type RunConfigInput, type RunProgress, type RunResult } from '@ice/experiments';
+import {
+  executeRun,
+  FINAL_CHECKPOINT,
+  LAST_CHECKPOINT,
+  parseRunConfig,
+  type RunConfigInput,
+  type RunProgress,
+  type RunResult,
+} from '@ice/experiments';
 import { RedisGradientReducer } from './redis-gradient.reducer';
 
 /**
@@ -83,7 +91,8 @@ describe('data-parallel executeRun (two ranks through Redis)', () => {
     for (const [k, ta] of a) {
       const tb = b.get(k)!;
       expect(tb.shape).toEqual(ta.shape);
-      for (let i = 0; i < ta.data.length; i++) if (!skip(k, i, ta.data.length)) m = Math.max(m, Math.abs(Number(ta.data[i]) - Number(tb.data[i])));
+      for (let i = 0; i < ta.data.length; i++)
+        if (!skip(k, i, ta.data.length)) m = Math.max(m, Math.abs(Number(ta.data[i]) - Number(tb.data[i])));
     }
     return m;
   }
@@ -95,7 +104,8 @@ describe('data-parallel executeRun (two ranks through Redis)', () => {
    * orders moves these weights by up to lr per step, in either direction: they are compared
    * against that bound, not against 1e-6.
    */
-  const isKeyBias = (name: string, i: number, size: number): boolean => /attn\.qkv\.bias$/.test(name) && i >= size / 3 && i < (2 * size) / 3;
+  const isKeyBias = (name: string, i: number, size: number): boolean =>
+    /attn\.qkv\.bias$/.test(name) && i >= size / 3 && i < (2 * size) / 3;
 
   function values<T>(settled: PromiseSettledResult<T>[]): T[] {
     return settled.map((s) => {
@@ -138,7 +148,14 @@ describe('data-parallel executeRun (two ranks through Redis)', () => {
   });
 
   it('keeps the ranks of an ICE run bit-identical while the loss goes down, and resumes both ranks from their checkpoints', async () => {
-    const ice: RunConfigInput = { steps: 16, checkpointEvery: 4, seed: 2, model: { weights: PRETRAINED }, data: { batchSize: 8, evalLimit: 8, loaderThreads: 0 }, optimizer: { warmupSteps: 1, lr: 5e-3 } };
+    const ice: RunConfigInput = {
+      steps: 16,
+      checkpointEvery: 4,
+      seed: 2,
+      model: { weights: PRETRAINED },
+      data: { batchSize: 8, evalLimit: 8, loaderThreads: 0 },
+      optimizer: { warmupSteps: 1, lr: 5e-3 },
+    };
     const losses: number[][] = [[], []];
     const dir = path.join(tmp, 'ice');
     values(await trainRanks(ice, dir, { onProgress: (rank, p) => losses[rank].push(p.loss) }));
@@ -162,7 +179,10 @@ describe('data-parallel executeRun (two ranks through Redis)', () => {
 
   it('refuses worldSize > 1 without a reducer, and a rank outside the world', async () => {
     const config = parseRunConfig({ steps: 1, worldSize: 2, data: { batchSize: 4, evalLimit: 8, loaderThreads: 0 } });
-    await expect(executeRun(config, { runDir: path.join(tmp, 'none') })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/needs 2 ranks/) as unknown });
+    await expect(executeRun(config, { runDir: path.join(tmp, 'none') })).rejects.toMatchObject({
+      code: 'CONFIG_INVALID',
+      message: expect.stringMatching(/needs 2 ranks/) as unknown,
+    });
     await expect(executeRun(config, { runDir: path.join(tmp, 'none'), rank: 2 })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
   });
 });

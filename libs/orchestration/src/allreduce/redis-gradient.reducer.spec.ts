@@ -121,7 +121,14 @@ describe('RedisGradientReducer', () => {
   });
 
   it('with one rank returns a copy and touches no Redis', async () => {
-    const r = new RedisGradientReducer({ redis: { status: 'ready' } as unknown as IORedis, keyPrefix, runId: randomUUID(), rank: 0, worldSize: 1, timeoutMs: 1000 });
+    const r = new RedisGradientReducer({
+      redis: { status: 'ready' } as unknown as IORedis,
+      keyPrefix,
+      runId: randomUUID(),
+      rank: 0,
+      worldSize: 1,
+      timeoutMs: 1000,
+    });
     const g = grads(0, 0);
     const out = await r.allReduceMean(0, g);
     try {
@@ -132,6 +139,8 @@ describe('RedisGradientReducer', () => {
   });
 
   it('refuses a rank outside [0, worldSize)', () => {
-    expect(() => new RedisGradientReducer({ redisUrl: REDIS_URL, keyPrefix, runId: randomUUID(), rank: 2, worldSize: 2, timeoutMs: 1000 })).toThrow(/rank must be/);
+    expect(
+      () => new RedisGradientReducer({ redisUrl: REDIS_URL, keyPrefix, runId: randomUUID(), rank: 2, worldSize: 2, timeoutMs: 1000 }),
+    ).toThrow(/rank must be/);
   });
 });

@@ -42,8 +42,10 @@ export class RedisGradientReducer implements GradientReducer {
   private busy = false;
 
   constructor(private readonly o: RedisGradientReducerOptions) {
-    if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new IceError('CONFIG_INVALID', `worldSize must be a positive integer, got ${o.worldSize}`);
-    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${o.worldSize}), got ${o.rank}`);
+    if (!Number.isInteger(o.worldSize) || o.worldSize < 1)
+      throw new IceError('CONFIG_INVALID', `worldSize must be a positive integer, got ${o.worldSize}`);
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize)
+      throw new IceError('CONFIG_INVALID', `rank must be an integer in [0, ${o.worldSize}), got ${o.rank}`);
     if (!(o.timeoutMs > 0)) throw new IceError('CONFIG_INVALID', `all-reduce timeout must be positive, got ${o.timeoutMs}`);
     if (!o.redis && !o.redisUrl) throw new IceError('CONFIG_INVALID', 'RedisGradientReducer needs a connection or a Redis URL');
     this.rank = o.rank;
@@ -65,7 +67,8 @@ export class RedisGradientReducer implements GradientReducer {
   }
 
   async allReduceMean(step: number, grads: Map<string, tf.Tensor>, signal?: AbortSignal): Promise<Map<string, tf.Tensor>> {
-    if (!Number.isSafeInteger(step) || step < 0) throw new IceError('INPUT_INVALID', `all-reduce step must be a non-negative integer, got ${step}`);
+    if (!Number.isSafeInteger(step) || step < 0)
+      throw new IceError('INPUT_INVALID', `all-reduce step must be a non-negative integer, got ${step}`);
     const { layout, data } = flattenGradients(grads);
     if (this.worldSize === 1) return unflattenGradients(layout, data);
     if (this.busy) throw new IceError('INPUT_INVALID', 'RedisGradientReducer: one all-reduce at a time per rank');
@@ -74,7 +77,10 @@ export class RedisGradientReducer implements GradientReducer {
       const parts = await this.exchange(step, Buffer.from(data.buffer, data.byteOffset, data.byteLength), signal);
       for (const [r, p] of parts.entries()) {
         if (p.length !== layout.size) {
-          throw new IceError('INPUT_INVALID', `step ${step}: rank ${r} sent ${p.length} gradient elements, rank ${this.rank} has ${layout.size}: the ranks train different models`);
+          throw new IceError(
+            'INPUT_INVALID',
+            `step ${step}: rank ${r} sent ${p.length} gradient elements, rank ${this.rank} has ${layout.size}: the ranks train different models`,
+          );
         }
       }
       return unflattenGradients(layout, meanInRankOrder(parts));
@@ -97,7 +103,8 @@ export class RedisGradientReducer implements GradientReducer {
     const inbox = this.key(step, 'n', this.rank);
     for (;;) {
       while (arrived.size < W) {
-        if (signal?.aborted) throw await this.giveUp(step, new IceError('CANCELLED', `cancelled while waiting for the other ranks at step ${step}`));
+        if (signal?.aborted)
+          throw await this.giveUp(step, new IceError('CANCELLED', `cancelled while waiting for the other ranks at step ${step}`));
         const remaining = deadline - Date.now();
         if (remaining <= 0) throw await this.giveUp(step, this.timeoutError(step, arrived));
         const popped = await this.redis.blpop(inbox, Math.min(remaining, WAIT_SLICE_MS) / 1000);
@@ -116,7 +123,10 @@ export class RedisGradientReducer implements GradientReducer {
         return new Float32Array(copy.buffer, 0, Math.floor(copy.byteLength / 4));
       });
       const done = this.key(step, 'done');
-      const [[, count]] = (await this.redis.multi().incr(done).expire(done, this.ttl).exec()) as [[Error | null, number], [Error | null, number]];
+      const [[, count]] = (await this.redis.multi().incr(done).expire(done, this.ttl).exec()) as [
+        [Error | null, number],
+        [Error | null, number],
+      ];
       if (count >= W) await this.redis.del(...this.stepKeys(step));
       return parts;
     }

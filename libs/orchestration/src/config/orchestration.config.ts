@@ -22,7 +22,10 @@ const intFromEnv = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.numb
 const EnvSchema = z.object({
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
-  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only').default('ice'),
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only')
+    .default('ice'),
   API_KEYS: z.string().optional(),
   DATA_ROOTS: z.string().optional(),
   ARTIFACT_DIR: z.string().min(1).default('artifacts'),
@@ -80,8 +83,15 @@ export interface OrchestrationConfig {
 
 function detectCodeVersion(): string {
   try {
-    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 2000 }).toString().trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 2000 }).toString().trim();
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 2000 })
+      .toString()
+      .trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 2000,
+    })
+      .toString()
+      .trim();
     return dirty ? `${sha}-dirty` : sha;
   } catch {
     // Not a git checkout (a Docker image): the package version is the best we have.
@@ -94,7 +104,10 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
   // An empty variable means unset (VAR= in a shell or a compose file).
   const r = EnvSchema.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== '')));
   if (!r.success) {
-    throw new IceError('CONFIG_INVALID', `invalid environment: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `invalid environment: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   }
   const e = r.data;
   const apiKeys = csv(e.API_KEYS);
@@ -108,7 +121,12 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
   return {
     role,
     databaseUrl: e.DATABASE_URL ?? null,
-    embeddedDb: { dataDir: path.resolve(e.DATA_DIR, 'pglite'), host: e.EMBEDDED_PG_HOST, port: e.EMBEDDED_PG_PORT, maxConnections: e.EMBEDDED_PG_MAX_CONNECTIONS },
+    embeddedDb: {
+      dataDir: path.resolve(e.DATA_DIR, 'pglite'),
+      host: e.EMBEDDED_PG_HOST,
+      port: e.EMBEDDED_PG_PORT,
+      maxConnections: e.EMBEDDED_PG_MAX_CONNECTIONS,
+    },
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
     apiKeys,

@@ -180,9 +180,24 @@ export class OrchestrationStore implements OnApplicationShutdown {
   // ---- sweeps -------------------------------------------------------------------------------
 
   /** The sweep and all its runs in one transaction: a sweep is never visible half-created. */
-  async createSweep(input: { name: string | null; spec: Record<string, unknown>; axes: string[]; runs: NewRun[] }): Promise<{ sweep: SweepEntity; runs: RunEntity[] }> {
+  async createSweep(input: {
+    name: string | null;
+    spec: Record<string, unknown>;
+    axes: string[];
+    runs: NewRun[];
+  }): Promise<{ sweep: SweepEntity; runs: RunEntity[] }> {
     return this.dataSource.transaction(async (m) => {
-      const sweep = await m.save(SweepEntity, m.create(SweepEntity, { name: input.name, spec: input.spec, axes: input.axes, status: 'queued', runCount: input.runs.length, finishedAt: null }));
+      const sweep = await m.save(
+        SweepEntity,
+        m.create(SweepEntity, {
+          name: input.name,
+          spec: input.spec,
+          axes: input.axes,
+          status: 'queued',
+          runCount: input.runs.length,
+          finishedAt: null,
+        }),
+      );
       const runs: RunEntity[] = [];
       // Chunked so that a 1,000-run sweep is a handful of statements.
       for (let i = 0; i < input.runs.length; i += 200) {
@@ -267,7 +282,12 @@ export class OrchestrationStore implements OnApplicationShutdown {
   }
 
   /** Latest progress on the row and the points of the series (idempotent per step). */
-  async recordProgress(id: string, progress: RunProgressSnapshot, points: Record<string, number>, lastCheckpoint: string | null): Promise<void> {
+  async recordProgress(
+    id: string,
+    progress: RunProgressSnapshot,
+    points: Record<string, number>,
+    lastCheckpoint: string | null,
+  ): Promise<void> {
     await this.sql(
       `UPDATE runs SET progress = $2::jsonb, last_checkpoint = coalesce($3, last_checkpoint), updated_at = now() WHERE id = $1 AND status = 'running'`,
       [id, JSON.stringify(progress), lastCheckpoint],
@@ -296,7 +316,8 @@ export class OrchestrationStore implements OnApplicationShutdown {
        WHERE id = $1 AND status = 'running' RETURNING id`,
       [id, JSON.stringify(r.metrics), r.checkpoint, r.lastCheckpoint, r.resumedFromStep, r.backend, Math.round(r.durationMs), r.steps],
     );
-    if (rows.length) await this.addMetricPoints(id, r.steps, Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`final.${k}`, v])));
+    if (rows.length)
+      await this.addMetricPoints(id, r.steps, Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`final.${k}`, v])));
     return rows.length > 0;
   }
 
@@ -367,7 +388,12 @@ export class OrchestrationStore implements OnApplicationShutdown {
     if (filter.status) where.status = filter.status;
     if (filter.protocol) where.protocol = filter.protocol;
     if (filter.runId) where.runId = filter.runId;
-    const [items, total] = await this.evaluations.findAndCount({ where, order: { createdAt: 'DESC' }, take: page.limit, skip: page.offset });
+    const [items, total] = await this.evaluations.findAndCount({
+      where,
+      order: { createdAt: 'DESC' },
+      take: page.limit,
+      skip: page.offset,
+    });
     return { items, total };
   }
 
@@ -394,7 +420,10 @@ export class OrchestrationStore implements OnApplicationShutdown {
   }
 
   async recordEvaluationProgress(id: string, progress: EvaluationProgressSnapshot): Promise<void> {
-    await this.sql(`UPDATE evaluations SET progress = $2::jsonb, updated_at = now() WHERE id = $1 AND status = 'running'`, [id, JSON.stringify(progress)]);
+    await this.sql(`UPDATE evaluations SET progress = $2::jsonb, updated_at = now() WHERE id = $1 AND status = 'running'`, [
+      id,
+      JSON.stringify(progress),
+    ]);
   }
 
   /**

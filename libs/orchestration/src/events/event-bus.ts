@@ -6,7 +6,15 @@ import { createRedis } from '../queue/redis';
 
 /** What the API streams to clients over SSE and what workers announce. */
 export type OrchestrationEvent =
-  | { type: 'run.status'; runId: string; sweepId: string | null; status: RunStatus; error?: string | null; metrics?: Record<string, number> | null; at: string }
+  | {
+      type: 'run.status';
+      runId: string;
+      sweepId: string | null;
+      status: RunStatus;
+      error?: string | null;
+      metrics?: Record<string, number> | null;
+      at: string;
+    }
   | { type: 'run.progress'; runId: string; sweepId: string | null; progress: RunProgressSnapshot }
   | { type: 'sweep.status'; sweepId: string; status: SweepStatus; counts: StatusCounts; at: string };
 

@@ -18,13 +18,17 @@ const messages = (s: EvaluationSpec) => evaluationSpecIssues(s).map((i) => `${i.
 describe('evaluation spec rules', () => {
   it('accepts each map protocol on digits with any explainer', () => {
     for (const protocol of ['segmentation', 'jaccard', 'corloc', 'localization'] as const) {
-      expect(messages(spec({ protocol, methods: ['ice', 'ice-class', 'raw-attention', 'rollout', 'gradcam', 'generic-attention'] }))).toEqual([]);
+      expect(
+        messages(spec({ protocol, methods: ['ice', 'ice-class', 'raw-attention', 'rollout', 'gradcam', 'generic-attention'] })),
+      ).toEqual([]);
     }
   });
 
   it('pairs protocols with the formats that carry what they score', () => {
     const on = (protocol: EvaluationSpec['protocol'], format: EvaluationSpec['data']['format']) =>
-      messages(spec({ protocol, methods: ['ice'], data: { format, root: format === 'digits' ? undefined : '/d', limit: 8, batchSize: 32 } })).filter((m) => m.startsWith('data.format'));
+      messages(
+        spec({ protocol, methods: ['ice'], data: { format, root: format === 'digits' ? undefined : '/d', limit: 8, batchSize: 32 } }),
+      ).filter((m) => m.startsWith('data.format'));
     expect(on('segmentation', 'imagenet-seg')).toEqual([]);
     expect(on('jaccard', 'voc')).toEqual([]);
     expect(on('corloc', 'cub')).toEqual([]);
@@ -41,13 +45,21 @@ describe('evaluation spec rules', () => {
       expect.stringMatching(/^methods\.1: unknown method 'lrp' for the segmentation protocol/),
       "methods.2: method 'ice' is named twice",
     ]);
-    expect(messages(spec({ protocol: 'accuracy', methods: ['cls', 'rollout'] }))).toEqual([expect.stringMatching(/^methods\.1: unknown method 'rollout' for the accuracy protocol; choose from ice, cls/)]);
+    expect(messages(spec({ protocol: 'accuracy', methods: ['cls', 'rollout'] }))).toEqual([
+      expect.stringMatching(/^methods\.1: unknown method 'rollout' for the accuracy protocol; choose from ice, cls/),
+    ]);
   });
 
   it('keeps options to the protocol (and format) they belong to', () => {
-    expect(messages(spec({ protocol: 'jaccard', options: { taus: [0.9], excludeVoid: true, digitsSeed: 3, rolloutStartLayer: 0 } }))).toEqual([]);
-    expect(messages(spec({ protocol: 'corloc', options: { camThreshold: 0.2 } }))).toEqual(['options.camThreshold: camThreshold applies to the localization protocol only']);
-    expect(messages(spec({ data: { format: 'voc', root: '/voc', limit: 8, batchSize: 32 }, options: { digitsSeed: 1 } }))).toEqual(['options.digitsSeed: digitsSeed applies to map protocols on digits only']);
+    expect(
+      messages(spec({ protocol: 'jaccard', options: { taus: [0.9], excludeVoid: true, digitsSeed: 3, rolloutStartLayer: 0 } })),
+    ).toEqual([]);
+    expect(messages(spec({ protocol: 'corloc', options: { camThreshold: 0.2 } }))).toEqual([
+      'options.camThreshold: camThreshold applies to the localization protocol only',
+    ]);
+    expect(messages(spec({ data: { format: 'voc', root: '/voc', limit: 8, batchSize: 32 }, options: { digitsSeed: 1 } }))).toEqual([
+      'options.digitsSeed: digitsSeed applies to map protocols on digits only',
+    ]);
     expect(messages(spec({ protocol: 'accuracy', methods: ['ice'], options: { imgSize: 64 }, saveMaps: 2 }))).toEqual([
       expect.stringMatching(/^saveMaps: the accuracy protocol draws no maps/),
       'options.imgSize: imgSize applies to the map protocols only',
@@ -55,9 +67,15 @@ describe('evaluation spec rules', () => {
   });
 
   it('checks roots and known splits', () => {
-    expect(messages(spec({ data: { format: 'digits', root: '/d', limit: 8, batchSize: 32 } }))).toEqual([expect.stringMatching(/^data\.root: digits is generated/)]);
-    expect(messages(spec({ protocol: 'corloc', data: { format: 'cub', limit: 8, batchSize: 32 } }))).toEqual(['data.root: data.root is required for format cub']);
-    expect(messages(spec({ protocol: 'corloc', data: { format: 'cub', root: '/c', split: 'val', limit: 8, batchSize: 32 } }))).toEqual(["data.split: cub has the splits train, test; got 'val'"]);
+    expect(messages(spec({ data: { format: 'digits', root: '/d', limit: 8, batchSize: 32 } }))).toEqual([
+      expect.stringMatching(/^data\.root: digits is generated/),
+    ]);
+    expect(messages(spec({ protocol: 'corloc', data: { format: 'cub', limit: 8, batchSize: 32 } }))).toEqual([
+      'data.root: data.root is required for format cub',
+    ]);
+    expect(messages(spec({ protocol: 'corloc', data: { format: 'cub', root: '/c', split: 'val', limit: 8, batchSize: 32 } }))).toEqual([
+      "data.split: cub has the splits train, test; got 'val'",
+    ]);
     expect(messages(spec({ data: { format: 'voc', root: '/v', split: 'anything', limit: 8, batchSize: 32 } }))).toEqual([]);
   });
 

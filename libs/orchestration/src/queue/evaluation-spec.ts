@@ -123,28 +123,44 @@ export function evaluationSpecIssues(s: Pick<EvaluationSpec, 'protocol' | 'data'
   const { protocol, data } = s;
   const allowed = PROTOCOL_FORMATS[protocol];
   if (!allowed.formats.includes(data.format)) {
-    out.push({ path: ['data', 'format'], message: `the ${protocol} protocol needs ${allowed.needs}, which ${data.format} does not provide; use ${allowed.formats.join(', ')}` });
+    out.push({
+      path: ['data', 'format'],
+      message: `the ${protocol} protocol needs ${allowed.needs}, which ${data.format} does not provide; use ${allowed.formats.join(', ')}`,
+    });
   }
-  if (data.format === 'digits' && data.root) out.push({ path: ['data', 'root'], message: 'digits is generated, not read from disk; give no root' });
-  if (data.format !== 'digits' && !data.root) out.push({ path: ['data', 'root'], message: `data.root is required for format ${data.format}` });
+  if (data.format === 'digits' && data.root)
+    out.push({ path: ['data', 'root'], message: 'digits is generated, not read from disk; give no root' });
+  if (data.format !== 'digits' && !data.root)
+    out.push({ path: ['data', 'root'], message: `data.root is required for format ${data.format}` });
   const splits = KNOWN_SPLITS[data.format];
-  if (data.split && splits && !splits.includes(data.split)) out.push({ path: ['data', 'split'], message: `${data.format} has the splits ${splits.join(', ')}; got '${data.split}'` });
+  if (data.split && splits && !splits.includes(data.split))
+    out.push({ path: ['data', 'split'], message: `${data.format} has the splits ${splits.join(', ')}; got '${data.split}'` });
 
   const names: readonly string[] = protocol === 'accuracy' ? ACCURACY_METHODS : EXPLAINER_NAMES;
   s.methods.forEach((m, i) => {
-    if (!names.includes(m)) out.push({ path: ['methods', i], message: `unknown method '${m}' for the ${protocol} protocol; choose from ${names.join(', ')}` });
+    if (!names.includes(m))
+      out.push({ path: ['methods', i], message: `unknown method '${m}' for the ${protocol} protocol; choose from ${names.join(', ')}` });
     else if (s.methods.indexOf(m) !== i) out.push({ path: ['methods', i], message: `method '${m}' is named twice` });
   });
 
   if (protocol === 'accuracy') {
-    if (s.saveMaps > 0) out.push({ path: ['saveMaps'], message: 'the accuracy protocol draws no maps; use a map protocol (segmentation, jaccard, corloc, localization)' });
-    if (data.split) out.push({ path: ['data', 'split'], message: 'the accuracy protocol scores the training run\'s evaluation split; give no split' });
+    if (s.saveMaps > 0)
+      out.push({
+        path: ['saveMaps'],
+        message: 'the accuracy protocol draws no maps; use a map protocol (segmentation, jaccard, corloc, localization)',
+      });
+    if (data.split)
+      out.push({ path: ['data', 'split'], message: "the accuracy protocol scores the training run's evaluation split; give no split" });
   }
   for (const key of Object.keys(s.options) as (keyof EvaluationTuning)[]) {
     if (s.options[key] === undefined) continue;
     const scope = OPTION_SCOPE[key];
     const ok = protocol !== 'accuracy' && (scope === 'any' || scope === protocol || (scope === 'digits' && data.format === 'digits'));
-    if (!ok) out.push({ path: ['options', key], message: `${key} applies to ${scope === 'any' ? 'the map protocols' : scope === 'digits' ? 'map protocols on digits' : `the ${scope} protocol`} only` });
+    if (!ok)
+      out.push({
+        path: ['options', key],
+        message: `${key} applies to ${scope === 'any' ? 'the map protocols' : scope === 'digits' ? 'map protocols on digits' : `the ${scope} protocol`} only`,
+      });
   }
   return out;
 }
@@ -153,7 +169,10 @@ export function evaluationSpecIssues(s: Pick<EvaluationSpec, 'protocol' | 'data'
 export function parseEvaluationSpec(raw: unknown): EvaluationSpec {
   const r = EvaluationSpecSchema.safeParse(raw);
   if (!r.success) {
-    throw new IceError('CONFIG_INVALID', `invalid evaluation spec: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    throw new IceError(
+      'CONFIG_INVALID',
+      `invalid evaluation spec: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+    );
   }
   return r.data;
 }

@@ -20,10 +20,14 @@ describe('buildHandlerMap', () => {
   });
 
   it('fails when a job has two handlers', () => {
-    expect(() => buildHandlerMap([...all, { name: 'run.train', handler: h(), owner: 'Other' }])).toThrow('job run.train has 2 handlers: TrainRunHandler, Other');
+    expect(() => buildHandlerMap([...all, { name: 'run.train', handler: h(), owner: 'Other' }])).toThrow(
+      'job run.train has 2 handlers: TrainRunHandler, Other',
+    );
   });
 
   it('fails on a handler for an unknown job', () => {
-    expect(() => buildHandlerMap([...all, { name: 'run.tain', handler: h(), owner: 'Typo' }])).toThrow('Typo handle(s) unknown job run.tain');
+    expect(() => buildHandlerMap([...all, { name: 'run.tain', handler: h(), owner: 'Typo' }])).toThrow(
+      'Typo handle(s) unknown job run.tain',
+    );
   });
 });

@@ -30,7 +30,10 @@ export class JobQueue implements OnApplicationShutdown {
     private readonly connection: Redis = createRedis(config.redisUrl, 'ice-producer'),
   ) {
     const prefix = config.queuePrefix;
-    this.queues = Object.fromEntries(QUEUE_NAMES.map((q) => [q, new Queue(q, { connection: this.connection, prefix })])) as Record<QueueName, Queue>;
+    this.queues = Object.fromEntries(QUEUE_NAMES.map((q) => [q, new Queue(q, { connection: this.connection, prefix })])) as Record<
+      QueueName,
+      Queue
+    >;
     this.flows = new FlowProducer({ connection: this.connection, prefix });
   }
 

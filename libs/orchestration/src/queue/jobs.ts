@@ -42,7 +42,10 @@ export function isJobName(name: string): name is JobName {
 export function parseJobPayload<N extends JobName>(name: N, raw: unknown): JobPayload<N> {
   const r = JOB_DEFINITIONS[name].payload.safeParse(raw);
   if (!r.success) {
-    throw new IceError('INPUT_INVALID', `job ${name}: invalid payload: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    throw new IceError(
+      'INPUT_INVALID',
+      `job ${name}: invalid payload: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+    );
   }
   return r.data as JobPayload<N>;
 }

@@ -31,7 +31,10 @@ async function main(): Promise<void> {
     send({ type: 'done', result });
   } catch (e) {
     const err = e as Error & { code?: string; details?: Record<string, unknown> };
-    send({ type: 'error', error: { name: err.name ?? 'Error', message: err.message ?? String(e), code: err.code, details: err.details, stack: err.stack } });
+    send({
+      type: 'error',
+      error: { name: err.name ?? 'Error', message: err.message ?? String(e), code: err.code, details: err.details, stack: err.stack },
+    });
   } finally {
     port.close();
   }

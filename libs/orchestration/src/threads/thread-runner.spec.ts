@@ -10,7 +10,11 @@ describe('runInThread', () => {
     const seen: number[] = [];
     let ticks = 0;
     const timer = setInterval(() => ticks++, 20);
-    const out = await runInThread<unknown, { slices: number }, { slice: number }>(spin, { totalMs: 600, sliceMs: 100, honourCancel: true }, { onMessage: (m) => void seen.push(m.slice) });
+    const out = await runInThread<unknown, { slices: number }, { slice: number }>(
+      spin,
+      { totalMs: 600, sliceMs: 100, honourCancel: true },
+      { onMessage: (m) => void seen.push(m.slice) },
+    );
     clearInterval(timer);
     expect(out.slices).toBeGreaterThanOrEqual(5);
     expect(seen).toEqual(Array.from({ length: out.slices }, (_, i) => i + 1));
@@ -22,7 +26,9 @@ describe('runInThread', () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort('user'), 300);
     const t0 = Date.now();
-    await expect(runInThread(spin, { totalMs: 20_000, sliceMs: 50, honourCancel: true }, { signal: ac.signal })).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(runInThread(spin, { totalMs: 20_000, sliceMs: 50, honourCancel: true }, { signal: ac.signal })).rejects.toMatchObject({
+      code: 'CANCELLED',
+    });
     expect(Date.now() - t0).toBeLessThan(3000);
   });
 
@@ -30,7 +36,9 @@ describe('runInThread', () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort('user'), 300);
     const t0 = Date.now();
-    await expect(runInThread(spin, { totalMs: 20_000, sliceMs: 50, honourCancel: false }, { signal: ac.signal, cancelGraceMs: 500 })).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(
+      runInThread(spin, { totalMs: 20_000, sliceMs: 50, honourCancel: false }, { signal: ac.signal, cancelGraceMs: 500 }),
+    ).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(Date.now() - t0).toBeLessThan(3000);
   });
 

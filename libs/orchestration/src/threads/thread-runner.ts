@@ -49,7 +49,15 @@ export function runInThread<I, O, P = never>(taskFile: string, input: I, opts: R
       worker.postMessage({ type: 'cancel', reason } satisfies ToThread);
       killTimer = setTimeout(() => {
         void worker.terminate();
-        finish(() => reject(new IceError('CANCELLED', `task did not stop within ${opts.cancelGraceMs ?? 3000} ms of the cancel request; thread terminated`, { reason })));
+        finish(() =>
+          reject(
+            new IceError(
+              'CANCELLED',
+              `task did not stop within ${opts.cancelGraceMs ?? 3000} ms of the cancel request; thread terminated`,
+              { reason },
+            ),
+          ),
+        );
       }, opts.cancelGraceMs ?? 3000);
       killTimer.unref();
     };
@@ -62,7 +70,9 @@ export function runInThread<I, O, P = never>(taskFile: string, input: I, opts: R
           finish(() => resolve(m.result as O));
           break;
         case 'error': {
-          const e = m.error.code ? new IceError(m.error.code as IceErrorCode, m.error.message, m.error.details) : new Error(m.error.message);
+          const e = m.error.code
+            ? new IceError(m.error.code as IceErrorCode, m.error.message, m.error.details)
+            : new Error(m.error.message);
           if (!m.error.code) e.name = m.error.name;
           if (m.error.stack) e.stack = m.error.stack;
           finish(() => reject(e));

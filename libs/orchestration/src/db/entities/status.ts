@@ -6,7 +6,13 @@ export const SWEEP_STATUSES = ['queued', 'running', 'succeeded', 'partial', 'fai
 export type SweepStatus = (typeof SWEEP_STATUSES)[number];
 
 /** Which statuses are terminal: a Record, so that a new status cannot be left unclassified. */
-const TERMINAL_RUN: Readonly<Record<RunStatus, boolean>> = { queued: false, running: false, succeeded: true, failed: true, cancelled: true };
+const TERMINAL_RUN: Readonly<Record<RunStatus, boolean>> = {
+  queued: false,
+  running: false,
+  succeeded: true,
+  failed: true,
+  cancelled: true,
+};
 /** A sweep's statuses are a run's plus `partial` (some of its runs failed), which is terminal too. */
 const TERMINAL_SWEEP: Readonly<Record<SweepStatus, boolean>> = { ...TERMINAL_RUN, partial: true };
 
