@@ -66,6 +66,15 @@ describe('token pruning on golden-micro against the PyTorch golden', () => {
     }
   });
 
+  it('pruning in the last block changes no logit (why the defaults never prune there)', () => {
+    const plain = run(model, x, {});
+    const last = run(model, x, { prune: { mode: 'evit', keepRate: 0.5, locations: [1] } });
+    expect(last.pruning!.counts).toEqual([16, 9]);
+    expectAllClose(last.logits, plain.logits, 1e-6, 1e-6, 'logits');
+    const first = run(model, x, { prune: { mode: 'evit', keepRate: 0.5, locations: [0] } });
+    expect(Math.max(...Array.from(first.logits, (v, i) => Math.abs(v - plain.logits[i])))).toBeGreaterThan(1e-3);
+  });
+
   it('the order of the kept tokens (index or score) leaves the logits unchanged', () => {
     for (const mode of ['ice', 'evit'] as const) {
       const byIndex = run(model, x, { prune: { mode, keepRate: 0.5, locations: [0, 1], order: 'index' } });
@@ -151,11 +160,12 @@ describe('token counts at 224² / patch 16 (196 patches), as EViT (../shared/not
     }
   });
 
-  it('default locations: EViT blocks 4, 7, 10 at depth 12; none in block 0; k as Python rounds it', () => {
+  it('default locations: EViT blocks 4, 7, 10 at depth 12; never the last block, block 0 only at depth 2; k as Python rounds it', () => {
     expect(defaultPruneLocations(12)).toEqual([3, 6, 9]);
-    expect(defaultPruneLocations(4)).toEqual([1, 2, 3]);
-    expect(defaultPruneLocations(3)).toEqual([1, 2]);
-    expect(defaultPruneLocations(2)).toEqual([1]);
+    expect(defaultPruneLocations(24)).toEqual([6, 12, 18]);
+    expect(defaultPruneLocations(4)).toEqual([1, 2]);
+    expect(defaultPruneLocations(3)).toEqual([1]);
+    expect(defaultPruneLocations(2)).toEqual([0]);
     expect(defaultPruneLocations(1)).toEqual([]);
     expect(() => resolvePruneOptions({ mode: 'evit', keepRate: 0.5 }, vitConfig('golden-micro', { depth: 1 }))).toThrow(/no pruning block/);
     expect(resolvePruneOptions({ mode: 'evit', keepRate: 0.5 }, vitConfig('golden-micro')).fuse).toBe(true);

@@ -46,18 +46,22 @@ export interface PruneOptions {
 export type ResolvedPruneOptions = Required<PruneOptions> & { locations: number[] };
 
 /**
- * Default pruning blocks for a depth L: ⌊jL/4⌋ for j = 1, 2, 3, without block 0 and duplicates.
- * At L = 12 these are EViT's blocks 4, 7 and 10 (indices 3, 6, 9); at L = 4 (digits-tiny) 1, 2, 3;
- * at L = 2 (digits-micro) only the last block, 1: the first block never prunes (EViT's first
- * pruning block is the 4th; block 0's tokens are barely more than patch embeddings, and ICE's head,
- * trained on the last block's output, is furthest from its input there).
+ * Default pruning blocks for a depth L: ⌊jL/4⌋ for j = 1, 2, 3, kept where 1 ≤ l ≤ L − 2 (duplicates
+ * dropped); at L = 12 these are EViT's blocks 4, 7 and 10 (indices 3, 6, 9), at L = 4 (digits-tiny)
+ * 1 and 2, at L = 3 block 1; at L = 2 (digits-micro), where no such block exists, block 0.
+ * - Not the last block: the CLS token reads the other tokens only through attention, and the last
+ *   block prunes after its attention, so pruning there changes no logit (it only skips MLP rows).
+ * - Not block 0 where avoidable: EViT's first pruning block is the 4th, since block 0's tokens are
+ *   barely more than patch embeddings; ICE's head, trained on the last block's output, is also
+ *   furthest from its input there.
  */
 export function defaultPruneLocations(depth: number): number[] {
   const out = new Set<number>();
   for (let j = 1; j <= 3; j++) {
     const l = Math.floor((j * depth) / 4);
-    if (l > 0 && l < depth) out.add(l);
+    if (l >= 1 && l <= depth - 2) out.add(l);
   }
+  if (out.size === 0 && depth >= 2) out.add(depth - 2);
   return [...out].sort((a, b) => a - b);
 }
 
