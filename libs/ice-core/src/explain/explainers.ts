@@ -245,7 +245,7 @@ export function rawAttentionMap(a: tf.Tensor3D): tf.Tensor1D {
 
 function checkStartLayer(s: number, depth: number): void {
   if (!Number.isInteger(s) || s < 0 || s >= depth)
-    throw new IceError('INPUT_INVALID', `rollout start layer ${s} is outside 0..${depth - 1}`);
+    throw new IceError('INPUT_INVALID', `start layer ${s} (rollout, transformer attribution) is outside 0..${depth - 1}`);
 }
 
 /** rolloutJoint for a batch: per block [B, H, T, T] → J [B, T, T]. */
