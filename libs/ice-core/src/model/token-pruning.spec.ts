@@ -4,7 +4,14 @@ import { initBackend } from '../backend/tf-backend.service';
 import { IceError } from '../errors';
 import { expectAllClose, goldenPath } from '../testing/golden.testing';
 import { readSafetensors } from '../weights/safetensors';
-import { defaultPruneLocations, keptTokenCount, type PruneOptions, prunedTokenCounts, resolvePruneOptions } from './token-pruning';
+import {
+  defaultPruneLocations,
+  iceMargin,
+  keptTokenCount,
+  type PruneOptions,
+  prunedTokenCounts,
+  resolvePruneOptions,
+} from './token-pruning';
 import { vitConfig } from './vit.config';
 import { type ForwardOptions, IceVit } from './vit.model';
 
@@ -54,6 +61,25 @@ describe('token pruning on golden-micro against the PyTorch golden', () => {
     for (let b = 0; b < 2; b++) expect(Array.from(r.pruning!.tokenIndex[b])).toEqual(Array.from(index.subarray(b * n, (b + 1) * n)));
     expectAllClose(r.logits, ref.get(`prune.${name}.logits`)!.data as Float32Array, 1e-4, 1e-4, `${name} logits`);
     expectAllClose(r.z!, ref.get(`prune.${name}.z`)!.data as Float32Array, 1e-4, 1e-4, `${name} z`);
+  });
+
+  it.each([
+    ['golden-micro.safetensors', 'official'],
+    ['golden-micro-icef.safetensors', 'icef'],
+    ['golden-micro-paper.safetensors', 'paper'],
+  ] as const)("ICE's score on %s (%s head): max class logit − background logit of its head", (file, head) => {
+    const m = IceVit.create(vitConfig('golden-micro', { iceHead: head }));
+    m.loadStateDict(readSafetensors(goldenPath(file)).tensors);
+    const before = tf.memory().numTensors;
+    const [got, want] = tf.tidy(() => {
+      const tokens = tf.randomNormal<tf.Rank.R3>([3, 7, 64], 0, 1, 'float32', 9);
+      const z = m.iceHead(tokens).arraySync();
+      const ref = z.map((row) => row.map((zs) => Math.max(...zs.slice(0, 10)) - zs[10]));
+      return [iceMargin(m, tokens).arraySync(), ref];
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    expectAllClose(got.flat(), want.flat(), 1e-5, 1e-5, `${head} margin`);
+    m.dispose();
   });
 
   it('keep rate 1 reproduces the unpruned logits exactly (both modes, every block a location)', () => {

@@ -3,7 +3,7 @@ import { IceError } from '../errors';
 import { numel, StateDict, TensorRecord } from '../weights/state-dict';
 import { gelu, layerNorm, linear, attentionCore } from './fast-ops';
 import { resamplePosEmbed } from './pos-embed';
-import { type PruneOptions, type PruneTrace, resolvePruneOptions, TokenPruner } from './token-pruning';
+import { iceMargin, type PruneOptions, type PruneTrace, resolvePruneOptions, TokenPruner } from './token-pruning';
 import { gridSize, iceHidden, VitConfig } from './vit.config';
 
 /**
@@ -214,7 +214,7 @@ export class IceVit {
     const attention: tf.Tensor4D[] = [];
     if (opts.prune && opts.training) throw new IceError('CONFIG_INVALID', 'token pruning is an inference mode: not with training');
     const pruner = opts.prune
-      ? new TokenPruner(resolvePruneOptions(opts.prune, c), B, gridSize(c) ** 2, (tokens) => this.iceHead(tokens))
+      ? new TokenPruner(resolvePruneOptions(opts.prune, c), B, gridSize(c) ** 2, (tokens) => iceMargin(this, tokens))
       : undefined;
 
     let t = this.embed(x); // [B,T,D]
