@@ -142,7 +142,9 @@ describe('LRP explainers against the PyTorch golden (golden-micro)', () => {
 
   it('rejects a bad start layer without leaking', () => {
     noLeak(() => {
-      expect(() => transformerAttribution(model, images[0], { startLayer: 2 })).toThrow(/start layer 2 is outside 0\.\.1/);
+      expect(() => transformerAttribution(model, images[0], { startLayer: 2 })).toThrow(
+        /start layer 2 \(rollout, transformer attribution\) is outside 0\.\.1/,
+      );
       expect(() => explainBatch('transformer-attribution', model, x, { startLayer: -1 })).toThrow(/start layer/);
     });
   });
