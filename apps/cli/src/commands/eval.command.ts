@@ -222,7 +222,9 @@ function num(what: string): (v: string) => number {
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
-    .description('score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s)')
+    .description(
+      'score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s); or top-1 accuracy (accuracy), optionally with token pruning',
+    )
     .argument('<protocol>', `${EVALUATION_PROTOCOLS.join(' | ')} | accuracy`)
     .option(
       '--format <format>',
