@@ -207,7 +207,7 @@ describe('evaluations (e2e)', () => {
       [
         'an unknown method',
         { protocol: 'segmentation', methods: ['ice', 'lrp'] },
-        /methods\.1: unknown method 'lrp' for the segmentation protocol; choose from ice, ice-class, raw-attention, rollout, gradcam, generic-attention/,
+        /methods\.1: unknown method 'lrp' for the segmentation protocol; choose from ice, ice-class, raw-attention, rollout, gradcam, generic-attention, transformer-attribution, partial-lrp/,
       ],
       ['a method named twice', { protocol: 'segmentation', methods: ['ice', 'ice'] }, /methods\.1: method 'ice' is named twice/],
       ['no methods for a map protocol', { protocol: 'corloc' }, /methods: the corloc protocol needs methods/],

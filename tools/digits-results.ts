@@ -58,7 +58,8 @@ const base = (over: RunConfigInput): RunConfigInput => ({
   ...over,
 });
 
-const BASELINES: ExplainerName[] = ['raw-attention', 'rollout', 'gradcam', 'generic-attention'];
+/** Table 1's baselines: the attention methods and Chefer et al.'s LRP-based transformer attribution and partial LRP. */
+const BASELINES: ExplainerName[] = ['raw-attention', 'rollout', 'gradcam', 'generic-attention', 'transformer-attribution', 'partial-lrp'];
 
 async function evaluate(
   protocol: EvaluationProtocol,
@@ -240,7 +241,7 @@ async function speedSection(weights: string): Promise<string[]> {
       `| ${m} | ${sizes.map((b) => `${ips(m, b).toFixed(0)} | ${(ips('ice', b) / ips(m, b)).toFixed(2)}×`).join(' | ')} | ${kernels.get(m)} |`,
   );
   const minGradient = (b: number): string =>
-    Math.min(ips('ice', b) / ips('gradcam', b), ips('ice', b) / ips('generic-attention', b)).toFixed(2);
+    Math.min(...['gradcam', 'generic-attention', 'transformer-attribution'].map((m) => ips('ice', b) / ips(m, b))).toFixed(2);
   return [
     '### Explainer speed on the Table 1 ICE model (all methods on the same weights)',
     '',
@@ -249,7 +250,8 @@ async function speedSection(weights: string): Promise<string[]> {
     ...lines,
     '',
     `ICE against the gradient methods: at least ${minGradient(1)}× one image per call, ${minGradient(16)}× in batches of 16 (the evaluation's default for this model).`,
-    'Time in the explainer only (forward, plus backward for gradcam and generic attention, and the read-back of the maps); 128 test images,',
+    "Time in the explainer only (forward, plus backward for gradcam, generic attention and transformer attribution, plus the LRP methods' relevance pass,",
+    'and the read-back of the maps); 128 test images,',
     'best of 3 interleaved rounds; kernels per call = backend kernels one call on a batch runs (tf.profile). This model is so small that',
     `per-kernel overhead rather than arithmetic sets the time, so the ratio follows the kernel counts (${(kernels.get('gradcam')! / kernels.get('ice')!).toFixed(2)}× as many for GradCAM as for ICE);`,
     'on DeiT-Tiny (`npm run bench:eval -- --preset deit_tiny_patch16_224`), where arithmetic dominates, the README gives the measured ratio.',

@@ -81,7 +81,7 @@ export function corlocProtocol(s: ProtocolSettings): ProtocolDefinition {
       ...(s.corlocMask === 'mass' ? [MASS_VALUES_RULE] : []),
       "IoU in continuous coordinates (no +1; LOST's bbox_iou without its 1e-7 eps); ground-truth boxes [x0, y0, x1 + 1, y1 + 1] from inclusive pixel boxes (VOC: [xmin − 1, ymin − 1, xmax, ymax]), difficult objects included (LOST without --no_hard)",
       'correct iff IoU ≥ 0.5 with any ground-truth box; CorLoc = correct / images; an empty mask gives no box and counts as a miss (noBox); images without ground-truth boxes are skipped',
-      `target class (gradient methods): ${top1Text(s.targetSource)}; rollout starts at block ${s.rolloutStartLayer}`,
+      `target class (gradient methods): ${top1Text(s.targetSource)}; rollout and transformer attribution start at block ${s.rolloutStartLayer}`,
     ],
     scorer: (method) => new CorLocScorer(method, s),
   };

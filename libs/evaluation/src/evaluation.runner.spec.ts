@@ -125,10 +125,10 @@ describe('runEvaluation on the built-in digits benchmark', () => {
         protocol: 'jaccard',
         format: 'digits',
         model,
-        methods: ['raw-attention', 'generic-attention'],
+        methods: ['raw-attention', 'generic-attention', 'transformer-attribution', 'partial-lrp'],
         limit: 2,
       });
-      expect(j.rows).toHaveLength(2);
+      expect(j.rows).toHaveLength(4);
       expect(tf.memory().numTensors).toBe(before);
     } finally {
       model.dispose();

@@ -252,7 +252,7 @@ export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationRes
     };
     const sl = settings.rolloutStartLayer;
     if (!(Number.isInteger(sl) && sl >= 0 && sl < config.depth))
-      throw new IceError('CONFIG_INVALID', `rollout start layer ${sl} is outside 0..${config.depth - 1}`);
+      throw new IceError('CONFIG_INVALID', `start layer ${sl} (rollout, transformer attribution) is outside 0..${config.depth - 1}`);
     const def = buildProtocol(o.protocol, settings, config.numClasses);
     const normalization = o.normalization ?? defaultNormalization(format, o.protocol);
     const stats = normalizationStats(normalization, config);

@@ -60,7 +60,7 @@ export interface EvaluationOptions {
    * where an image has no foreground patch; needs an ICE head).
    */
   targetSource?: TargetSource;
-  /** Rollout's first block. Default: 1 for segmentation (Chefer's seg eval), else 0. */
+  /** First block of rollout and transformer attribution. Default: 1 for segmentation (Chefer's seg eval, both methods), else 0. */
   rolloutStartLayer?: number;
   /** Jaccard: remove void (255) pixels from the unions (default false, as the released code). */
   excludeVoid?: boolean;

@@ -17,3 +17,11 @@ export { jaccardProtocol, jaccardColumns, jaccardTarget } from './jaccard.protoc
 export { corlocProtocol, corlocBox, continuousBox, CORLOC_COLUMNS } from './corloc.protocol';
 export { localizationProtocol, localizationColumns, tscamGtBoxes, tscamScoremap, wsolScoremap } from './localization.protocol';
 export { jet, overlayRgb, displayMap, writeSavedMaps, type SavedImageMaps } from './save-maps.util';
+export {
+  runAccuracy,
+  formatAccuracyReport,
+  ACCURACY_FORMATS,
+  type AccuracyFormat,
+  type AccuracyOptions,
+  type AccuracyResult,
+} from './accuracy.runner';

@@ -92,7 +92,7 @@ export function jaccardProtocol(s: ProtocolSettings): ProtocolDefinition {
         ? "raw attention: one mask per head of the last block's CLS attention, J_v = max over heads (Intriguing's code); other maps: one mask"
         : 'raw attention: the head-mean map, one mask (option jaccardHeads=mean; Intriguing takes the best head)',
       MASS_VALUES_RULE,
-      `target class (gradient methods): ${top1Text(s.targetSource)}; rollout starts at block ${s.rolloutStartLayer}`,
+      `target class (gradient methods): ${top1Text(s.targetSource)}; rollout and transformer attribution start at block ${s.rolloutStartLayer}`,
     ],
     scorer: (method) => new JaccardScorer(method, s),
   };

@@ -119,7 +119,7 @@ export function localizationProtocol(s: ProtocolSettings, numClasses: number): P
       `GT-known Loc / Top-1 Loc: map upsampled bilinear, min-max (constant → zeros); box = bounding rectangle [x, y, x + w, y + h] of the largest outer contour (cv2.findContours + contourArea) of 8-bit pixels > ⌊${fmt(s.camThreshold)}·max⌋ (TS-CAM's CAM_THR)`,
       `IoU with the inclusive (+1) pixel convention (TS-CAM, wsolevaluation); GT-known: IoU ≥ 0.5; Top-1 Loc: top-1 correct and IoU ${s.strictTop1 ? "> 0.5 strictly (TS-CAM's code)" : '≥ 0.5 (option strictTop1=false)'}`,
       `MaxBoxAcc (wsolevaluation V1, largest contour): map bicubic (A = −0.75), min-max (constant → zeros); max over CAM thresholds ${s.maxBoxAccThresholds ? `(${s.maxBoxAccThresholds.length} of them, from ${fmt(s.maxBoxAccThresholds[0])} to ${fmt(s.maxBoxAccThresholds[s.maxBoxAccThresholds.length - 1])})` : "np.arange(0, 1, 0.001) (wsolevaluation's)"} of the share of images with IoU ≥ δ, δ ∈ {${s.maxBoxAccIous.map(fmt).join(', ')}}; boxes clipped to S − 1; maxBoxAccTau = the first best threshold`,
-      `rollout starts at block ${s.rolloutStartLayer}`,
+      `rollout and transformer attribution start at block ${s.rolloutStartLayer}`,
     ],
     scorer: (_method: ExplainerName) => new LocalizationScorer(s),
   };

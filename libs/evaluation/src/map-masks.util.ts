@@ -28,14 +28,15 @@ export function minMax(values: ArrayLike<number>): Float64Array {
 /**
  * The values the attention-mass threshold sees: GradCAM min-maxed (Chefer's attn_gradcam returns it
  * min-maxed) and ICE's class score min-maxed (raw logits may be negative, and mass needs
- * non-negative values); raw attention, rollout and the generic rule as they come (non-negative).
+ * non-negative values); raw attention, rollout, the generic rule, transformer attribution and partial LRP
+ * as they come (non-negative: products of non-negative matrices, or clamped at 0).
  */
 export function massValues(method: ExplainerName, grid: ArrayLike<number>): ArrayLike<number> {
   return method === 'gradcam' || method === 'ice-class' ? minMax(grid) : grid;
 }
 
 export const MASS_VALUES_RULE =
-  'maps thresholded by attention mass: GradCAM and ICE class scores min-max normalised first (logits can be negative), raw attention, rollout and generic attention as computed (non-negative)';
+  'maps thresholded by attention mass: GradCAM and ICE class scores min-max normalised first (logits can be negative), raw attention, rollout, generic attention, transformer attribution and partial LRP as computed (non-negative)';
 
 /**
  * Foreground of a map: 'mass' keeps the smallest set of highest patches holding ≥ τ of the mass

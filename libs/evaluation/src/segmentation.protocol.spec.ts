@@ -94,7 +94,7 @@ describe('segmentation protocol on an ImageNet-Segmentation .mat file', () => {
       expect(row.imagesPerSecond).toBeGreaterThan(0);
     }
     expect(r.conventions.join('\n')).toMatch(/mean = std = 0\.5/);
-    expect(r.conventions.join('\n')).toMatch(/rollout starts at block 1/);
+    expect(r.conventions.join('\n')).toMatch(/rollout and transformer attribution start at block 1/);
   });
 
   it('is exact for an all-foreground ICE mask (constant → all background) and names the ImageNet option', async () => {

@@ -48,7 +48,7 @@ export function segmentationProtocol(s: ProtocolSettings): ProtocolDefinition {
       'per image: min-max normalisation, foreground = map > mean(map); a constant map (e.g. an all-foreground or all-background ICE mask) is scored as all background (the reference NaN rule)',
       'pixAcc and IoU_bg/IoU_fg pooled over the data set; mIoU = (IoU_bg + IoU_fg)/2; mAP = mean over images of average precision (sklearn, step-wise) of scores [1−map; map] against [gt=0; gt=1]',
       'mAP is computed for ICE as for every other map (the released ICE code hard-codes it to 0)',
-      `target class: ${top1Text(s.targetSource)}; rollout starts at block ${s.rolloutStartLayer}`,
+      `target class: ${top1Text(s.targetSource)}; rollout and transformer attribution start at block ${s.rolloutStartLayer}`,
     ],
     scorer: (_method: ExplainerName) => new SegmentationScorer(s),
   };

@@ -3,6 +3,7 @@ export * from './backend/tf-backend.service';
 export * from './weights/state-dict';
 export * from './model/vit.config';
 export * from './model/vit.model';
+export * from './model/token-pruning';
 export { bicubicResize, resamplePosEmbed } from './model/pos-embed';
 export * from './weights/safetensors';
 export * from './weights/torch-pth';

@@ -3,7 +3,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { EXPLAINER_NAMES, IceError, IceVit, initBackend, vitConfig, writeSafetensors, ICE_CONFIG_METADATA } from '@ice/core';
-import { parseMethods, registerEvalCommand, runEvalCommand, toEvaluationOptions } from './eval.command';
+import {
+  parseMethods,
+  registerEvalCommand,
+  runAccuracyCommand,
+  runEvalCommand,
+  toAccuracyOptions,
+  toEvaluationOptions,
+  toPruneOptions,
+} from './eval.command';
 
 describe('ice eval', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-eval-cli-'));
@@ -118,6 +126,52 @@ describe('ice eval', () => {
     expect(json.rows[0]).toMatchObject({ method: 'ice', images: 2 });
     expect(Object.keys(json.rows[0].metrics)).toEqual(['top1Cls', 'gtKnownLoc', 'top1Loc', 'maxBoxAcc@0.5', 'maxBoxAccTau@0.5']);
     expect(json.conventions.some((c) => /inclusive \(\+1\)/.test(c))).toBe(true);
+  });
+
+  it('accuracy: maps --prune/--keep/--prune-locations/--fuse-tokens and refuses them elsewhere', () => {
+    const acc = { weights, model: 'digits-micro', limit: 2 };
+    expect(toAccuracyOptions({ ...acc, prune: 'evit', keep: 0.7 }, quiet)).toMatchObject({
+      format: 'digits',
+      prune: { mode: 'evit', keepRate: 0.7 },
+    });
+    expect(toPruneOptions({ ...acc, prune: 'ice', keep: 0.5, pruneLocations: '3,6,9', fuseTokens: true })).toEqual({
+      mode: 'ice',
+      keepRate: 0.5,
+      locations: [3, 6, 9],
+      fuse: true,
+    });
+    expect(toPruneOptions(acc)).toBeUndefined();
+    expect(() => toPruneOptions({ ...acc, prune: 'topk', keep: 0.5 })).toThrow(/--prune must be one of ice, evit/);
+    expect(() => toPruneOptions({ ...acc, prune: 'ice' })).toThrow(/--prune needs --keep/);
+    expect(() => toPruneOptions({ ...acc, keep: 0.5 })).toThrow(/need --prune ice\|evit/);
+    expect(() => toAccuracyOptions({ ...acc, method: 'ice' }, quiet)).toThrow(/takes no --method/);
+    expect(() => toAccuracyOptions({ ...acc, format: 'voc' }, quiet)).toThrow(/--format must be one of digits, imagenet/);
+    expect(() => toEvaluationOptions('segmentation', { ...base, prune: 'ice', keep: 0.5 }, quiet)).toThrow(/accuracy` only/);
+    expect(() => toEvaluationOptions('segmentation', { ...base, method: undefined }, quiet)).toThrow(/needs --method/);
+    expect(() => toEvaluationOptions('segmentation', { ...base, format: undefined }, quiet)).toThrow(/needs --format/);
+  });
+
+  it('ice eval accuracy --prune ice --keep 0.7 prints the top-1 report, or JSON', async () => {
+    const program = new Command().exitOverride();
+    registerEvalCommand(program);
+    const out: string[] = [];
+    const spy = jest.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const args = ['node', 'ice', 'eval', 'accuracy', '--weights', weights, '--model', 'digits-micro', '--limit', '3'];
+      await program.parseAsync([...args, '--prune', 'ice', '--keep', '0.7']);
+      await program.parseAsync([...args, '--prune', 'evit', '--keep', '0.5', '--no-fuse-tokens', '--json']);
+    } finally {
+      spy.mockRestore();
+      err.mockRestore();
+    }
+    expect(out[0]).toMatch(/^accuracy on digits\/test \(3 images\): top1 [\d.]+ {2}ice_top1 [\d.]+ {2}ice_no_fg [\d.]+ {2}img\/s/);
+    expect(out[0]).toMatch(/token pruning \(ice, inference only/);
+    const json = JSON.parse(out[1]) as { prune: { mode: string; fuse: boolean }; tokens: number[] };
+    expect(json.prune).toMatchObject({ mode: 'evit', keepRate: 0.5, fuse: false });
+    expect(json.tokens).toEqual([8, 8]);
+    const r = await runAccuracyCommand({ weights, model: 'digits-micro', limit: 3 }, quiet);
+    expect(r.prune).toBeNull();
   });
 
   it('writes maps with --save-maps', async () => {

@@ -1,6 +1,22 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { type ExplainerName, EXPLAINER_NAMES, IceError, isExplainerName, TARGET_SOURCES, type TargetSource } from '@ice/core';
 import {
+  type ExplainerName,
+  EXPLAINER_NAMES,
+  IceError,
+  isExplainerName,
+  PRUNE_MODES,
+  type PruneMode,
+  type PruneOptions,
+  TARGET_SOURCES,
+  type TargetSource,
+} from '@ice/core';
+import {
+  ACCURACY_FORMATS,
+  type AccuracyFormat,
+  type AccuracyOptions,
+  type AccuracyResult,
+  formatAccuracyReport,
+  runAccuracy,
   EVALUATION_FORMATS,
   EVALUATION_PROTOCOLS,
   type EvaluationFormat,
@@ -17,14 +33,22 @@ import {
 /**
  * `ice eval <protocol>`: scores explainers of one checkpoint with one of the paper's protocols on a
  * data set, one row per method (the protocol's metrics, images, images/s), as a table or JSON.
+ * `ice eval accuracy` reports the checkpoint's top-1 instead, optionally with token pruning
+ * (`--prune ice|evit --keep ρ`, the paper's Table 5).
  */
 export interface EvalCommandOptions {
-  format: string;
+  /** Required by the map protocols; accuracy defaults to digits. */
+  format?: string;
   root?: string;
   split?: string;
   weights: string;
   model: string;
-  method: string;
+  /** Required by the map protocols; not taken by accuracy. */
+  method?: string;
+  prune?: string;
+  keep?: number;
+  pruneLocations?: string;
+  fuseTokens?: boolean;
   limit?: number;
   batchSize?: number;
   targetSource?: string;
@@ -75,8 +99,17 @@ function parseNumberList(what: string, list: string): number[] {
 
 /** Command-line options → runEvaluation options. */
 export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log: (m: string) => void): EvaluationOptions {
+  const p = oneOf<EvaluationProtocol>('the protocol', protocol, EVALUATION_PROTOCOLS);
+  if (o.format === undefined) throw new IceError('CONFIG_INVALID', `the ${p} protocol needs --format (${EVALUATION_FORMATS.join(', ')})`);
+  if (o.method === undefined)
+    throw new IceError('CONFIG_INVALID', `the ${p} protocol needs --method (${EXPLAINER_NAMES.join(', ')}, or all)`);
+  if (o.prune !== undefined || o.keep !== undefined || o.pruneLocations !== undefined || o.fuseTokens !== undefined)
+    throw new IceError(
+      'CONFIG_INVALID',
+      'token pruning (--prune, --keep, --prune-locations, --fuse-tokens) applies to `ice eval accuracy` only',
+    );
   const opts: EvaluationOptions = {
-    protocol: oneOf<EvaluationProtocol>('the protocol', protocol, EVALUATION_PROTOCOLS),
+    protocol: p,
     format: oneOf<EvaluationFormat>('--format', o.format, EVALUATION_FORMATS),
     root: o.root,
     split: o.split,
@@ -105,6 +138,51 @@ export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log
   if (o.saveMaps !== undefined) opts.saveMaps = { dir: o.saveMaps, count: o.saveMapsCount };
   else if (o.saveMapsCount !== undefined) throw new IceError('CONFIG_INVALID', '--save-maps-count needs --save-maps DIR');
   return opts;
+}
+
+/** `--prune`, `--keep`, `--prune-locations`, `--fuse-tokens` → the model's pruning option (undefined: none). */
+export function toPruneOptions(o: EvalCommandOptions): PruneOptions | undefined {
+  if (o.prune === undefined) {
+    if (o.keep !== undefined || o.pruneLocations !== undefined || o.fuseTokens !== undefined)
+      throw new IceError('CONFIG_INVALID', '--keep, --prune-locations and --fuse-tokens need --prune ice|evit');
+    return undefined;
+  }
+  const mode = oneOf<PruneMode>('--prune', o.prune, PRUNE_MODES);
+  if (o.keep === undefined) throw new IceError('CONFIG_INVALID', '--prune needs --keep ρ (the keep rate, e.g. 0.7)');
+  const prune: PruneOptions = { mode, keepRate: o.keep };
+  if (o.pruneLocations !== undefined) {
+    prune.locations = parseNumberList('--prune-locations', o.pruneLocations);
+  }
+  if (o.fuseTokens !== undefined) prune.fuse = o.fuseTokens;
+  return prune;
+}
+
+/** Command-line options → runAccuracy options. */
+export function toAccuracyOptions(o: EvalCommandOptions, log: (m: string) => void): AccuracyOptions {
+  if (o.method !== undefined)
+    throw new IceError('CONFIG_INVALID', 'the accuracy protocol takes no --method (it scores the CLS and ICE heads)');
+  const opts: AccuracyOptions = {
+    format: oneOf<AccuracyFormat>('--format', o.format ?? 'digits', ACCURACY_FORMATS),
+    root: o.root,
+    split: o.split,
+    weights: o.weights,
+    modelSpec: o.model,
+    limit: o.limit,
+    batchSize: o.batchSize,
+    digitsSeed: o.digitsSeed,
+    log,
+  };
+  const prune = toPruneOptions(o);
+  if (prune) opts.prune = prune;
+  return opts;
+}
+
+/** `ice eval accuracy`: top-1 with optional token pruning. */
+export async function runAccuracyCommand(
+  o: EvalCommandOptions,
+  log: (m: string) => void = (m) => process.stderr.write(`${m}\n`),
+): Promise<AccuracyResult> {
+  return runAccuracy(toAccuracyOptions(o, log));
 }
 
 /** Runs the evaluation; progress goes to `log` (stderr from the CLI). */
@@ -144,9 +222,14 @@ function num(what: string): (v: string) => number {
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
-    .description('score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s)')
-    .argument('<protocol>', EVALUATION_PROTOCOLS.join(' | '))
-    .requiredOption('--format <format>', EVALUATION_FORMATS.join(' | '))
+    .description(
+      'score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s); or top-1 accuracy (accuracy), optionally with token pruning',
+    )
+    .argument('<protocol>', `${EVALUATION_PROTOCOLS.join(' | ')} | accuracy`)
+    .option(
+      '--format <format>',
+      `${EVALUATION_FORMATS.join(' | ')} (map protocols, required); accuracy: ${ACCURACY_FORMATS.join(' | ')} (default digits)`,
+    )
     .option(
       '--root <path>',
       'data set root (imagenet-seg: gtsegs_ijcv.mat or its folder; voc: the VOC20xx folder; cub: CUB_200_2011); not for digits',
@@ -157,7 +240,7 @@ export function registerEvalCommand(program: Command): void {
     )
     .requiredOption('--weights <file>', 'weights: .safetensors or PyTorch .pth')
     .requiredOption('--model <preset|config.json>', 'model preset name or JSON config')
-    .requiredOption('--method <names>', `comma-separated: ${EXPLAINER_NAMES.join(', ')}, or all`)
+    .option('--method <names>', `map protocols (required): comma-separated ${EXPLAINER_NAMES.join(', ')}, or all`)
     .option('--limit <n>', 'only the first N images', int('--limit', 1))
     .option(
       '--batch-size <n>',
@@ -176,7 +259,11 @@ export function registerEvalCommand(program: Command): void {
       '--normalization <half|imagenet|model>',
       'input normalisation (default: half for segmentation as the released code, imagenet otherwise, model for digits)',
     )
-    .option('--rollout-start-layer <n>', "rollout's first block (default 1 for segmentation, else 0)", int('--rollout-start-layer', 0))
+    .option(
+      '--rollout-start-layer <n>',
+      'first block of rollout and transformer attribution (default 1 for segmentation, else 0)',
+      int('--rollout-start-layer', 0),
+    )
     .option('--exclude-void', 'jaccard: leave void (255) pixels out of the unions (the released code counts them)')
     .option('--taus <list>', 'jaccard: attention-mass thresholds (default 0.9,0.8,0.6)')
     .option('--jaccard-heads <max|mean>', 'jaccard, raw attention: best head per class (default, Intriguing) or the head mean')
@@ -194,7 +281,20 @@ export function registerEvalCommand(program: Command): void {
       'localization: IoU thresholds δ of MaxBoxAcc (default 0.5; later wsolevaluation reports 0.3,0.5,0.7)',
     )
     .option('--digits-seed <n>', 'digits: seed of the generated set (default 0)', int('--digits-seed', 0))
+    .option('--prune <ice|evit>', "accuracy: token pruning by the ICE head's ranking or EViT's CLS attention (inference only)")
+    .option('--keep <rho>', 'accuracy with --prune: keep rate ρ in (0, 1]', num('--keep'))
+    .option(
+      '--prune-locations <list>',
+      "accuracy with --prune: 0-based pruning blocks, as EViT's --drop_loc (default 3,6,9 at depth 12; 0 at depth 2)",
+    )
+    .option('--fuse-tokens', 'accuracy with --prune: fuse the dropped tokens into one (default for evit)')
+    .option('--no-fuse-tokens', 'accuracy with --prune: drop them (default for ice)')
     .action(async (protocol: string, opts: EvalCommandOptions) => {
+      if (protocol === 'accuracy') {
+        const r = await runAccuracyCommand(opts);
+        console.log(opts.json ? JSON.stringify(r, null, 2) : formatAccuracyReport(r));
+        return;
+      }
       const result = await runEvalCommand(protocol, opts);
       console.log(opts.json ? JSON.stringify(result, null, 2) : formatEvaluationReport(result));
     });

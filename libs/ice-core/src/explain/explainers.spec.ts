@@ -189,7 +189,7 @@ describe('explainers against golden-explain (golden-micro, each image on its own
     }
   });
 
-  it('explainBatch runs every registered method on the batch in one pass', () => {
+  it('explainBatch runs every registered method on the batch in one pass (the LRP methods: lrp.spec.ts)', () => {
     const golden: Record<string, string> = {
       ice: 'ice_fg_mask',
       'ice-class': 'ice_class_score',
@@ -198,7 +198,8 @@ describe('explainers against golden-explain (golden-micro, each image on its own
       gradcam: 'gradcam',
       'generic-attention': 'generic_attention',
     };
-    for (const name of EXPLAINER_NAMES) {
+    expect(EXPLAINER_NAMES.filter((n) => !golden[n])).toEqual(['transformer-attribution', 'partial-lrp']);
+    for (const name of EXPLAINER_NAMES.filter((n) => golden[n])) {
       noLeak(() => {
         const r = explainBatch(name, model, x);
         expect(r.maps.shape).toEqual([2, 4, 4]);
@@ -278,12 +279,26 @@ describe('explainers against golden-explain (golden-micro, each image on its own
   });
 
   it('registry: names, backward flags; a given target class is used', () => {
-    expect(EXPLAINER_NAMES.sort()).toEqual(['generic-attention', 'gradcam', 'ice', 'ice-class', 'raw-attention', 'rollout']);
-    expect(EXPLAINER_NAMES.filter((n) => EXPLAINERS[n].needsBackward).sort()).toEqual(['generic-attention', 'gradcam']);
+    expect([...EXPLAINER_NAMES].sort()).toEqual([
+      'generic-attention',
+      'gradcam',
+      'ice',
+      'ice-class',
+      'partial-lrp',
+      'raw-attention',
+      'rollout',
+      'transformer-attribution',
+    ]);
+    expect(EXPLAINER_NAMES.filter((n) => EXPLAINERS[n].needsBackward).sort()).toEqual([
+      'generic-attention',
+      'gradcam',
+      'transformer-attribution',
+    ]);
     expect(EXPLAINER_NAMES.filter((n) => EXPLAINERS[n].needsIceHead).sort()).toEqual(['ice', 'ice-class']);
     for (const n of EXPLAINER_NAMES) expect(EXPLAINERS[n].name).toBe(n);
     expect(isExplainerName('lrp')).toBe(false);
-    expect(isExplainerName('transformer-attribution')).toBe(false);
+    expect(isExplainerName('full-lrp')).toBe(false);
+    expect(isExplainerName('transformer-attribution')).toBe(true);
     noLeak(() => {
       const logits = tf.tidy(() => model.forward(images[0]).clsLogits.dataSync());
       const e = gradcam(model, images[0], { targetClass: 3 });

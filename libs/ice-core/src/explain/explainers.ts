@@ -5,6 +5,7 @@ import { classScoreMap, foregroundMask } from '../maps/ice-maps';
 import { bmm, SLICE_MACS } from '../model/fast-ops';
 import { gridSize, type VitConfig } from '../model/vit.config';
 import type { ForwardOutput, IceVit } from '../model/vit.model';
+import { attentionRelevance, disposeRecord, partialLrpMap, recordForward, transformerAttributionJoint } from './lrp';
 
 /**
  * Patch-grid explanations of one image, the ICE maps beside the usual ViT baselines, as the
@@ -15,11 +16,13 @@ import type { ForwardOutput, IceVit } from '../model/vit.model';
  * - the target is the CLS head's top-1 class unless given;
  * - gradients are of the RAW logit y_c with respect to the POST-softmax attention A_l.
  *
- * LRP-based methods (partial/full LRP, TE "transformer attribution") need custom relevance
- * rules and are deliberately absent; no other rule is offered under their names.
+ * The LRP-based methods, Chefer et al.'s "transformer attribution" and partial LRP, propagate
+ * relevance with the reference's rules (lrp.ts); full LRP (relevance down to the pixels) is not
+ * offered.
  */
 
-export type ExplainerName = 'ice' | 'ice-class' | 'raw-attention' | 'rollout' | 'gradcam' | 'generic-attention';
+export type ExplainerName =
+  'ice' | 'ice-class' | 'raw-attention' | 'rollout' | 'gradcam' | 'generic-attention' | 'transformer-attribution' | 'partial-lrp';
 
 /**
  * Whose top-1 is the target class when none is given: the CLS head's ('cls', as the references)
@@ -35,7 +38,10 @@ export interface ExplainOptions {
   targetClass?: number;
   /** Default 'cls'. */
   targetSource?: TargetSource;
-  /** Rollout only: first block in the product (Chefer's ImageNet-segmentation eval uses 1). Default 0. */
+  /**
+   * Rollout and transformer attribution: first block in the product (Chefer's ImageNet-segmentation
+   * eval uses 1 for both). Default 0.
+   */
   startLayer?: number;
 }
 
@@ -239,7 +245,7 @@ export function rawAttentionMap(a: tf.Tensor3D): tf.Tensor1D {
 
 function checkStartLayer(s: number, depth: number): void {
   if (!Number.isInteger(s) || s < 0 || s >= depth)
-    throw new IceError('INPUT_INVALID', `rollout start layer ${s} is outside 0..${depth - 1}`);
+    throw new IceError('INPUT_INVALID', `start layer ${s} (rollout, transformer attribution) is outside 0..${depth - 1}`);
 }
 
 /** rolloutJoint for a batch: per block [B, H, T, T] → J [B, T, T]. */
@@ -375,6 +381,17 @@ export interface GradcamExplanation extends Explanation {
   attentionGradients: tf.Tensor3D[];
 }
 
+export interface LrpExplanation extends Explanation {
+  /** Blocks whose attention relevance is given (transformer attribution: startLayer..L−1; partial LRP: the last). */
+  relevanceBlocks: number[];
+  /** Per block of relevanceBlocks, the (halved) LRP relevance at the post-softmax attention, R_A [heads, T, T]. */
+  attentionRelevance: tf.Tensor3D[];
+  /** Transformer attribution: C [T, T] = (I + Ā_{L−1}) ⋯ (I + Ā_s). */
+  joint?: tf.Tensor2D;
+  /** Transformer attribution: per block ∂y_c/∂A_l [heads, T, T]. */
+  attentionGradients?: tf.Tensor3D[];
+}
+
 export interface GenericAttentionExplanation extends Explanation {
   /** [T, T] the final R. */
   R: tf.Tensor2D;
@@ -467,10 +484,101 @@ export function iceClassScore(model: IceVit, image: tf.Tensor4D, opts: ExplainOp
   return iceExplain(model, image, opts, 'ice-class');
 }
 
+type LrpMethod = 'transformer-attribution' | 'partial-lrp';
+
+interface LrpBatchResult {
+  /** [B, N] */
+  maps: tf.Tensor2D;
+  /** Per block, R_A [B, H, T, T] where computed. */
+  relevance: (tf.Tensor4D | undefined)[];
+  gradients?: tf.Tensor4D[];
+  joint?: tf.Tensor3D;
+  targets: { classes: number[]; logits: number[] };
+}
+
+/**
+ * The LRP methods on a batch (one forward pass, plus one backward pass for transformer attribution,
+ * and one relevance pass): transformer attribution with the 'ours' rules from the logits down to
+ * block `startLayer`, partial LRP with the 'lrp' rules (ViT_orig_LRP) through the last block only.
+ */
+function lrpBatch(
+  method: LrpMethod,
+  model: IceVit,
+  x: tf.Tensor4D,
+  classes: readonly (number | undefined)[] | undefined,
+  source: TargetSource,
+  startLayer: number,
+): LrpBatchResult {
+  const L = model.config.depth;
+  const ta = method === 'transformer-attribution';
+  if (ta) checkStartLayer(startLayer, L);
+  const B = x.shape[0];
+  const rec = recordForward(model, x, ta, source === 'ice', (out) => resolveTargets(out, B, classes, source));
+  try {
+    const relevance = attentionRelevance(model, rec, ta ? 'ours' : 'lrp', ta ? startLayer : L - 1);
+    if (!ta) return { maps: partialLrpMap(relevance[L - 1]!), relevance, targets: rec.targets };
+    const joint = transformerAttributionJoint(relevance, rec.gradients!, startLayer);
+    const gradients = rec.gradients;
+    rec.gradients = undefined; // handed to the caller
+    return { maps: tf.tidy(() => clsRowPatchesBatch(joint)), relevance, gradients, joint, targets: rec.targets };
+  } finally {
+    disposeRecord(rec);
+  }
+}
+
+function lrpExplain(method: LrpMethod, model: IceVit, image: tf.Tensor4D, opts: ExplainOptions): LrpExplanation {
+  checkImage(model, image, opts.targetClass, opts.targetSource);
+  const r = lrpBatch(method, model, image, [opts.targetClass], opts.targetSource ?? 'cls', opts.startLayer ?? 0);
+  try {
+    const relevanceBlocks = r.relevance.flatMap((t, l) => (t ? [l] : []));
+    return tf.tidy(() => {
+      const one = <T extends tf.Tensor>(t: tf.Tensor): T => tf.squeeze<T>(t, [0]);
+      const e: LrpExplanation = {
+        method,
+        map: toGrid(one(r.maps)),
+        relevanceBlocks,
+        attentionRelevance: relevanceBlocks.map((l) => one<tf.Tensor3D>(r.relevance[l]!)),
+        targetClass: r.targets.classes[0],
+        targetLogit: r.targets.logits[0],
+      };
+      if (r.joint) e.joint = one(r.joint);
+      if (r.gradients) e.attentionGradients = r.gradients.map((g) => one<tf.Tensor3D>(g));
+      return e as unknown as tf.TensorContainer;
+    }) as unknown as LrpExplanation;
+  } finally {
+    tf.dispose([
+      r.maps,
+      ...r.relevance.filter((t): t is tf.Tensor4D => t !== undefined),
+      ...(r.gradients ?? []),
+      ...(r.joint ? [r.joint] : []),
+    ]);
+  }
+}
+
+/**
+ * Chefer et al.'s transformer attribution (CVPR 2021): per block Ā_l = mean_h max(∂y_c/∂A_l ⊙ R_A_l, 0)
+ * with R_A_l the LRP relevance at the attention, C = (I + Ā_{L−1}) ⋯ (I + Ā_s), map = C[0, 1:].
+ */
+export function transformerAttribution(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions = {}): LrpExplanation {
+  return lrpExplain('transformer-attribution', model, image, opts);
+}
+
+/** Partial LRP (Chefer's lrp_last_layer baseline, ViT_orig_LRP rules): mean_h max(R_A, 0) of the last block's CLS row. */
+export function partialLrp(model: IceVit, image: tf.Tensor4D, opts: ExplainOptions = {}): LrpExplanation {
+  return lrpExplain('partial-lrp', model, image, opts);
+}
+
 /** Frees the tensors of an explanation other than its map. */
 export function disposeExtras(e: Explanation): void {
-  const x = e as Partial<RolloutExplanation & GradcamExplanation & GenericAttentionExplanation>;
-  const extras: (tf.Tensor | undefined)[] = [x.joint, x.unclamped, x.headWeights, x.R, ...(x.attentionGradients ?? [])];
+  const x = e as Partial<RolloutExplanation & GradcamExplanation & GenericAttentionExplanation & LrpExplanation>;
+  const extras: (tf.Tensor | undefined)[] = [
+    x.joint,
+    x.unclamped,
+    x.headWeights,
+    x.R,
+    ...(x.attentionGradients ?? []),
+    ...(x.attentionRelevance ?? []),
+  ];
   tf.dispose(extras.filter((t): t is tf.Tensor => t !== undefined));
 }
 
@@ -484,7 +592,10 @@ export function disposeExplanation(e: Explanation): void {
 
 export interface Explainer {
   readonly name: ExplainerName;
-  /** Needs one backward pass (∂y_c/∂A), i.e. a backend with gradients and ~3× the forward cost. */
+  /**
+   * Needs one backward pass (∂y_c/∂A), i.e. a backend with gradients and ~3× the forward cost. (The
+   * LRP methods' relevance pass is not autodiff: partial LRP needs none, at about one block's cost.)
+   */
   readonly needsBackward: boolean;
   /** Needs the model's ICE head. */
   readonly needsIceHead: boolean;
@@ -499,6 +610,8 @@ export const EXPLAINERS: Record<ExplainerName, Explainer> = {
   rollout: { name: 'rollout', needsBackward: false, needsIceHead: false, explain: rollout },
   gradcam: { name: 'gradcam', needsBackward: true, needsIceHead: false, explain: gradcam },
   'generic-attention': { name: 'generic-attention', needsBackward: true, needsIceHead: false, explain: genericAttention },
+  'transformer-attribution': { name: 'transformer-attribution', needsBackward: true, needsIceHead: false, explain: transformerAttribution },
+  'partial-lrp': { name: 'partial-lrp', needsBackward: false, needsIceHead: false, explain: partialLrp },
 };
 
 export const EXPLAINER_NAMES = Object.keys(EXPLAINERS) as ExplainerName[];
@@ -522,7 +635,7 @@ export interface BatchExplainOptions {
   classes?: readonly (number | undefined)[];
   /** Default 'cls'. */
   targetSource?: TargetSource;
-  /** Rollout only: first block in the product. Default 0. */
+  /** Rollout and transformer attribution: first block in the product. Default 0. */
   startLayer?: number;
   /** Raw attention only: also return each head's CLS → patch attention of the last block. */
   perHead?: boolean;
@@ -569,6 +682,14 @@ export function explainBatch(name: ExplainerName, model: IceVit, x: tf.Tensor4D,
     case 'ice':
     case 'ice-class':
       return iceBatch(model, x, name, opts.classes, opts.targetSource ?? 'cls');
+    case 'transformer-attribution':
+    case 'partial-lrp': {
+      const r = lrpBatch(name, model, x, opts.classes, opts.targetSource ?? 'cls', opts.startLayer ?? 0);
+      tf.dispose([...r.relevance.filter((t): t is tf.Tensor4D => t !== undefined), ...(r.gradients ?? []), ...(r.joint ? [r.joint] : [])]);
+      const maps = tf.tidy(() => toGrids(r.maps));
+      r.maps.dispose();
+      return { maps, targetClasses: r.targets.classes, targetLogits: r.targets.logits };
+    }
     case 'raw-attention':
     case 'rollout':
     case 'gradcam':

@@ -3,6 +3,7 @@ import { IceError } from '../errors';
 import { numel, StateDict, TensorRecord } from '../weights/state-dict';
 import { gelu, layerNorm, linear, attentionCore } from './fast-ops';
 import { resamplePosEmbed } from './pos-embed';
+import { iceMargin, type PruneOptions, type PruneTrace, resolvePruneOptions, TokenPruner } from './token-pruning';
 import { gridSize, iceHidden, VitConfig } from './vit.config';
 
 /**
@@ -94,6 +95,11 @@ export interface ForwardOptions {
   attentionHook?: (block: number, attn: tf.Tensor4D) => tf.Tensor4D;
   /** Skip the ICE head even if the model has one (plain classification pre-training). */
   skipIceHead?: boolean;
+  /**
+   * Token pruning, an inference mode (ICE or EViT ranking; token-pruning.ts): after the attention of
+   * the pruning blocks only the top ⌈ρ·(N−1)⌉ non-CLS tokens go on. Not with `training`.
+   */
+  prune?: PruneOptions;
 }
 
 export interface ForwardOutput {
@@ -103,8 +109,14 @@ export interface ForwardOutput {
   prenormPatchTokens: tf.Tensor3D;
   /** [B, N, numClasses + 1], background last; present when the model has an ICE head. */
   zIce?: tf.Tensor3D;
-  /** Per block, [B, heads, T, T]; with `returnAttention`. */
+  /** Per block, [B, heads, T, T]; with `returnAttention` (T shrinks after a pruning block). */
   attention?: tf.Tensor4D[];
+  /**
+   * With `prune`: token counts after each block and each image's surviving tokens (original patch
+   * index, −1 for a fused token), the order of `prenormPatchTokens` and `zIce`, which then cover
+   * only the surviving tokens.
+   */
+  pruning?: PruneTrace;
 }
 
 export interface LoadOptions {
@@ -198,26 +210,18 @@ export class IceVit {
       throw new IceError('INPUT_INVALID', `input must be NCHW [B, ${c.inChans}, ${c.imgSize}, ${c.imgSize}], got [${x.shape.join(', ')}]`);
     }
     const D = c.embedDim;
-    const P = c.patchSize;
-    const g = gridSize(c);
-    const N = g * g;
-    const T = N + 1;
     const dropRates = Array.from({ length: c.depth }, (_, i) => (c.depth > 1 ? (c.dropPathRate * i) / (c.depth - 1) : c.dropPathRate));
     const attention: tf.Tensor4D[] = [];
+    if (opts.prune && opts.training) throw new IceError('CONFIG_INVALID', 'token pruning is an inference mode: not with training');
+    const pruner = opts.prune
+      ? new TokenPruner(resolvePruneOptions(opts.prune, c), B, gridSize(c) ** 2, (tokens) => iceMargin(this, tokens))
+      : undefined;
 
-    // Patch embedding as one matmul: a stride-P conv is a linear map of each P×P patch.
-    // Rows are patches (index = row·g + col), columns (c, i, j). Two rank-4 transposes instead of
-    // one rank-6: wasm's Transpose has fast paths only up to rank 4 (rank 5+ is ≈180× slower).
-    // [B,C,H,W] → [B·C·g, P, g, P] → [B·C·g, g, P, P]  (rows (b,c,gridRow); then gridCol, i, j)
-    const byCol = tf.transpose(tf.reshape(x, [B * C * g, P, g, P]), [0, 2, 1, 3]);
-    // → [B, C, N, P·P] → [B, N, C, P·P] → [B·N, C·P·P]
-    const patches: tf.Tensor2D = tf.reshape(tf.transpose(tf.reshape(byCol, [B, C, N, P * P]), [0, 2, 1, 3]), [B * N, C * P * P]);
-    const emb = tf.reshape(linear(patches, this.p2('patch_embed.proj.weight'), this.p1('patch_embed.proj.bias')), [B, N, D]);
-    const cls = tf.tile(this.p('cls_token'), [B, 1, 1]); // [B,1,D]
-    let t: tf.Tensor3D = tf.add(tf.concat([cls, emb], 1), this.p('pos_embed')); // [B,T,D]
-
+    let t = this.embed(x); // [B,T,D]
     for (let i = 0; i < c.depth; i++) {
       const pre = `blocks.${i}`;
+      const T = t.shape[1]; // N + 1, fewer after a pruning block
+      const prunes = pruner?.prunesAt(i, T) ?? false;
       // Attention branch. Rows of all images are stacked: [B·T, D].
       const h = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm1.weight`), this.p1(`${pre}.norm1.bias`), c.layerNormEps);
       const qkv = linear(h, this.p2(`${pre}.attn.qkv.weight`), c.qkvBias ? this.p1(`${pre}.attn.qkv.bias`) : undefined); // [B·T, 3D]
@@ -225,23 +229,28 @@ export class IceVit {
       // attention is wanted, an identity hook makes the core keep it instead.
       const hook = opts.attentionHook
         ? (a: tf.Tensor4D) => opts.attentionHook!(i, a)
-        : opts.returnAttention
+        : opts.returnAttention || (prunes && pruner!.needsAttention())
           ? (a: tf.Tensor4D) => a
           : undefined;
       const core = attentionCore(qkv, B, T, c.numHeads, hook); // out [B·T, D], attn [B,H,T,T]
       if (opts.returnAttention) attention.push(core.attn);
       const a = linear(core.out, this.p2(`${pre}.attn.proj.weight`), this.p1(`${pre}.attn.proj.bias`));
       t = tf.add(t, this.dropPath(tf.reshape(a, [B, T, D]), dropRates[i], opts));
+      // EViT's reorganisation point: after the attention residual, before the MLP ([B,T,D] → [B,T',D]).
+      if (prunes) t = pruner!.prune(t, pruner!.needsAttention() ? core.attn : undefined);
+      const Tm = t.shape[1];
       // MLP branch.
-      const h2 = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm2.weight`), this.p1(`${pre}.norm2.bias`), c.layerNormEps);
+      const h2 = layerNorm(tf.reshape(t, [B * Tm, D]), this.p1(`${pre}.norm2.weight`), this.p1(`${pre}.norm2.bias`), c.layerNormEps);
       const m = linear(
         gelu(linear(h2, this.p2(`${pre}.mlp.fc1.weight`), this.p1(`${pre}.mlp.fc1.bias`))),
         this.p2(`${pre}.mlp.fc2.weight`),
         this.p1(`${pre}.mlp.fc2.bias`),
       );
-      t = tf.add(t, this.dropPath(tf.reshape(m, [B, T, D]), dropRates[i], opts));
+      t = tf.add(t, this.dropPath(tf.reshape(m, [B, Tm, D]), dropRates[i], opts));
+      pruner?.record(t);
     }
 
+    const N = t.shape[1] - 1;
     const prenormPatchTokens = tf.slice(t, [0, 1, 0], [B, N, D]); // [B,N,D]
     // Only the CLS row goes through the final norm and the head: the patch rows' normed features are unused.
     const clsFeat = layerNorm(
@@ -255,7 +264,29 @@ export class IceVit {
     const out: ForwardOutput = { clsLogits, prenormPatchTokens };
     if (c.iceHead !== 'none' && !opts.skipIceHead) out.zIce = this.iceHead(prenormPatchTokens);
     if (opts.returnAttention) out.attention = attention;
+    if (pruner) out.pruning = pruner.trace();
     return out;
+  }
+
+  /** Patch embedding, CLS token and position embedding: x NCHW [B, C, S, S] → block 0's input [B, N + 1, D]. */
+  embed(x: tf.Tensor4D): tf.Tensor3D {
+    const c = this.config;
+    const [B, C] = x.shape;
+    const D = c.embedDim;
+    const P = c.patchSize;
+    const g = gridSize(c);
+    const N = g * g;
+
+    // Patch embedding as one matmul: a stride-P conv is a linear map of each P×P patch.
+    // Rows are patches (index = row·g + col), columns (c, i, j). Two rank-4 transposes instead of
+    // one rank-6: wasm's Transpose has fast paths only up to rank 4 (rank 5+ is ≈180× slower).
+    // [B,C,H,W] → [B·C·g, P, g, P] → [B·C·g, g, P, P]  (rows (b,c,gridRow); then gridCol, i, j)
+    const byCol = tf.transpose(tf.reshape(x, [B * C * g, P, g, P]), [0, 2, 1, 3]);
+    // → [B, C, N, P·P] → [B, N, C, P·P] → [B·N, C·P·P]
+    const patches: tf.Tensor2D = tf.reshape(tf.transpose(tf.reshape(byCol, [B, C, N, P * P]), [0, 2, 1, 3]), [B * N, C * P * P]);
+    const emb = tf.reshape(linear(patches, this.p2('patch_embed.proj.weight'), this.p1('patch_embed.proj.bias')), [B, N, D]);
+    const cls = tf.tile(this.p('cls_token'), [B, 1, 1]); // [B,1,D]
+    return tf.add(tf.concat([cls, emb], 1), this.p('pos_embed')); // [B,T,D]
   }
 
   /** The ICE head on [B, N, D] patch tokens → [B, N, numClasses + 1]. */
