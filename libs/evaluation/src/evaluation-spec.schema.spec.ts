@@ -1,5 +1,5 @@
 import { IceError } from '@ice/core';
-import { evaluationSpecIssues, parseEvaluationSpec, type EvaluationSpec } from './evaluation-spec';
+import { evaluationSpecIssues, parseEvaluationSpec, type EvaluationSpec } from './evaluation-spec.schema';
 
 const spec = (over: Partial<EvaluationSpec> = {}): EvaluationSpec => ({
   protocol: 'segmentation',

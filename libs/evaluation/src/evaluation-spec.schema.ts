@@ -1,37 +1,45 @@
-import { z } from 'zod';
-import { EXPLAINER_NAMES, IceError } from '@ice/core';
-import type { EvaluationFormat, EvaluationProtocol } from '@ice/evaluation';
-
 /**
- * What an evaluation job runs, fully resolved (the checkpoint file and the model it is loaded
- * with): the API builds it from a request, stores it on the evaluation row and sends it in the
- * job; the worker parses it again. The rules live here, once, so that the API's 400s and the
- * worker's checks cannot drift apart.
+ * What an evaluation runs, fully resolved (the weights file and the model it is loaded with): the
+ * API builds it from a request, stores it on the evaluation row and sends it in the job; the
+ * worker parses it again at its boundary and turns it into runEvaluation's options
+ * (`evaluationOptions`), as `ice eval` does with its flags. The rules live here, once, so that the
+ * API's 400s, the worker's checks and the CLI cannot drift apart.
  */
+import { z } from 'zod';
+import { EXPLAINER_NAMES, IceError, parseInput, TARGET_SOURCES, type ExplainerName } from '@ice/core';
+import {
+  EVALUATION_FORMATS,
+  EVALUATION_PROTOCOLS,
+  JACCARD_HEAD_RULES,
+  MASK_RULES,
+  NORMALIZATION_CHOICES,
+  type EvaluationFormat,
+  type EvaluationOptions,
+  type EvaluationProtocol,
+} from './evaluation.types';
 
-/** 'accuracy' is the training library's top-1 / ICE-foreground check; the rest are the paper's map protocols (@ice/evaluation). */
-export const MAP_PROTOCOLS = ['segmentation', 'jaccard', 'corloc', 'localization'] as const satisfies readonly EvaluationProtocol[];
-export const EVALUATION_JOB_PROTOCOLS = ['accuracy', ...MAP_PROTOCOLS] as const;
-export type EvaluationJobProtocol = (typeof EVALUATION_JOB_PROTOCOLS)[number];
-export type MapProtocol = (typeof MAP_PROTOCOLS)[number];
+/** 'accuracy' is the training library's top-1 / ICE-foreground check (@ice/experiments); the rest are the map protocols. */
+export const ACCURACY_PROTOCOL = 'accuracy';
+export const EVALUATION_SPEC_PROTOCOLS = [ACCURACY_PROTOCOL, ...EVALUATION_PROTOCOLS] as const;
+export type EvaluationSpecProtocol = (typeof EVALUATION_SPEC_PROTOCOLS)[number];
 
-/** The map protocols' formats (@ice/evaluation) plus ImageNet folders, which only 'accuracy' reads. */
-export const EVALUATION_JOB_FORMATS = ['digits', 'imagenet-seg', 'voc', 'cub', 'imagenet'] as const;
-export type EvaluationJobFormat = (typeof EVALUATION_JOB_FORMATS)[number];
+/** The map protocols' formats plus ImageNet folders, which only 'accuracy' reads. */
+export const EVALUATION_SPEC_FORMATS = [...EVALUATION_FORMATS, 'imagenet'] as const;
+export type EvaluationSpecFormat = (typeof EVALUATION_SPEC_FORMATS)[number];
 
 export const ACCURACY_METHODS = ['ice', 'cls'] as const;
 
 /** Which formats carry what each protocol scores against (checked per sample by the protocols too, but only after the model has loaded). */
-export const PROTOCOL_FORMATS: Record<EvaluationJobProtocol, { formats: readonly EvaluationJobFormat[]; needs: string }> = {
+export const PROTOCOL_FORMATS: Record<EvaluationSpecProtocol, { formats: readonly EvaluationSpecFormat[]; needs: string }> = {
   accuracy: { formats: ['digits', 'imagenet', 'voc', 'cub'], needs: 'class labels' },
-  segmentation: { formats: ['digits', 'imagenet-seg', 'voc'] satisfies EvaluationFormat[], needs: 'foreground masks' },
-  jaccard: { formats: ['digits', 'imagenet-seg', 'voc'] satisfies EvaluationFormat[], needs: 'segmentation masks' },
-  corloc: { formats: ['digits', 'voc', 'cub'] satisfies EvaluationFormat[], needs: 'ground-truth boxes' },
-  localization: { formats: ['digits', 'voc', 'cub'] satisfies EvaluationFormat[], needs: 'ground-truth boxes and class labels' },
+  segmentation: { formats: ['digits', 'imagenet-seg', 'voc'] satisfies readonly EvaluationFormat[], needs: 'foreground masks' },
+  jaccard: { formats: ['digits', 'imagenet-seg', 'voc'] satisfies readonly EvaluationFormat[], needs: 'segmentation masks' },
+  corloc: { formats: ['digits', 'voc', 'cub'] satisfies readonly EvaluationFormat[], needs: 'ground-truth boxes' },
+  localization: { formats: ['digits', 'voc', 'cub'] satisfies readonly EvaluationFormat[], needs: 'ground-truth boxes and class labels' },
 };
 
 /** Splits that exist whatever the files say; VOC and ImageNet folders list theirs on disk. */
-const KNOWN_SPLITS: Partial<Record<EvaluationJobFormat, readonly string[]>> = {
+const KNOWN_SPLITS: Partial<Record<EvaluationSpecFormat, readonly string[]>> = {
   digits: ['train', 'val', 'test'],
   cub: ['train', 'test'],
   'imagenet-seg': ['test'],
@@ -42,14 +50,14 @@ export const MAX_SAVED_MAPS = 64;
 /** runEvaluation's tuning options (each defaults to the reference code's choice; see EvaluationOptions). */
 export const EvaluationTuningSchema = z
   .object({
-    normalization: z.enum(['half', 'imagenet', 'model']).optional(),
-    targetSource: z.enum(['cls', 'ice']).optional(),
+    normalization: z.enum(NORMALIZATION_CHOICES).optional(),
+    targetSource: z.enum(TARGET_SOURCES).optional(),
     imgSize: z.number().int().min(8).max(1024).optional(),
     rolloutStartLayer: z.number().int().min(0).max(64).optional(),
     excludeVoid: z.boolean().optional(),
     taus: z.array(z.number().gt(0).lte(1)).min(1).max(16).optional(),
-    jaccardHeads: z.enum(['max', 'mean']).optional(),
-    corlocMask: z.enum(['mass', 'mean']).optional(),
+    jaccardHeads: z.enum(JACCARD_HEAD_RULES).optional(),
+    corlocMask: z.enum(MASK_RULES).optional(),
     corlocTau: z.number().gt(0).lte(1).optional(),
     camThreshold: z.number().min(0).lt(1).optional(),
     strictTop1: z.boolean().optional(),
@@ -58,11 +66,11 @@ export const EvaluationTuningSchema = z
     maxBoxAccInterval: z.number().gte(0.001).lt(1).optional(),
     digitsSeed: z.number().int().min(0).optional(),
   })
-  .strict();
+  .strict() satisfies z.ZodType<Partial<EvaluationOptions>>;
 export type EvaluationTuning = z.output<typeof EvaluationTuningSchema>;
 
 /** The protocol an option belongs to ('any' = every map protocol); 'digits' = the digits format. */
-const OPTION_SCOPE: Record<keyof EvaluationTuning, MapProtocol | 'any' | 'digits'> = {
+const OPTION_SCOPE: Record<keyof EvaluationTuning, EvaluationProtocol | 'any' | 'digits'> = {
   normalization: 'any',
   targetSource: 'any',
   imgSize: 'any',
@@ -81,11 +89,12 @@ const OPTION_SCOPE: Record<keyof EvaluationTuning, MapProtocol | 'any' | 'digits
 
 export const EvaluationDataSchema = z
   .object({
-    format: z.enum(EVALUATION_JOB_FORMATS),
+    format: z.enum(EVALUATION_SPEC_FORMATS),
     /** Data set root (inside a configured data root); none for digits, which is generated. */
     root: z.string().min(1).optional(),
     split: z.string().min(1).optional(),
-    limit: z.number().int().min(1).max(100_000),
+    /** First N images (none: all; the API always sets one). */
+    limit: z.number().int().min(1).max(100_000).optional(),
     /** Images per forward (explainer) call; default 32 for accuracy, the evaluation's memory-aware default for map protocols. */
     batchSize: z.number().int().min(1).max(256).optional(),
   })
@@ -93,7 +102,7 @@ export const EvaluationDataSchema = z
 
 export const EvaluationSpecSchema = z
   .object({
-    protocol: z.enum(EVALUATION_JOB_PROTOCOLS),
+    protocol: z.enum(EVALUATION_SPEC_PROTOCOLS),
     data: EvaluationDataSchema,
     methods: z.array(z.string()).min(1),
     /** The weights file loaded: a finished run's final checkpoint or a file inside the roots. */
@@ -167,12 +176,32 @@ export function evaluationSpecIssues(s: Pick<EvaluationSpec, 'protocol' | 'data'
 
 /** Parses an untrusted spec (a job payload, a stored row) or throws CONFIG_INVALID naming each field. */
 export function parseEvaluationSpec(raw: unknown): EvaluationSpec {
-  const r = EvaluationSpecSchema.safeParse(raw);
-  if (!r.success) {
-    throw new IceError(
-      'CONFIG_INVALID',
-      `invalid evaluation spec: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
-    );
-  }
-  return r.data;
+  return parseInput(EvaluationSpecSchema, raw, 'CONFIG_INVALID', 'evaluation spec');
+}
+
+/** A spec of one of the map protocols (runEvaluation's); 'accuracy' is scored by the training library. */
+export type MapEvaluationSpec = EvaluationSpec & { protocol: EvaluationProtocol };
+
+export function isMapEvaluationSpec(spec: EvaluationSpec): spec is MapEvaluationSpec {
+  return spec.protocol !== ACCURACY_PROTOCOL;
+}
+
+/** A spec → runEvaluation's options; the tuning options pass through as named. Saved maps go to `mapsDir` (none: no maps). */
+export function evaluationOptions(spec: MapEvaluationSpec, mapsDir: string | null): EvaluationOptions {
+  const format = spec.data.format;
+  // The rules keep ImageNet folders (accuracy-only) out of the map protocols; checked again for the type.
+  if (format === 'imagenet') throw new IceError('CONFIG_INVALID', `the ${spec.protocol} protocol cannot read format imagenet`);
+  return {
+    ...spec.options,
+    protocol: spec.protocol,
+    format,
+    root: spec.data.root,
+    split: spec.data.split,
+    weights: spec.checkpoint,
+    modelSpec: spec.model,
+    methods: spec.methods as ExplainerName[], // checked against the explainer names by the rules
+    limit: spec.data.limit,
+    batchSize: spec.data.batchSize,
+    saveMaps: spec.saveMaps > 0 && mapsDir ? { dir: mapsDir, count: spec.saveMaps } : undefined,
+  };
 }
