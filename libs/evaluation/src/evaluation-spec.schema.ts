@@ -100,7 +100,8 @@ export const EvaluationDataSchema = z
   })
   .strict();
 
-export const EvaluationSpecSchema = z
+/** The spec's fields, without the rules between them (EvaluationSpecSchema adds those). */
+export const EvaluationSpecShape = z
   .object({
     protocol: z.enum(EVALUATION_SPEC_PROTOCOLS),
     data: EvaluationDataSchema,
@@ -114,16 +115,19 @@ export const EvaluationSpecSchema = z
     saveMaps: z.number().int().min(0).max(MAX_SAVED_MAPS),
     options: EvaluationTuningSchema,
   })
-  .strict()
-  .superRefine((s, ctx) => {
-    for (const i of evaluationSpecIssues(s)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
-  });
+  .strict();
+
+export const EvaluationSpecSchema = EvaluationSpecShape.superRefine((s, ctx) => {
+  for (const i of evaluationSpecIssues(s)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+});
 
 export type EvaluationSpec = z.output<typeof EvaluationSpecSchema>;
 
 export interface SpecIssue {
   path: (string | number)[];
   message: string;
+  /** An option of another protocol (or format): runEvaluation would ignore it, so `ice eval` only warns. */
+  outOfScope?: true;
 }
 
 /** The rules between fields: protocol × format, methods of the protocol, options of the protocol. */
@@ -165,11 +169,10 @@ export function evaluationSpecIssues(s: Pick<EvaluationSpec, 'protocol' | 'data'
     if (s.options[key] === undefined) continue;
     const scope = OPTION_SCOPE[key];
     const ok = protocol !== 'accuracy' && (scope === 'any' || scope === protocol || (scope === 'digits' && data.format === 'digits'));
-    if (!ok)
-      out.push({
-        path: ['options', key],
-        message: `${key} applies to ${scope === 'any' ? 'the map protocols' : scope === 'digits' ? 'map protocols on digits' : `the ${scope} protocol`} only`,
-      });
+    if (!ok) {
+      const where = scope === 'any' ? 'the map protocols' : scope === 'digits' ? 'map protocols on digits' : `the ${scope} protocol`;
+      out.push({ path: ['options', key], message: `${key} applies to ${where} only`, outOfScope: true });
+    }
   }
   return out;
 }

@@ -52,11 +52,22 @@ describe('executeRun on digits', () => {
 
   it('trains, checkpoints, reports progress and scores the run', async () => {
     const progress: number[] = [];
+    const epochs: number[] = [];
     const dir = path.join(tmp, 'a');
-    const r = await executeRun(config, { runDir: dir, progressIntervalMs: 0, onProgress: (p) => void progress.push(p.step) });
+    const r = await executeRun(config, {
+      runDir: dir,
+      progressIntervalMs: 0,
+      onProgress: (p) => {
+        progress.push(p.step);
+        epochs.push(p.epoch);
+      },
+    });
     expect(r.steps).toBe(4);
     expect(r.resumedFromStep).toBeNull();
     expect(progress).toEqual([1, 2, 3, 4]);
+    // Epochs of the run's own training stream (batches of 4 of the digits' train canvases).
+    const perEpoch = openRunData(config, 32).batchesPerEpoch;
+    expect(epochs).toEqual([1, 2, 3, 4].map((s) => s / perEpoch));
     expect(fs.existsSync(path.join(dir, FINAL_CHECKPOINT))).toBe(true);
     expect(r.metrics.eval_images).toBe(8);
     expect(r.metrics.top1).toBeGreaterThanOrEqual(0);
