@@ -202,9 +202,10 @@ async function watch(id: string, label: string): Promise<string> {
         if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
         if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
           progress.delete(e.runId);
-          log(
-            `${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}${e.metrics.ice_top1 !== undefined ? ` ice_top1=${e.metrics.ice_top1.toFixed(3)}` : ''}` : ''}${e.error ? ` (${e.error})` : ''}`,
-          );
+          const m = e.metrics;
+          const iceTop1 = m?.ice_top1 !== undefined ? ` ice_top1=${m.ice_top1.toFixed(3)}` : '';
+          const scores = m ? ` top1=${m.top1?.toFixed(3)}${iceTop1}` : '';
+          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${scores}${e.error ? ` (${e.error})` : ''}`);
         }
         if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
         if (Date.now() - lastPrint > 5000 && progress.size) {
@@ -261,7 +262,8 @@ async function main(): Promise<void> {
   )
     await sleep(500);
   log(
-    `API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`,
+    `API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ` +
+      `${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`,
   );
   const workers = process.env.WORKERS ?? String(os.availableParallelism());
   startProcess('workers', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'worker', 'src', 'launcher.ts')], {

@@ -73,14 +73,21 @@ export function corlocProtocol(s: ProtocolSettings): ProtocolDefinition {
     target: () => undefined,
     perHead: () => false,
     conventions: () => [
-      `CorLoc protocol (LOST, main_lost.py): image resized to ${s.size}×${s.size} Pillow bilinear (LOST runs at full resolution with zero padding; this model has a fixed input size), predicted box mapped back to the original frame`,
-      `box rule: the largest 4-connected component of the ${s.grid}×${s.grid} patch-grid foreground mask (scipy.ndimage.label's default structure; first in raster order on ties; DINO-seg's off-by-one bug not copied), box = [min, max + 1]·${s.patch} px`,
+      `CorLoc protocol (LOST, main_lost.py): image resized to ${s.size}×${s.size} Pillow bilinear (LOST runs at full ` +
+        'resolution with zero padding; this model has a fixed input size), predicted box mapped back to the original ' +
+        'frame',
+      `box rule: the largest 4-connected component of the ${s.grid}×${s.grid} patch-grid foreground mask ` +
+        `(scipy.ndimage.label's default structure; first in raster order on ties; DINO-seg's off-by-one bug not copied), ` +
+        `box = [min, max + 1]·${s.patch} px`,
       s.corlocMask === 'mass'
         ? `foreground mask: ICE's mask as is; other maps by attention mass τ = ${fmt(s.corlocTau)} (DINO/LOST's value)`
         : "foreground mask: ICE's mask as is; other maps min-max normalised and thresholded at their mean (Chefer's rule)",
       ...(s.corlocMask === 'mass' ? [MASS_VALUES_RULE] : []),
-      "IoU in continuous coordinates (no +1; LOST's bbox_iou without its 1e-7 eps); ground-truth boxes [x0, y0, x1 + 1, y1 + 1] from inclusive pixel boxes (VOC: [xmin − 1, ymin − 1, xmax, ymax]), difficult objects included (LOST without --no_hard)",
-      'correct iff IoU ≥ 0.5 with any ground-truth box; CorLoc = correct / images; an empty mask gives no box and counts as a miss (noBox); images without ground-truth boxes are skipped',
+      "IoU in continuous coordinates (no +1; LOST's bbox_iou without its 1e-7 eps); ground-truth boxes [x0, y0, x1 + 1, " +
+        'y1 + 1] from inclusive pixel boxes (VOC: [xmin − 1, ymin − 1, xmax, ymax]), difficult objects included (LOST ' +
+        'without --no_hard)',
+      'correct iff IoU ≥ 0.5 with any ground-truth box; CorLoc = correct / images; an empty mask gives no box and ' +
+        'counts as a miss (noBox); images without ground-truth boxes are skipped',
       `target class (gradient methods): ${top1Text(s.targetSource)}; rollout starts at block ${s.rolloutStartLayer}`,
     ],
     scorer: (method) => new CorLocScorer(method, s),

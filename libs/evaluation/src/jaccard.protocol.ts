@@ -82,12 +82,17 @@ export function jaccardProtocol(s: ProtocolSettings): ProtocolDefinition {
     target: () => undefined,
     perHead: (method) => method === 'raw-attention' && s.jaccardHeads === 'max',
     conventions: () => [
-      `VOC Jaccard protocol (Intriguing Properties of ViTs, evaluate_segmentation.py; ICE's evaluate_segmentation_ICE.py): image resized to ${s.size}×${s.size} Pillow bilinear, label map nearest`,
-      'J_v = |pred ∧ gt=v| / |pred ∨ gt=v| for each object label v ∉ {0, 255} present; image score = mean over v; data-set score = mean over images with an object label (others counted in `skipped`); a binary mask counts as one object class',
+      `VOC Jaccard protocol (Intriguing Properties of ViTs, evaluate_segmentation.py; ICE's ` +
+        `evaluate_segmentation_ICE.py): image resized to ${s.size}×${s.size} Pillow bilinear, label map nearest`,
+      'J_v = |pred ∧ gt=v| / |pred ∨ gt=v| for each object label v ∉ {0, 255} present; image score = mean over v; ' +
+        'data-set score = mean over images with an object label (others counted in `skipped`); a binary mask counts as ' +
+        'one object class',
       s.excludeVoid
         ? "void (255) pixels excluded from the unions (the paper's reading; option excludeVoid)"
         : 'void (255) pixels count in the unions (the released code: its != 255 test is a no-op)',
-      `ICE: its foreground mask as is, nearest ×${s.patch} (column "jaccard"); other maps: attention-mass threshold at τ ∈ {${s.taus.map(fmt).join(', ')}} (keep the highest patches holding ≥ τ of the mass), then nearest ×${s.patch} (columns "jaccard@τ")`,
+      `ICE: its foreground mask as is, nearest ×${s.patch} (column "jaccard"); other maps: attention-mass threshold at ` +
+        `τ ∈ {${s.taus.map(fmt).join(', ')}} (keep the highest patches holding ≥ τ of the mass), then nearest ×${s.patch} ` +
+        '(columns "jaccard@τ")',
       s.jaccardHeads === 'max'
         ? "raw attention: one mask per head of the last block's CLS attention, J_v = max over heads (Intriguing's code); other maps: one mask"
         : 'raw attention: the head-mean map, one mask (option jaccardHeads=mean; Intriguing takes the best head)',

@@ -35,7 +35,8 @@ export function massValues(method: ExplainerName, grid: ArrayLike<number>): Arra
 }
 
 export const MASS_VALUES_RULE =
-  'maps thresholded by attention mass: GradCAM and ICE class scores min-max normalised first (logits can be negative), raw attention, rollout and generic attention as computed (non-negative)';
+  'maps thresholded by attention mass: GradCAM and ICE class scores min-max normalised first (logits can be ' +
+  'negative), raw attention, rollout and generic attention as computed (non-negative)';
 
 /**
  * Foreground of a map: 'mass' keeps the smallest set of highest patches holding ≥ τ of the mass

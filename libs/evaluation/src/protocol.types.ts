@@ -61,7 +61,10 @@ export function top1Text(source: TargetSource): string {
     case 'cls':
       return "the CLS head's top-1 prediction";
     case 'ice':
-      return "the ICE head's own top-1 prediction (argmax over the image classes of Ŷ, the foreground-pooled ICE logits; the CLS head's where no patch is foreground)";
+      return (
+        "the ICE head's own top-1 prediction (argmax over the image classes of Ŷ, the foreground-pooled ICE logits; the " +
+        "CLS head's where no patch is foreground)"
+      );
   }
 }
 

@@ -111,7 +111,8 @@ export async function writeSavedMaps(
   const texts = ['image', ...labels]
     .map(
       (t, c) =>
-        `<text x="${gap + c * (tile + gap) + tile / 2}" y="${header - 6}" text-anchor="middle" font-family="DejaVu Sans, sans-serif" font-size="${fontSize}" fill="#000">${escapeXml(t)}</text>`,
+        `<text x="${gap + c * (tile + gap) + tile / 2}" y="${header - 6}" text-anchor="middle" font-family="DejaVu Sans, ` +
+        `sans-serif" font-size="${fontSize}" fill="#000">${escapeXml(t)}</text>`,
     )
     .join('');
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${sheetW}" height="${header}">${texts}</svg>`);

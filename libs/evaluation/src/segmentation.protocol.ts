@@ -43,10 +43,14 @@ export function segmentationProtocol(s: ProtocolSettings): ProtocolDefinition {
     target: () => undefined,
     perHead: () => false,
     conventions: () => [
-      `ImageNet-Segmentation protocol (Chefer et al., imagenet_seg_eval.py): image resized to ${s.size}×${s.size} with Pillow bilinear (antialiased, no crop), ground-truth mask resized nearest`,
-      `maps upsampled ×${s.patch} bilinear (half-pixel centres, align_corners=False); ICE's foreground mask upsampled nearest (block repetition, as the released ICE code)`,
-      'per image: min-max normalisation, foreground = map > mean(map); a constant map (e.g. an all-foreground or all-background ICE mask) is scored as all background (the reference NaN rule)',
-      'pixAcc and IoU_bg/IoU_fg pooled over the data set; mIoU = (IoU_bg + IoU_fg)/2; mAP = mean over images of average precision (sklearn, step-wise) of scores [1−map; map] against [gt=0; gt=1]',
+      `ImageNet-Segmentation protocol (Chefer et al., imagenet_seg_eval.py): image resized to ${s.size}×${s.size} with ` +
+        'Pillow bilinear (antialiased, no crop), ground-truth mask resized nearest',
+      `maps upsampled ×${s.patch} bilinear (half-pixel centres, align_corners=False); ICE's foreground mask upsampled ` +
+        'nearest (block repetition, as the released ICE code)',
+      'per image: min-max normalisation, foreground = map > mean(map); a constant map (e.g. an all-foreground or ' +
+        'all-background ICE mask) is scored as all background (the reference NaN rule)',
+      'pixAcc and IoU_bg/IoU_fg pooled over the data set; mIoU = (IoU_bg + IoU_fg)/2; mAP = mean over images of average ' +
+        'precision (sklearn, step-wise) of scores [1−map; map] against [gt=0; gt=1]',
       'mAP is computed for ICE as for every other map (the released ICE code hard-codes it to 0)',
       `target class: ${top1Text(s.targetSource)}; rollout starts at block ${s.rolloutStartLayer}`,
     ],
