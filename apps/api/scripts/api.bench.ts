@@ -1,3 +1,9 @@
+/**
+ * `npm run bench:api`: submissions per second and latency of POST /experiments, and of
+ * GET /sweeps/:id/table on a 4×4×3-seed sweep with synthetic results, under 50 concurrent
+ * clients. Starts its own API process (DATABASE_URL if set, else the embedded database) on a
+ * fresh queue prefix, with no workers: this measures the API, not training. Prints JSON.
+ */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -7,12 +13,6 @@ import * as path from 'node:path';
 import autocannon from 'autocannon';
 import { createRepositories, deleteKeysWithPrefix, loadOrchestrationConfig, OrchestrationDatabase } from '@ice/orchestration';
 
-/**
- * `npm run bench:api`: submissions per second and latency of POST /experiments, and of
- * GET /sweeps/:id/table on a 4×4×3-seed sweep with synthetic results, under 50 concurrent
- * clients. Starts its own API process (DATABASE_URL if set, else the embedded database) on a
- * fresh queue prefix, with no workers: this measures the API, not training. Prints JSON.
- */
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);

@@ -1,10 +1,3 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import IORedis from 'ioredis';
-import { readSseStream } from '@ice/orchestration';
-
 /**
  * `npm run demo`: starts Redis (if nothing answers and redis-server is on PATH), the API on the
  * embedded database (or DATABASE_URL), one worker per core, then
@@ -14,6 +7,13 @@ import { readSseStream } from '@ice/orchestration';
  * Ctrl-C stops everything (workers hand their runs back); running it again reuses finished
  * stages and resumes unfinished ones from their checkpoints.
  */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import IORedis from 'ioredis';
+import { readSseStream } from '@ice/orchestration';
+
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const RUN_TS = path.join(ROOT, 'bin', 'run-ts.js');
 const DATA_DIR = path.resolve(process.env.DATA_DIR ?? path.join(ROOT, '.data'));

@@ -1,3 +1,9 @@
+/**
+ * The RunConfig crosses three boundaries after the API's request: Redis (the job payload), the
+ * worker (dispatchJob parses it once against the job's schema) and the training thread (its task
+ * parses its input once). Each hop must give back the very same run, and a bad value must be
+ * stopped, named, at the first boundary that sees it.
+ */
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { UnrecoverableError, type Job } from 'bullmq';
@@ -6,12 +12,6 @@ import { parseRunConfig, runIdentityJson, type RunConfig } from '@ice/experiment
 import { buildHandlerMap, dispatchJob, parseJobPayload, type JobHandler, type JobName, type JobPayload } from '@ice/orchestration';
 import trainRunTask, { type TrainRunInput } from './training/train-run.task';
 
-/**
- * The RunConfig crosses three boundaries after the API's request: Redis (the job payload), the
- * worker (dispatchJob parses it once against the job's schema) and the training thread (its task
- * parses its input once). Each hop must give back the very same run, and a bad value must be
- * stopped, named, at the first boundary that sees it.
- */
 const RUN_ID = '00000000-0000-4000-8000-000000000001';
 const overRedis = <T>(v: T): unknown => JSON.parse(JSON.stringify(v));
 const job = (name: string, data: unknown): Job => ({ name, data }) as unknown as Job;

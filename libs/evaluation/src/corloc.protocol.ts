@@ -1,10 +1,3 @@
-import { type BBox, CorLocAccumulator, type ExplainerName, largestComponentBox } from '@ice/core';
-import type { MetricValue } from './evaluation.types';
-import type { MethodMap } from './explain.runner';
-import { mapMask, MASS_VALUES_RULE } from './map-masks.util';
-import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
-import type { PreparedSample } from './sample-prep.util';
-
 /**
  * Single-object discovery, CorLoc, as LOST (main_lost.py) scores it: one box per image, correct
  * when its IoU with any ground-truth box is ≥ 0.5, in continuous coordinates (no +1). The box is
@@ -12,6 +5,13 @@ import type { PreparedSample } from './sample-prep.util';
  * default connectivity; first component on ties), [min, max + 1]·p as LOST's boxes, mapped back to
  * the original image frame.
  */
+import { type BBox, CorLocAccumulator, type ExplainerName, largestComponentBox } from '@ice/core';
+import type { MetricValue } from './evaluation.types';
+import type { MethodMap } from './explain.runner';
+import { mapMask, MASS_VALUES_RULE } from './map-masks.util';
+import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
+import type { PreparedSample } from './sample-prep.util';
+
 export const CORLOC_COLUMNS = ['corloc', 'hits', 'noBox', 'skipped'] as const;
 
 /** An inclusive-pixel box → LOST's continuous box (VOC's [xmin − 1, ymin − 1, xmax, ymax] for 1-based XML boxes). */

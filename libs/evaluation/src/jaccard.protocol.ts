@@ -1,10 +1,3 @@
-import { type ExplainerName, IceError, JaccardAccumulator } from '@ice/core';
-import type { MetricValue } from './evaluation.types';
-import type { MethodMap } from './explain.runner';
-import { isMaskMethod, mapMask, MASS_VALUES_RULE } from './map-masks.util';
-import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
-import { blockUpsample, type PreparedSample } from './sample-prep.util';
-
 /**
  * PASCAL VOC12 Jaccard as Intriguing Properties of ViTs' evaluate_segmentation.py scores it (and
  * ICE's evaluate_segmentation_ICE.py with its single mask): per object class v present in the
@@ -12,6 +5,13 @@ import { blockUpsample, type PreparedSample } from './sample-prep.util';
  * over classes, then over images. Attention-like maps become masks with the attention-mass
  * threshold at each τ; ICE's foreground mask is used as it is.
  */
+import { type ExplainerName, IceError, JaccardAccumulator } from '@ice/core';
+import type { MetricValue } from './evaluation.types';
+import type { MethodMap } from './explain.runner';
+import { isMaskMethod, mapMask, MASS_VALUES_RULE } from './map-masks.util';
+import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
+import { blockUpsample, type PreparedSample } from './sample-prep.util';
+
 export function jaccardColumns(taus: readonly number[]): string[] {
   return ['jaccard', ...taus.map((t) => `jaccard@${fmt(t)}`), 'skipped'];
 }

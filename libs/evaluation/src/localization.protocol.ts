@@ -1,3 +1,11 @@
+/**
+ * Weakly-supervised localisation on CUB. GT-known Loc, Top-1 Loc and Top-1 Cls as TS-CAM
+ * (lib/cams_deit.py) computes them: the map of the ground-truth class at S×S (bilinear), min-maxed,
+ * pixels > ⌊τ·max⌋ of its 8-bit version, the largest outer contour's bounding rectangle
+ * [x, y, x + w, y + h], IoU with the +1 (inclusive) convention; Top-1 Loc also needs the CLS head's
+ * top-1 class to be right. And wsolevaluation's MaxBoxAcc (V1: largest contour), the best share of
+ * images with IoU ≥ δ over a sweep of CAM thresholds, on the bicubic-resized, min-maxed map.
+ */
 import {
   type BBox,
   bicubicResize,
@@ -13,14 +21,6 @@ import { isMaskMethod } from './map-masks.util';
 import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
 import { blockUpsample, type PreparedSample } from './sample-prep.util';
 
-/**
- * Weakly-supervised localisation on CUB. GT-known Loc, Top-1 Loc and Top-1 Cls as TS-CAM
- * (lib/cams_deit.py) computes them: the map of the ground-truth class at S×S (bilinear), min-maxed,
- * pixels > ⌊τ·max⌋ of its 8-bit version, the largest outer contour's bounding rectangle
- * [x, y, x + w, y + h], IoU with the +1 (inclusive) convention; Top-1 Loc also needs the CLS head's
- * top-1 class to be right. And wsolevaluation's MaxBoxAcc (V1: largest contour), the best share of
- * images with IoU ≥ δ over a sweep of CAM thresholds, on the bicubic-resized, min-maxed map.
- */
 export function localizationColumns(deltas: readonly number[]): string[] {
   return ['top1Cls', 'gtKnownLoc', 'top1Loc', ...deltas.flatMap((d) => [`maxBoxAcc@${fmt(d)}`, `maxBoxAccTau@${fmt(d)}`])];
 }

@@ -1,10 +1,9 @@
-import { attentionMassKeep, type ExplainerName } from '@ice/core';
-import type { MaskRule } from './evaluation.types';
-
 /**
  * From a continuous patch-grid map to a foreground mask, for the protocols that need a mask
  * (VOC Jaccard, CorLoc). ICE's map is already a 0/1 mask.
  */
+import { attentionMassKeep, type ExplainerName } from '@ice/core';
+import type { MaskRule } from './evaluation.types';
 
 /** Methods whose map is a categorical 0/1 mask: nearest upsampling, never thresholded. */
 export function isMaskMethod(method: ExplainerName): boolean {

@@ -1,3 +1,8 @@
+/**
+ * Figure-3-style pictures: each image with each method's map as a jet overlay at 50% alpha, and a
+ * contact sheet (rows = images, columns = the input and then the methods). PNGs are written with
+ * sharp; small inputs are enlarged by pixel repetition so that a 32² digit stays legible.
+ */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
@@ -5,12 +10,6 @@ import type { SavedMaps } from './evaluation.types';
 import { type MethodMap, upsampleGrid } from './explain.runner';
 import { isMaskMethod, minMax } from './map-masks.util';
 import { blockUpsample } from './sample-prep.util';
-
-/**
- * Figure-3-style pictures: each image with each method's map as a jet overlay at 50% alpha, and a
- * contact sheet (rows = images, columns = the input and then the methods). PNGs are written with
- * sharp; small inputs are enlarged by pixel repetition so that a 32² digit stays legible.
- */
 
 /** Matplotlib-like jet: v ∈ [0, 1] → RGB 0..255 (dark blue → cyan → yellow → dark red). */
 export function jet(v: number): [number, number, number] {

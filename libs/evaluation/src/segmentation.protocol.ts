@@ -1,3 +1,9 @@
+/**
+ * ImageNet-Segmentation as Chefer et al.'s imagenet_seg_eval.py scores it (and ICE's copy,
+ * imagenet_seg_eval_ICE.py): the map at pixel resolution (bilinear ×p, or nearest for ICE's
+ * mask), min-max, foreground = map > its mean; pixel accuracy and IoU pooled over the data set,
+ * mIoU over {background, foreground}, mAP = mean of per-image average precision.
+ */
 import { type ExplainerName, SegmentationAccumulator } from '@ice/core';
 import type { MetricValue } from './evaluation.types';
 import { type MethodMap, upsampleGrid } from './explain.runner';
@@ -5,12 +11,6 @@ import { isMaskMethod } from './map-masks.util';
 import { type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
 import { blockUpsample, type PreparedSample } from './sample-prep.util';
 
-/**
- * ImageNet-Segmentation as Chefer et al.'s imagenet_seg_eval.py scores it (and ICE's copy,
- * imagenet_seg_eval_ICE.py): the map at pixel resolution (bilinear ×p, or nearest for ICE's
- * mask), min-max, foreground = map > its mean; pixel accuracy and IoU pooled over the data set,
- * mIoU over {background, foreground}, mAP = mean of per-image average precision.
- */
 export const SEGMENTATION_COLUMNS = ['pixAcc', 'mIoU', 'mAP', 'iouBg', 'iouFg'] as const;
 
 /** The S×S map the protocol thresholds: ICE's mask by block repetition, any other map bilinear (half-pixel). */

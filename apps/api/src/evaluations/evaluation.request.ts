@@ -1,3 +1,12 @@
+/**
+ * POST /evaluations: a protocol scored on a data set for a finished run's final checkpoint or a
+ * weights file. 'accuracy' (top-1 of the CLS head and the ICE foreground fraction, the training
+ * library's check) stays the default; 'segmentation', 'jaccard', 'corloc' and 'localization' are
+ * the paper's map protocols (@ice/evaluation), one result row per explainer method.
+ *
+ * The data set goes in `data` (as in POST /experiments); `format`, `root`, `split` and `limit` are
+ * also accepted at the top level, since that is how `ice eval` spells them.
+ */
 import { z } from 'zod';
 import { EXPLAINER_NAMES } from '@ice/core';
 import {
@@ -10,15 +19,6 @@ import {
 } from '@ice/evaluation';
 import { RUN_STATUSES } from '@ice/orchestration';
 
-/**
- * POST /evaluations: a protocol scored on a data set for a finished run's final checkpoint or a
- * weights file. 'accuracy' (top-1 of the CLS head and the ICE foreground fraction, the training
- * library's check) stays the default; 'segmentation', 'jaccard', 'corloc' and 'localization' are
- * the paper's map protocols (@ice/evaluation), one result row per explainer method.
- *
- * The data set goes in `data` (as in POST /experiments); `format`, `root`, `split` and `limit` are
- * also accepted at the top level, since that is how `ice eval` spells them.
- */
 const DataSchema = z
   .object({
     format: z.enum(EVALUATION_SPEC_FORMATS).optional(),

@@ -1,11 +1,3 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { IceError } from '../errors';
-import { iceClassPredictions, NO_ICE_CLASS } from '../loss/ice-loss';
-import { classScoreMap, foregroundMask } from '../maps/ice-maps';
-import { bmm, SLICE_MACS } from '../model/fast-ops';
-import { gridSize, type VitConfig } from '../model/vit.config';
-import type { ForwardOutput, IceVit } from '../model/vit.model';
-
 /**
  * Patch-grid explanations of one image, the ICE maps beside the usual ViT baselines, as the
  * public reference code computes them (Chefer et al.'s Transformer-Explainability and
@@ -18,6 +10,13 @@ import type { ForwardOutput, IceVit } from '../model/vit.model';
  * LRP-based methods (partial/full LRP, TE "transformer attribution") need custom relevance
  * rules and are deliberately absent; no other rule is offered under their names.
  */
+import * as tf from '@tensorflow/tfjs-core';
+import { IceError } from '../errors';
+import { iceClassPredictions, NO_ICE_CLASS } from '../loss/ice-loss';
+import { classScoreMap, foregroundMask } from '../maps/ice-maps';
+import { bmm, SLICE_MACS } from '../model/fast-ops';
+import { gridSize, type VitConfig } from '../model/vit.config';
+import type { ForwardOutput, IceVit } from '../model/vit.model';
 
 export type ExplainerName = 'ice' | 'ice-class' | 'raw-attention' | 'rollout' | 'gradcam' | 'generic-attention';
 

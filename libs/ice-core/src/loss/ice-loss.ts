@@ -1,6 +1,3 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { IceError } from '../errors';
-
 /**
  * ICE adversarial-normalization loss on the patch logits z [B, N, c+1] (background channel
  * last, index c). Two variants (see /shared/golden/README.md, "golden-loss.json"):
@@ -15,6 +12,9 @@ import { IceError } from '../errors';
  * F_b = {p : argmax_k z_bpk ≠ c} carries no gradient. gate = [cls_per ≥ gateThreshold] with
  * cls_per = |F| / (B·N) pooled over the whole batch; a threshold of 0 means "always on".
  */
+import * as tf from '@tensorflow/tfjs-core';
+import { IceError } from '../errors';
+
 export const ICE_LOSS_VARIANTS = ['official', 'paper'] as const;
 export type IceLossVariant = (typeof ICE_LOSS_VARIANTS)[number];
 

@@ -1,3 +1,7 @@
+/**
+ * The one typed configuration of the API and the workers, read once from the environment at
+ * start-up. Tests build it with overrides instead of mutating process.env.
+ */
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -5,10 +9,6 @@ import { z } from 'zod';
 import { IceError } from '@ice/core';
 import { QUEUE_NAMES, type QueueName } from '../queue/jobs';
 
-/**
- * The one typed configuration of the API and the workers, read once from the environment at
- * start-up. Tests build it with overrides instead of mutating process.env.
- */
 export type ProcessRole = 'api' | 'worker';
 
 const csv = (raw: string | undefined): string[] =>
