@@ -1,5 +1,6 @@
 export * from './config/orchestration.config';
 export * from './db';
+export * from './queue/queues';
 export * from './queue/jobs';
 export * from './queue/job-queue';
 export * from './queue/job-handler';

@@ -6,7 +6,8 @@
 import { SetMetadata } from '@nestjs/common';
 import { UnrecoverableError, type Job } from 'bullmq';
 import { IceError } from '@ice/core';
-import { JOB_DEFINITIONS, JOB_NAMES, isJobName, parseJobPayload, type JobName, type JobPayload, type QueueName } from './jobs';
+import { JOB_DEFINITIONS, JOB_NAMES, isJobName, parseJobPayload, type JobName, type JobPayload } from './jobs';
+import type { QueueName } from './queues';
 
 /** Why a job's AbortSignal fired: a user's cancel ends the run; a shutdown hands the job back. */
 export const CANCEL_REASON_USER = 'user-cancel';

@@ -4,7 +4,8 @@ import type { FlowProducer, JobsOptions, Queue } from 'bullmq';
 import type { EvaluationSpec } from '@ice/evaluation';
 import type { RunConfig } from '@ice/experiments';
 import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from '../config/orchestration.config';
-import { JOB_DEFINITIONS, jobIds, SWEEP_FLOW, type JobName, type JobPayloadInput, type QueueName } from './jobs';
+import { JOB_DEFINITIONS, jobIds, type JobName, type JobPayloadInput } from './jobs';
+import { SWEEP_FLOW, type QueueName } from './queues';
 
 /** A run to queue: its row and its parsed config (which says how many data-parallel ranks it has). */
 export interface RunJob {

@@ -9,12 +9,7 @@ import { z } from 'zod';
 import { parseInput } from '@ice/core';
 import { EvaluationSpecSchema } from '@ice/evaluation';
 import { RunConfigSchema } from '@ice/experiments';
-
-export const QUEUE_NAMES = ['training', 'evaluation', 'sweeps'] as const;
-export type QueueName = (typeof QUEUE_NAMES)[number];
-
-/** The flow producer that adds a sweep (its finalize parent and its runs) in one go. */
-export const SWEEP_FLOW = 'sweeps';
+import type { QueueName } from './queues';
 
 const uuid = z.uuid();
 

@@ -2,7 +2,7 @@ import type { Type } from '@nestjs/common';
 import { Processor, WorkerHost } from '@nestjs/bullmq';
 import type { Job, WorkerOptions } from 'bullmq';
 import type { OrchestrationConfig } from '../config/orchestration.config';
-import type { QueueName } from './jobs';
+import type { QueueName } from './queues';
 
 /** A Worker's settings; the connection and the key prefix are BullModule's (see QueueModule). */
 export type QueueWorkerOptions = Omit<WorkerOptions, 'connection' | 'prefix'>;

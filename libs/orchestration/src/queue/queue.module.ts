@@ -4,7 +4,7 @@ import { BullModule } from '@nestjs/bullmq';
 import type { OrchestrationConfig } from '../config/orchestration.config';
 import { JobQueue } from './job-queue';
 import { JobWorkers, QUEUE_PROCESSORS } from './job-workers';
-import { QUEUE_NAMES, SWEEP_FLOW, type QueueName } from './jobs';
+import { QUEUE_NAMES, SWEEP_FLOW, type QueueName } from './queues';
 import { queueProcessor, workerOptions } from './queue-processor';
 
 /** One Redis connection setting and one key prefix for every queue, flow producer and worker. */
