@@ -1,3 +1,8 @@
+/**
+ * The property the worker design rests on: a long CPU-bound job keeps its BullMQ lock when it
+ * runs in a worker thread (the way runs are trained), and loses it when the same work blocks the
+ * event loop (the control). Lock duration 1 s, 4 s of CPU work.
+ */
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Queue, QueueEvents, Worker, type Job } from 'bullmq';
@@ -5,11 +10,6 @@ import IORedis from 'ioredis';
 import { runInThread } from '@ice/orchestration';
 import { REDIS_URL } from './support/harness';
 
-/**
- * The property the worker design rests on: a long CPU-bound job keeps its BullMQ lock when it
- * runs in a worker thread (the way runs are trained), and loses it when the same work blocks the
- * event loop (the control). Lock duration 1 s, 4 s of CPU work.
- */
 const SPIN = path.join(__dirname, '..', 'libs', 'orchestration', 'src', 'threads', 'fixtures', 'spin.task.ts');
 
 function busyLoop(ms: number): void {

@@ -82,4 +82,33 @@ describe('worker crash and resume (e2e)', () => {
     expect(new Set(steps).size).toBe(steps.length);
     expect(Math.max(...steps)).toBe(400);
   }, 240_000);
+
+  it('hands a running run back when its worker is stopped (SIGTERM), not as a failed attempt, and another worker resumes it', async () => {
+    // Only this test's workers take jobs.
+    for (const w of workers.splice(0)) await w.stop();
+    const first = spawnWorker(t, { WORKER_ID: 'worker-c' });
+    workers.push(first);
+    await first.ready;
+    const submitted = await http(api.url, 'POST', '/experiments', { ...TINY_RUN, steps: 200, checkpointEvery: 10 });
+    const id = submitted.body.id as string;
+    await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 90_000,
+      until: (e) => e.event === 'run.progress' && e.data.progress.step >= 15,
+    });
+    await first.stop(); // graceful: the job is handed back before the worker exits
+    expect(first.output()).toMatch(new RegExp(`run ${id}: worker shutting down; handing the job back`));
+    const handedBack = (await http(api.url, 'GET', `/runs/${id}`)).body;
+    expect(handedBack).toMatchObject({ status: 'queued', attempts: 1, error: expect.stringMatching(/worker shut down/) });
+
+    const second = spawnWorker(t, { WORKER_ID: 'worker-d' });
+    workers.push(second);
+    await second.ready;
+    await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 150_000,
+      until: (e) => e.event === 'run.status' && ['succeeded', 'failed'].includes(e.data.status),
+    });
+    const run = (await http(api.url, 'GET', `/runs/${id}`)).body;
+    expect(run).toMatchObject({ status: 'succeeded', workerId: 'worker-d', attempts: 2, error: null });
+    expect(run.resumedFromStep).toBeGreaterThanOrEqual(10);
+  }, 240_000);
 });

@@ -1,4 +1,10 @@
-/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-call -- response bodies and SSE payloads are untyped JSON of the API under test */
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-call --
+   response bodies and SSE payloads are untyped JSON of the API under test */
+/**
+ * End-to-end harness: a fresh PostgreSQL database and a fresh BullMQ prefix per test file (on the
+ * real local servers), the API in-process on a free port, and workers as real child processes
+ * (so that a test can kill one).
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -10,11 +16,6 @@ import type { INestApplication } from '@nestjs/common';
 import { deleteKeysWithPrefix, loadOrchestrationConfig, readSseStream, type OrchestrationConfig } from '@ice/orchestration';
 import { createApiApp } from '../../apps/api/src/app.factory';
 
-/**
- * End-to-end harness: a fresh PostgreSQL database and a fresh BullMQ prefix per test file (on the
- * real local servers), the API in-process on a free port, and workers as real child processes
- * (so that a test can kill one).
- */
 export const ADMIN_DB_URL = process.env.E2E_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const REDIS_URL = process.env.E2E_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const API_KEY = 'e2e-key';

@@ -1,3 +1,9 @@
+/**
+ * `npm run bench:api`: submissions per second and latency of POST /experiments, and of
+ * GET /sweeps/:id/table on a 4×4×3-seed sweep with synthetic results, under 50 concurrent
+ * clients. Starts its own API process (DATABASE_URL if set, else the embedded database) on a
+ * fresh queue prefix, with no workers: this measures the API, not training. Prints JSON.
+ */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -5,14 +11,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import autocannon from 'autocannon';
-import { deleteKeysWithPrefix, loadOrchestrationConfig, OrchestrationStore } from '@ice/orchestration';
+import { createRepositories, deleteKeysWithPrefix, loadOrchestrationConfig, OrchestrationDatabase } from '@ice/orchestration';
 
-/**
- * `npm run bench:api`: submissions per second and latency of POST /experiments, and of
- * GET /sweeps/:id/table on a 4×4×3-seed sweep with synthetic results, under 50 concurrent
- * clients. Starts its own API process (DATABASE_URL if set, else the embedded database) on a
- * fresh queue prefix, with no workers: this measures the API, not training. Prints JSON.
- */
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise<void>((r) => api.once('exit', () => r()));
-  let store: OrchestrationStore | null = null;
+  let db: OrchestrationDatabase | null = null;
   try {
     for (
       let i = 0;
@@ -86,10 +86,11 @@ async function main(): Promise<void> {
       }),
     });
     const sweep = (await res.json()) as { id: string; runIds: string[] };
-    store = await OrchestrationStore.open(loadOrchestrationConfig('worker', env));
+    db = await OrchestrationDatabase.open(loadOrchestrationConfig('worker', env));
+    const { runs } = createRepositories(db);
     for (const id of sweep.runIds) {
-      await store.startRun(id, 'bench');
-      await store.finishRun(id, {
+      await runs.start(id, 'bench');
+      await runs.finish(id, {
         metrics: { top1: Math.random(), miou: Math.random() },
         checkpoint: '-',
         lastCheckpoint: null,
@@ -124,7 +125,7 @@ async function main(): Promise<void> {
   } finally {
     // Let requests still queued when autocannon stopped drain before the API shuts down.
     await new Promise((r) => setTimeout(r, 2000));
-    await store?.close();
+    await db?.close();
     api.kill('SIGINT');
     await exited;
     await deleteKeysWithPrefix(env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix);

@@ -1,10 +1,3 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import IORedis from 'ioredis';
-import { readSseStream } from '@ice/orchestration';
-
 /**
  * `npm run demo`: starts Redis (if nothing answers and redis-server is on PATH), the API on the
  * embedded database (or DATABASE_URL), one worker per core, then
@@ -14,6 +7,13 @@ import { readSseStream } from '@ice/orchestration';
  * Ctrl-C stops everything (workers hand their runs back); running it again reuses finished
  * stages and resumes unfinished ones from their checkpoints.
  */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import IORedis from 'ioredis';
+import { readSseStream } from '@ice/orchestration';
+
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const RUN_TS = path.join(ROOT, 'bin', 'run-ts.js');
 const DATA_DIR = path.resolve(process.env.DATA_DIR ?? path.join(ROOT, '.data'));
@@ -202,9 +202,10 @@ async function watch(id: string, label: string): Promise<string> {
         if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
         if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
           progress.delete(e.runId);
-          log(
-            `${label}: run ${e.runId.slice(0, 8)} ${e.status}${e.metrics ? ` top1=${e.metrics.top1?.toFixed(3)}${e.metrics.ice_top1 !== undefined ? ` ice_top1=${e.metrics.ice_top1.toFixed(3)}` : ''}` : ''}${e.error ? ` (${e.error})` : ''}`,
-          );
+          const m = e.metrics;
+          const iceTop1 = m?.ice_top1 !== undefined ? ` ice_top1=${m.ice_top1.toFixed(3)}` : '';
+          const scores = m ? ` top1=${m.top1?.toFixed(3)}${iceTop1}` : '';
+          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${scores}${e.error ? ` (${e.error})` : ''}`);
         }
         if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
         if (Date.now() - lastPrint > 5000 && progress.size) {
@@ -261,7 +262,8 @@ async function main(): Promise<void> {
   )
     await sleep(500);
   log(
-    `API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`,
+    `API at ${API} (docs ${API}/docs, queues ${API}/queues with key ${API_KEY}); database: ` +
+      `${process.env.DATABASE_URL ? 'DATABASE_URL' : `embedded in ${path.join(DATA_DIR, 'pglite')}`}`,
   );
   const workers = process.env.WORKERS ?? String(os.availableParallelism());
   startProcess('workers', [process.execPath, RUN_TS, path.join(ROOT, 'apps', 'worker', 'src', 'launcher.ts')], {

@@ -1,21 +1,20 @@
 import { Module, type DynamicModule } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD } from '@nestjs/core';
-import { BullBoardModule } from '@bull-board/nestjs';
-import { ExpressAdapter } from '@bull-board/express';
-import { OrchestrationModule, type OrchestrationConfig } from '@ice/orchestration';
-import { ApiKeyGuard, dashboardKeyMiddleware } from './common/api-key';
+import { OrchestrationModule, QueueModule, type OrchestrationConfig } from '@ice/orchestration';
+import { ApiKeyGuard } from './common/api-key';
 import { IceErrorFilter } from './common/ice-error.filter';
-import { QueueDashboard } from './common/queue-dashboard';
-import { EvaluationsController } from './evaluations/evaluations.controller';
-import { EvaluationsService } from './evaluations/evaluations.service';
-import { ExperimentsController } from './experiments/experiments.controller';
-import { HealthController } from './health/health.controller';
-import { RunsController } from './runs/runs.controller';
-import { RunsService } from './runs/runs.service';
-import { SubmissionRules } from './runs/submission.rules';
-import { SweepsController } from './sweeps/sweeps.controller';
-import { SweepsService } from './sweeps/sweeps.service';
+import { QueueDashboardModule } from './common/queue-dashboard.module';
+import { EvaluationsModule } from './evaluations/evaluations.module';
+import { ExperimentsModule } from './experiments/experiments.module';
+import { HealthModule } from './health/health.module';
+import { RunsModule } from './runs/runs.module';
+import { SweepsModule } from './sweeps/sweeps.module';
 
+/**
+ * The HTTP API: the shared external systems (OrchestrationModule), the producing side of the
+ * queues (QueueModule), and one feature module per resource. Every mutation needs an API key;
+ * domain errors become HTTP statuses in one filter.
+ */
 @Module({})
 export class ApiModule {
   static forRoot(config: OrchestrationConfig): DynamicModule {
@@ -23,15 +22,15 @@ export class ApiModule {
       module: ApiModule,
       imports: [
         OrchestrationModule.forRoot(config),
-        BullBoardModule.forRoot({ route: '/queues', adapter: ExpressAdapter, middleware: dashboardKeyMiddleware(config.apiKeys) }),
+        QueueModule.forProducer(config),
+        QueueDashboardModule.forRoot(config.apiKeys),
+        ExperimentsModule,
+        SweepsModule,
+        RunsModule,
+        EvaluationsModule,
+        HealthModule,
       ],
-      controllers: [ExperimentsController, SweepsController, RunsController, EvaluationsController, HealthController],
       providers: [
-        SubmissionRules,
-        RunsService,
-        SweepsService,
-        EvaluationsService,
-        QueueDashboard,
         { provide: APP_GUARD, useClass: ApiKeyGuard },
         { provide: APP_FILTER, useClass: IceErrorFilter },
       ],

@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { countCores, countGpus, planWorkers, type WorkerSlot } from './launcher.plan';
-
 /**
  * Starts the worker processes of one machine (WORKERS=n overrides the count), restarts one that
  * dies unexpectedly (its job is picked up again from its checkpoint), and on SIGINT/SIGTERM
  * stops them all gracefully: each hands its active run back to the queue before exiting.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { countCores, countGpus, planWorkers, type WorkerSlot } from './launcher.plan';
+
 const fromSource = __filename.endsWith('.ts');
 const workerMain = path.join(__dirname, fromSource ? 'main.ts' : 'main.js');
 const runTs = path.resolve(__dirname, '..', '..', '..', 'bin', 'run-ts.js');

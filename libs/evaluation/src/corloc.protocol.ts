@@ -1,10 +1,3 @@
-import { type BBox, CorLocAccumulator, type ExplainerName, largestComponentBox } from '@ice/core';
-import type { MetricValue } from './evaluation.types';
-import type { MethodMap } from './explain.runner';
-import { mapMask, MASS_VALUES_RULE } from './map-masks.util';
-import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
-import type { PreparedSample } from './sample-prep.util';
-
 /**
  * Single-object discovery, CorLoc, as LOST (main_lost.py) scores it: one box per image, correct
  * when its IoU with any ground-truth box is ≥ 0.5, in continuous coordinates (no +1). The box is
@@ -12,6 +5,13 @@ import type { PreparedSample } from './sample-prep.util';
  * default connectivity; first component on ties), [min, max + 1]·p as LOST's boxes, mapped back to
  * the original image frame.
  */
+import { type BBox, CorLocAccumulator, type ExplainerName, largestComponentBox } from '@ice/core';
+import type { MetricValue } from './evaluation.types';
+import type { MethodMap } from './explain.runner';
+import { mapMask, MASS_VALUES_RULE } from './map-masks.util';
+import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
+import type { PreparedSample } from './sample-prep.util';
+
 export const CORLOC_COLUMNS = ['corloc', 'hits', 'noBox', 'skipped'] as const;
 
 /** An inclusive-pixel box → LOST's continuous box (VOC's [xmin − 1, ymin − 1, xmax, ymax] for 1-based XML boxes). */
@@ -73,14 +73,21 @@ export function corlocProtocol(s: ProtocolSettings): ProtocolDefinition {
     target: () => undefined,
     perHead: () => false,
     conventions: () => [
-      `CorLoc protocol (LOST, main_lost.py): image resized to ${s.size}×${s.size} Pillow bilinear (LOST runs at full resolution with zero padding; this model has a fixed input size), predicted box mapped back to the original frame`,
-      `box rule: the largest 4-connected component of the ${s.grid}×${s.grid} patch-grid foreground mask (scipy.ndimage.label's default structure; first in raster order on ties; DINO-seg's off-by-one bug not copied), box = [min, max + 1]·${s.patch} px`,
+      `CorLoc protocol (LOST, main_lost.py): image resized to ${s.size}×${s.size} Pillow bilinear (LOST runs at full ` +
+        'resolution with zero padding; this model has a fixed input size), predicted box mapped back to the original ' +
+        'frame',
+      `box rule: the largest 4-connected component of the ${s.grid}×${s.grid} patch-grid foreground mask ` +
+        `(scipy.ndimage.label's default structure; first in raster order on ties; DINO-seg's off-by-one bug not copied), ` +
+        `box = [min, max + 1]·${s.patch} px`,
       s.corlocMask === 'mass'
         ? `foreground mask: ICE's mask as is; other maps by attention mass τ = ${fmt(s.corlocTau)} (DINO/LOST's value)`
         : "foreground mask: ICE's mask as is; other maps min-max normalised and thresholded at their mean (Chefer's rule)",
       ...(s.corlocMask === 'mass' ? [MASS_VALUES_RULE] : []),
-      "IoU in continuous coordinates (no +1; LOST's bbox_iou without its 1e-7 eps); ground-truth boxes [x0, y0, x1 + 1, y1 + 1] from inclusive pixel boxes (VOC: [xmin − 1, ymin − 1, xmax, ymax]), difficult objects included (LOST without --no_hard)",
-      'correct iff IoU ≥ 0.5 with any ground-truth box; CorLoc = correct / images; an empty mask gives no box and counts as a miss (noBox); images without ground-truth boxes are skipped',
+      "IoU in continuous coordinates (no +1; LOST's bbox_iou without its 1e-7 eps); ground-truth boxes [x0, y0, x1 + 1, " +
+        'y1 + 1] from inclusive pixel boxes (VOC: [xmin − 1, ymin − 1, xmax, ymax]), difficult objects included (LOST ' +
+        'without --no_hard)',
+      'correct iff IoU ≥ 0.5 with any ground-truth box; CorLoc = correct / images; an empty mask gives no box and ' +
+        'counts as a miss (noBox); images without ground-truth boxes are skipped',
       `target class (gradient methods): ${top1Text(s.targetSource)}; rollout and transformer attribution start at block ${s.rolloutStartLayer}`,
     ],
     scorer: (method) => new CorLocScorer(method, s),

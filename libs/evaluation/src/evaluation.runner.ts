@@ -1,3 +1,8 @@
+/**
+ * `runEvaluation`: one protocol, one model, several explainers on the same images, in batches
+ * (batchSize 1 = each image on its own, as the reference code). Every method sees the same
+ * prepared input, and each method's time in its explainer is measured for the images/s column.
+ */
 import * as tf from '@tensorflow/tfjs-core';
 import {
   camThresholds,
@@ -17,6 +22,7 @@ import {
 import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
 import { corlocProtocol } from './corloc.protocol';
 import {
+  DEFAULT_SAVED_MAPS,
   EVALUATION_FORMATS,
   EVALUATION_PROTOCOLS,
   type EvaluationFormat,
@@ -35,15 +41,8 @@ import { normalizationStats, type PreparedSample, prepareSample } from './sample
 import { displayMap, type SavedImageMaps, writeSavedMaps } from './save-maps.util';
 import { segmentationProtocol } from './segmentation.protocol';
 
-/**
- * `runEvaluation`: one protocol, one model, several explainers on the same images, in batches
- * (batchSize 1 = each image on its own, as the reference code). Every method sees the same
- * prepared input, and each method's time in its explainer is measured for the images/s column.
- */
-
 /** Intriguing Properties of ViTs evaluates VOC at 512² (position embedding resampled). */
 export const VOC_JACCARD_SIZE = 512;
-const DEFAULT_SAVE_COUNT = 8;
 const MAX_BATCH = 256;
 /** Attention kept per batch by the gradient methods (probabilities, gradients and the tape's copies). */
 const ATTENTION_BUDGET_BYTES = 256 * 2 ** 20;
@@ -189,172 +188,231 @@ async function openEvaluationData(
   return { ds, close: () => ds.close(), split };
 }
 
+/** The model the evaluation explains: the given instance, or the weights loaded at the protocol's input size. */
+function loadEvaluationModel(o: EvaluationOptions, format: EvaluationFormat | 'custom'): { model: IceVit; own: boolean; notes: string[] } {
+  if (o.model) {
+    if (o.imgSize !== undefined && o.imgSize !== o.model.config.imgSize) {
+      throw new IceError(
+        'CONFIG_INVALID',
+        `imgSize ${o.imgSize} differs from the given model's input size ${o.model.config.imgSize}; load the weights at that size instead`,
+      );
+    }
+    return { model: o.model, own: false, notes: [] };
+  }
+  const overrides: Partial<VitConfig> = {};
+  const size = requestedImgSize(o.protocol, format, o.imgSize);
+  if (size !== undefined) overrides.imgSize = size;
+  // The project's training checkpoints carry AdamW's moments beside the weights: not model weights.
+  const loaded = loadModel(o.weights!, o.modelSpec!, overrides, { ignore: ['optimizer.*'] });
+  const notes: string[] = [];
+  if (loaded.report.posEmbedResampled) {
+    const { from, to } = loaded.report.posEmbedResampled;
+    notes.push(`pos_embed resampled bicubically from a ${from}×${from} to a ${to}×${to} patch grid (timm's resample_abs_pos_embed)`);
+  }
+  return { model: loaded.model, own: true, notes };
+}
+
+/** The protocol with every default resolved for this model, and the input normalisation. */
+interface EvaluationPlan {
+  settings: ProtocolSettings;
+  def: ProtocolDefinition;
+  normalization: NormalizationChoice;
+  stats: ReturnType<typeof normalizationStats>;
+}
+
+function planEvaluation(o: EvaluationOptions, config: VitConfig, format: EvaluationFormat | 'custom'): EvaluationPlan {
+  const targetSource = o.targetSource ?? 'cls';
+  if (targetSource === 'ice' && config.iceHead === 'none')
+    throw new IceError(
+      'CONFIG_INVALID',
+      "targetSource 'ice' (the ICE head's own top-1) needs a model with an ICE head; this checkpoint has none",
+    );
+  const missingHead = o.methods.filter((m) => EXPLAINERS[m].needsIceHead && config.iceHead === 'none');
+  if (missingHead.length)
+    throw new IceError('CONFIG_INVALID', `${missingHead.join(', ')} need a model with an ICE head; this checkpoint has none`);
+  const startDefault = o.protocol === 'segmentation' && config.depth > 1 ? 1 : 0;
+  const settings: ProtocolSettings = {
+    targetSource,
+    size: config.imgSize,
+    patch: config.patchSize,
+    grid: gridSize(config),
+    rolloutStartLayer: o.rolloutStartLayer ?? startDefault,
+    excludeVoid: o.excludeVoid ?? false,
+    taus: o.taus ?? [0.9, 0.8, 0.6],
+    jaccardHeads: o.jaccardHeads ?? 'max',
+    corlocMask: o.corlocMask ?? 'mass',
+    corlocTau: o.corlocTau ?? 0.6,
+    camThreshold: o.camThreshold ?? 0.1,
+    strictTop1: o.strictTop1 ?? true,
+    maxBoxAccIous: o.maxBoxAccIous ?? [0.5],
+    maxBoxAccThresholds: o.maxBoxAccThresholds ?? (o.maxBoxAccInterval !== undefined ? camThresholds(o.maxBoxAccInterval) : undefined),
+  };
+  const sl = settings.rolloutStartLayer;
+  if (!(Number.isInteger(sl) && sl >= 0 && sl < config.depth))
+    throw new IceError('CONFIG_INVALID', `start layer ${sl} (rollout, transformer attribution) is outside 0..${config.depth - 1}`);
+  const normalization = o.normalization ?? defaultNormalization(format, o.protocol);
+  return {
+    settings,
+    def: buildProtocol(o.protocol, settings, config.numClasses),
+    normalization,
+    stats: normalizationStats(normalization, config),
+  };
+}
+
+/** What the methods scored over the images: per method its scorer and time, and the maps kept for saving. */
+interface Scores {
+  scorers: Map<ExplainerName, MethodScorer>;
+  seconds: Map<ExplainerName, number>;
+  saved: SavedImageMaps[];
+  batchSize: number;
+}
+
+/** The first `n` images of `ds` through every method, in batches; each method's explainer time is measured. */
+async function scoreImages(o: EvaluationOptions, model: IceVit, plan: EvaluationPlan, ds: VisionDataset, n: number): Promise<Scores> {
+  const { def, settings } = plan;
+  const { size, patch } = settings;
+  const scores: Scores = {
+    scorers: new Map(o.methods.map((m) => [m, def.scorer(m)])),
+    seconds: new Map(o.methods.map((m) => [m, 0])),
+    saved: [],
+    batchSize: Math.min(o.batchSize ?? defaultEvalBatch(model.config), n),
+  };
+  const saveCount = o.saveMaps ? Math.min(o.saveMaps.count ?? DEFAULT_SAVED_MAPS, n) : 0;
+  const { batchSize } = scores;
+  for (let start = 0; start < n; start += batchSize) {
+    if (o.signal?.aborted) throw new IceError('CANCELLED', `evaluation cancelled after ${start} of ${n} images`);
+    const count = Math.min(batchSize, n - start);
+    const batch: PreparedSample[] = [];
+    for (let i = start; i < start + count; i++) {
+      const p = prepareSample(await ds.get(i), i, size, plan.stats);
+      def.check(p);
+      batch.push(p);
+    }
+    const input = new Float32Array(count * 3 * size * size);
+    batch.forEach((p, b) => input.set(p.input, b * 3 * size * size));
+    const x = tf.tensor4d(input, [count, 3, size, size]);
+    try {
+      if (def.needsTop1) topClasses(model, x, settings.targetSource).forEach((c, b) => (batch[b].top1 = c));
+      const explainOpts = (m: ExplainerName): RunExplainerOptions => ({
+        classes: batch.map((p) => def.target(p)),
+        targetSource: settings.targetSource,
+        startLayer: settings.rolloutStartLayer,
+        perHead: def.perHead(m),
+      });
+      // Warm-up, untimed: the first call at each batch shape compiles and allocates.
+      if (start === 0 || count !== batchSize) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m));
+      const results = new Map<ExplainerName, MethodMap[]>();
+      // The methods take turns at going first after the data preparation (whose garbage the first
+      // timed call may pay for), so no method's images/s carries that cost more than another's.
+      const turn = (start / batchSize) % o.methods.length;
+      for (const m of [...o.methods.slice(turn), ...o.methods.slice(0, turn)]) {
+        const r = runExplainer(model, x, m, explainOpts(m));
+        scores.seconds.set(m, scores.seconds.get(m)! + r.seconds);
+        r.maps.forEach((map, b) => scores.scorers.get(m)!.add(batch[b], map));
+        results.set(m, r.maps);
+      }
+      for (const p of batch.filter((q) => q.index < saveCount)) {
+        const b = p.index - start;
+        scores.saved.push({
+          index: p.index,
+          id: p.id,
+          rgb: p.rgb,
+          maps: o.methods.map((m) => displayMap(results.get(m)![b], patch, size)),
+        });
+      }
+    } finally {
+      x.dispose();
+    }
+    o.onProgress?.(start + count, n);
+  }
+  return scores;
+}
+
+function speedConvention(batchSize: number): string {
+  const batching =
+    batchSize === 1
+      ? 'each image on its own (batch of one, as the reference code)'
+      : `batches of ${batchSize} images per explainer call (each image's map and target are those it gets alone: ` +
+        'a ViT mixes nothing across images; batchSize 1 runs them one by one, as the reference code)';
+  return (
+    `${batching}; images/s = images ÷ time in the explainer (forward, plus backward for gradient methods, and the read-back ` +
+    'of the patch-grid maps) after one untimed warm-up call per method and batch shape; data loading, resizing and scoring excluded'
+  );
+}
+
+/** The result table: one row per method, and every convention in force. */
+function evaluationResult(
+  o: EvaluationOptions,
+  format: EvaluationFormat | 'custom',
+  model: IceVit,
+  plan: EvaluationPlan,
+  run: { ds: VisionDataset; n: number; scores: Scores; notes: string[]; backend: string },
+): EvaluationResult {
+  const { config } = model;
+  const { size, patch, grid } = plan.settings;
+  const { ds, n, scores } = run;
+  const rows: EvaluationRow[] = o.methods.map((m) => {
+    const t = scores.seconds.get(m)!;
+    return {
+      method: m,
+      label: methodLabel(m, model),
+      metrics: scores.scorers.get(m)!.result(),
+      images: n,
+      imagesPerSecond: t > 0 ? n / t : Infinity,
+      seconds: t,
+    };
+  });
+  const head = config.iceHead === 'none' ? 'no' : `the '${config.iceHead}'`;
+  const conventions = [
+    `model: ${o.modelSpec ?? 'given instance'} with ${head} ICE head, input ${size}×${size}, ${patch}×${patch} patches ` +
+      `(${grid}×${grid} grid), ${config.numClasses} classes; tfjs backend ${run.backend}`,
+    ...run.notes,
+    normalizationText(plan.normalization, o.protocol, config),
+    ...plan.def.conventions(),
+    speedConvention(scores.batchSize),
+  ];
+  return {
+    protocol: o.protocol,
+    format,
+    dataset: { name: ds.name, split: ds.split, images: n },
+    model: {
+      spec: o.modelSpec ?? null,
+      weights: o.weights ?? null,
+      iceHead: config.iceHead,
+      imgSize: size,
+      patchSize: patch,
+      numClasses: config.numClasses,
+    },
+    backend: run.backend,
+    columns: plan.def.columns,
+    conventions,
+    rows,
+  };
+}
+
 /** Runs one protocol over a data set for each method; see EvaluationOptions for every choice. */
 export async function runEvaluation(o: EvaluationOptions): Promise<EvaluationResult> {
   checkOptions(o);
   const log = o.log ?? ((): void => undefined);
   const backend = await initBackend(undefined, log);
   const format: EvaluationFormat | 'custom' = o.dataset ? (o.format ?? 'custom') : o.format!;
-  const notes: string[] = [];
-  let model: IceVit;
-  let ownModel = false;
-  if (o.model) {
-    model = o.model;
-    if (o.imgSize !== undefined && o.imgSize !== model.config.imgSize) {
-      throw new IceError(
-        'CONFIG_INVALID',
-        `imgSize ${o.imgSize} differs from the given model's input size ${model.config.imgSize}; load the weights at that size instead`,
-      );
-    }
-  } else {
-    const overrides: Partial<VitConfig> = {};
-    const size = requestedImgSize(o.protocol, format, o.imgSize);
-    if (size !== undefined) overrides.imgSize = size;
-    // The project's training checkpoints carry AdamW's moments beside the weights: not model weights.
-    const loaded = loadModel(o.weights!, o.modelSpec!, overrides, { ignore: ['optimizer.*'] });
-    model = loaded.model;
-    ownModel = true;
-    if (loaded.report.posEmbedResampled) {
-      const { from, to } = loaded.report.posEmbedResampled;
-      notes.push(`pos_embed resampled bicubically from a ${from}×${from} to a ${to}×${to} patch grid (timm's resample_abs_pos_embed)`);
-    }
-  }
+  const { model, own, notes } = loadEvaluationModel(o, format);
   let data: Awaited<ReturnType<typeof openEvaluationData>> | undefined;
   try {
-    const config = model.config;
-    const targetSource = o.targetSource ?? 'cls';
-    if (targetSource === 'ice' && config.iceHead === 'none')
-      throw new IceError(
-        'CONFIG_INVALID',
-        "targetSource 'ice' (the ICE head's own top-1) needs a model with an ICE head; this checkpoint has none",
-      );
-    const missingHead = o.methods.filter((m) => EXPLAINERS[m].needsIceHead && config.iceHead === 'none');
-    if (missingHead.length)
-      throw new IceError('CONFIG_INVALID', `${missingHead.join(', ')} need a model with an ICE head; this checkpoint has none`);
-    const size = config.imgSize;
-    const patch = config.patchSize;
-    const startDefault = o.protocol === 'segmentation' && config.depth > 1 ? 1 : 0;
-    const settings: ProtocolSettings = {
-      targetSource,
-      size,
-      patch,
-      grid: gridSize(config),
-      rolloutStartLayer: o.rolloutStartLayer ?? startDefault,
-      excludeVoid: o.excludeVoid ?? false,
-      taus: o.taus ?? [0.9, 0.8, 0.6],
-      jaccardHeads: o.jaccardHeads ?? 'max',
-      corlocMask: o.corlocMask ?? 'mass',
-      corlocTau: o.corlocTau ?? 0.6,
-      camThreshold: o.camThreshold ?? 0.1,
-      strictTop1: o.strictTop1 ?? true,
-      maxBoxAccIous: o.maxBoxAccIous ?? [0.5],
-      maxBoxAccThresholds: o.maxBoxAccThresholds ?? (o.maxBoxAccInterval !== undefined ? camThresholds(o.maxBoxAccInterval) : undefined),
-    };
-    const sl = settings.rolloutStartLayer;
-    if (!(Number.isInteger(sl) && sl >= 0 && sl < config.depth))
-      throw new IceError('CONFIG_INVALID', `start layer ${sl} (rollout, transformer attribution) is outside 0..${config.depth - 1}`);
-    const def = buildProtocol(o.protocol, settings, config.numClasses);
-    const normalization = o.normalization ?? defaultNormalization(format, o.protocol);
-    const stats = normalizationStats(normalization, config);
-
-    data = await openEvaluationData(o, size);
+    const plan = planEvaluation(o, model.config, format);
+    data = await openEvaluationData(o, model.config.imgSize);
     const { ds } = data;
     const n = Math.min(o.limit ?? ds.length, ds.length);
     if (n === 0) throw new IceError('INPUT_INVALID', `the data set ${ds.name}/${ds.split} has no images`);
-    const scorers = new Map<ExplainerName, MethodScorer>(o.methods.map((m) => [m, def.scorer(m)]));
-    const seconds = new Map<ExplainerName, number>(o.methods.map((m) => [m, 0]));
-    const saveCount = o.saveMaps ? Math.min(o.saveMaps.count ?? DEFAULT_SAVE_COUNT, n) : 0;
-    const saved: SavedImageMaps[] = [];
-
-    const batchSize = Math.min(o.batchSize ?? defaultEvalBatch(config), n);
-    for (let start = 0; start < n; start += batchSize) {
-      if (o.signal?.aborted) throw new IceError('CANCELLED', `evaluation cancelled after ${start} of ${n} images`);
-      const count = Math.min(batchSize, n - start);
-      const batch: PreparedSample[] = [];
-      for (let i = start; i < start + count; i++) {
-        const p = prepareSample(await ds.get(i), i, size, stats);
-        def.check(p);
-        batch.push(p);
-      }
-      const input = new Float32Array(count * 3 * size * size);
-      batch.forEach((p, b) => input.set(p.input, b * 3 * size * size));
-      const x = tf.tensor4d(input, [count, 3, size, size]);
-      try {
-        if (def.needsTop1) topClasses(model, x, targetSource).forEach((c, b) => (batch[b].top1 = c));
-        const explainOpts = (m: ExplainerName): RunExplainerOptions => ({
-          classes: batch.map((p) => def.target(p)),
-          targetSource,
-          startLayer: sl,
-          perHead: def.perHead(m),
-        });
-        // Warm-up, untimed: the first call at each batch shape compiles and allocates.
-        if (start === 0 || count !== batchSize) for (const m of o.methods) runExplainer(model, x, m, explainOpts(m));
-        const results = new Map<ExplainerName, MethodMap[]>();
-        // The methods take turns at going first after the data preparation (whose garbage the first
-        // timed call may pay for), so no method's images/s carries that cost more than another's.
-        const turn = (start / batchSize) % o.methods.length;
-        for (const m of [...o.methods.slice(turn), ...o.methods.slice(0, turn)]) {
-          const r = runExplainer(model, x, m, explainOpts(m));
-          seconds.set(m, seconds.get(m)! + r.seconds);
-          r.maps.forEach((map, b) => scorers.get(m)!.add(batch[b], map));
-          results.set(m, r.maps);
-        }
-        for (const p of batch.filter((q) => q.index < saveCount)) {
-          const b = p.index - start;
-          saved.push({ index: p.index, id: p.id, rgb: p.rgb, maps: o.methods.map((m) => displayMap(results.get(m)![b], patch, size)) });
-        }
-      } finally {
-        x.dispose();
-      }
-      o.onProgress?.(start + count, n);
-    }
-
-    const rows: EvaluationRow[] = o.methods.map((m) => {
-      const t = seconds.get(m)!;
-      return {
-        method: m,
-        label: methodLabel(m, model),
-        metrics: scorers.get(m)!.result(),
-        images: n,
-        imagesPerSecond: t > 0 ? n / t : Infinity,
-        seconds: t,
-      };
-    });
-    const conventions = [
-      `model: ${o.modelSpec ?? 'given instance'} with ${config.iceHead === 'none' ? 'no' : `the '${config.iceHead}'`} ICE head, input ${size}×${size}, ${patch}×${patch} patches (${settings.grid}×${settings.grid} grid), ${config.numClasses} classes; tfjs backend ${backend.name}`,
-      ...notes,
-      normalizationText(normalization, o.protocol, config),
-      ...def.conventions(),
-      `${batchSize === 1 ? 'each image on its own (batch of one, as the reference code)' : `batches of ${batchSize} images per explainer call (each image's map and target are those it gets alone: a ViT mixes nothing across images; batchSize 1 runs them one by one, as the reference code)`}; images/s = images ÷ time in the explainer (forward, plus backward for gradient methods, and the read-back of the patch-grid maps) after one untimed warm-up call per method and batch shape; data loading, resizing and scoring excluded`,
-    ];
-    const result: EvaluationResult = {
-      protocol: o.protocol,
-      format,
-      dataset: { name: ds.name, split: ds.split, images: n },
-      model: {
-        spec: o.modelSpec ?? null,
-        weights: o.weights ?? null,
-        iceHead: config.iceHead,
-        imgSize: size,
-        patchSize: patch,
-        numClasses: config.numClasses,
-      },
-      backend: backend.name,
-      columns: def.columns,
-      conventions,
-      rows,
-    };
-    if (o.saveMaps && saved.length > 0) {
-      result.savedMaps = await writeSavedMaps(
-        o.saveMaps.dir,
-        size,
-        rows.map((r) => ({ name: r.method, label: r.label })),
-        saved,
-      );
+    const scores = await scoreImages(o, model, plan, ds, n);
+    const result = evaluationResult(o, format, model, plan, { ds, n, scores, notes, backend: backend.name });
+    if (o.saveMaps && scores.saved.length > 0) {
+      const methods = result.rows.map((r) => ({ name: r.method, label: r.label }));
+      result.savedMaps = await writeSavedMaps(o.saveMaps.dir, model.config.imgSize, methods, scores.saved);
     }
     return result;
   } finally {
-    if (ownModel) model.dispose();
+    if (own) model.dispose();
     if (data) await data.close();
   }
 }

@@ -1,28 +1,36 @@
 import type { ExplainerName, IceVit, TargetSource } from '@ice/core';
 import type { VisionDataset } from '@ice/datasets';
 
-/** The four protocols of the paper's evaluation (issue 4). */
-export type EvaluationProtocol = 'segmentation' | 'jaccard' | 'corloc' | 'localization';
-export const EVALUATION_PROTOCOLS: readonly EvaluationProtocol[] = ['segmentation', 'jaccard', 'corloc', 'localization'];
+/** The four map protocols of the paper's evaluation. */
+export const EVALUATION_PROTOCOLS = ['segmentation', 'jaccard', 'corloc', 'localization'] as const;
+export type EvaluationProtocol = (typeof EVALUATION_PROTOCOLS)[number];
 
-/** On-disk formats the evaluation opens itself (`digits` is generated, not read). */
-export type EvaluationFormat = 'imagenet-seg' | 'voc' | 'cub' | 'digits';
-export const EVALUATION_FORMATS: readonly EvaluationFormat[] = ['imagenet-seg', 'voc', 'cub', 'digits'];
+/** Formats the evaluation opens itself (`digits` is generated, not read). */
+export const EVALUATION_FORMATS = ['imagenet-seg', 'voc', 'cub', 'digits'] as const;
+export type EvaluationFormat = (typeof EVALUATION_FORMATS)[number];
 
 /**
  * Input normalisation: 'half' = mean = std = 0.5 (the released ICE / Chefer ImageNet-segmentation
  * code), 'imagenet' = ImageNet mean/std (the paper, Intriguing, LOST, TS-CAM), 'model' = the
  * model configuration's own mean/std.
  */
-export type NormalizationChoice = 'half' | 'imagenet' | 'model';
-export const NORMALIZATION_CHOICES: readonly NormalizationChoice[] = ['half', 'imagenet', 'model'];
+export const NORMALIZATION_CHOICES = ['half', 'imagenet', 'model'] as const;
+export type NormalizationChoice = (typeof NORMALIZATION_CHOICES)[number];
 
 /** How a continuous map becomes a foreground mask where a protocol needs one (CorLoc). */
-export type MaskRule = 'mass' | 'mean';
+export const MASK_RULES = ['mass', 'mean'] as const;
+export type MaskRule = (typeof MASK_RULES)[number];
+
+/** Jaccard, raw attention: the best head per class ('max') or the head mean ('mean'). */
+export const JACCARD_HEAD_RULES = ['max', 'mean'] as const;
+export type JaccardHeadRule = (typeof JACCARD_HEAD_RULES)[number];
+
+/** Overlays drawn per method when saveMaps gives no count. */
+export const DEFAULT_SAVED_MAPS = 8;
 
 export interface SaveMapsOptions {
   dir: string;
-  /** First K images (default 8). */
+  /** First K images (default DEFAULT_SAVED_MAPS, 8). */
   count?: number;
 }
 
@@ -67,7 +75,7 @@ export interface EvaluationOptions {
   /** Jaccard: attention-mass thresholds τ (default [0.9, 0.8, 0.6]). */
   taus?: number[];
   /** Jaccard, raw attention: one mask per head and the best head per class ('max', Intriguing's code; default) or the head mean ('mean'). */
-  jaccardHeads?: 'max' | 'mean';
+  jaccardHeads?: JaccardHeadRule;
   /** CorLoc: continuous map → mask rule (default 'mass' with τ = corlocTau). */
   corlocMask?: MaskRule;
   /** CorLoc: τ of the mass rule (default 0.6, as DINO/LOST). */

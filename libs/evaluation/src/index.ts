@@ -1,4 +1,5 @@
 export * from './evaluation.types';
+export * from './evaluation-spec.schema';
 export {
   runEvaluation,
   defaultEvalBatch,

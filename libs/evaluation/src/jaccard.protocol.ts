@@ -1,10 +1,3 @@
-import { type ExplainerName, IceError, JaccardAccumulator } from '@ice/core';
-import type { MetricValue } from './evaluation.types';
-import type { MethodMap } from './explain.runner';
-import { isMaskMethod, mapMask, MASS_VALUES_RULE } from './map-masks.util';
-import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
-import { blockUpsample, type PreparedSample } from './sample-prep.util';
-
 /**
  * PASCAL VOC12 Jaccard as Intriguing Properties of ViTs' evaluate_segmentation.py scores it (and
  * ICE's evaluate_segmentation_ICE.py with its single mask): per object class v present in the
@@ -12,6 +5,13 @@ import { blockUpsample, type PreparedSample } from './sample-prep.util';
  * over classes, then over images. Attention-like maps become masks with the attention-mass
  * threshold at each τ; ICE's foreground mask is used as it is.
  */
+import { type ExplainerName, IceError, JaccardAccumulator } from '@ice/core';
+import type { MetricValue } from './evaluation.types';
+import type { MethodMap } from './explain.runner';
+import { isMaskMethod, mapMask, MASS_VALUES_RULE } from './map-masks.util';
+import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
+import { blockUpsample, type PreparedSample } from './sample-prep.util';
+
 export function jaccardColumns(taus: readonly number[]): string[] {
   return ['jaccard', ...taus.map((t) => `jaccard@${fmt(t)}`), 'skipped'];
 }
@@ -82,12 +82,17 @@ export function jaccardProtocol(s: ProtocolSettings): ProtocolDefinition {
     target: () => undefined,
     perHead: (method) => method === 'raw-attention' && s.jaccardHeads === 'max',
     conventions: () => [
-      `VOC Jaccard protocol (Intriguing Properties of ViTs, evaluate_segmentation.py; ICE's evaluate_segmentation_ICE.py): image resized to ${s.size}×${s.size} Pillow bilinear, label map nearest`,
-      'J_v = |pred ∧ gt=v| / |pred ∨ gt=v| for each object label v ∉ {0, 255} present; image score = mean over v; data-set score = mean over images with an object label (others counted in `skipped`); a binary mask counts as one object class',
+      `VOC Jaccard protocol (Intriguing Properties of ViTs, evaluate_segmentation.py; ICE's ` +
+        `evaluate_segmentation_ICE.py): image resized to ${s.size}×${s.size} Pillow bilinear, label map nearest`,
+      'J_v = |pred ∧ gt=v| / |pred ∨ gt=v| for each object label v ∉ {0, 255} present; image score = mean over v; ' +
+        'data-set score = mean over images with an object label (others counted in `skipped`); a binary mask counts as ' +
+        'one object class',
       s.excludeVoid
         ? "void (255) pixels excluded from the unions (the paper's reading; option excludeVoid)"
         : 'void (255) pixels count in the unions (the released code: its != 255 test is a no-op)',
-      `ICE: its foreground mask as is, nearest ×${s.patch} (column "jaccard"); other maps: attention-mass threshold at τ ∈ {${s.taus.map(fmt).join(', ')}} (keep the highest patches holding ≥ τ of the mass), then nearest ×${s.patch} (columns "jaccard@τ")`,
+      `ICE: its foreground mask as is, nearest ×${s.patch} (column "jaccard"); other maps: attention-mass threshold at ` +
+        `τ ∈ {${s.taus.map(fmt).join(', ')}} (keep the highest patches holding ≥ τ of the mass), then nearest ×${s.patch} ` +
+        '(columns "jaccard@τ")',
       s.jaccardHeads === 'max'
         ? "raw attention: one mask per head of the last block's CLS attention, J_v = max over heads (Intriguing's code); other maps: one mask"
         : 'raw attention: the head-mean map, one mask (option jaccardHeads=mean; Intriguing takes the best head)',

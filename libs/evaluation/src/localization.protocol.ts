@@ -1,3 +1,11 @@
+/**
+ * Weakly-supervised localisation on CUB. GT-known Loc, Top-1 Loc and Top-1 Cls as TS-CAM
+ * (lib/cams_deit.py) computes them: the map of the ground-truth class at S×S (bilinear), min-maxed,
+ * pixels > ⌊τ·max⌋ of its 8-bit version, the largest outer contour's bounding rectangle
+ * [x, y, x + w, y + h], IoU with the +1 (inclusive) convention; Top-1 Loc also needs the CLS head's
+ * top-1 class to be right. And wsolevaluation's MaxBoxAcc (V1: largest contour), the best share of
+ * images with IoU ≥ δ over a sweep of CAM thresholds, on the bicubic-resized, min-maxed map.
+ */
 import {
   type BBox,
   bicubicResize,
@@ -13,14 +21,6 @@ import { isMaskMethod } from './map-masks.util';
 import { fmt, type MethodScorer, missingField, type ProtocolDefinition, type ProtocolSettings, top1Text } from './protocol.types';
 import { blockUpsample, type PreparedSample } from './sample-prep.util';
 
-/**
- * Weakly-supervised localisation on CUB. GT-known Loc, Top-1 Loc and Top-1 Cls as TS-CAM
- * (lib/cams_deit.py) computes them: the map of the ground-truth class at S×S (bilinear), min-maxed,
- * pixels > ⌊τ·max⌋ of its 8-bit version, the largest outer contour's bounding rectangle
- * [x, y, x + w, y + h], IoU with the +1 (inclusive) convention; Top-1 Loc also needs the CLS head's
- * top-1 class to be right. And wsolevaluation's MaxBoxAcc (V1: largest contour), the best share of
- * images with IoU ≥ δ over a sweep of CAM thresholds, on the bicubic-resized, min-maxed map.
- */
 export function localizationColumns(deltas: readonly number[]): string[] {
   return ['top1Cls', 'gtKnownLoc', 'top1Loc', ...deltas.flatMap((d) => [`maxBoxAcc@${fmt(d)}`, `maxBoxAccTau@${fmt(d)}`])];
 }
@@ -58,6 +58,12 @@ function iceScoremap(m: MethodMap, s: ProtocolSettings): Float64Array {
 /** TS-CAM's CAM at S×S: bilinear (cv2.resize's default), min-maxed; ICE's mask as is. */
 export function tscamScoremap(m: MethodMap, s: ProtocolSettings): Float64Array {
   return isMaskMethod(m.method) ? iceScoremap(m, s) : normalizeScoremap(upsampleGrid(m.grid, m.g, s.size, 'bilinear'));
+}
+
+/** The CAM thresholds of the MaxBoxAcc sweep, as the conventions state them. */
+function thresholdsText(thresholds: readonly number[] | undefined): string {
+  if (!thresholds) return "np.arange(0, 1, 0.001) (wsolevaluation's)";
+  return `(${thresholds.length} of them, from ${fmt(thresholds[0])} to ${fmt(thresholds[thresholds.length - 1])})`;
 }
 
 /** wsolevaluation's CAM at S×S: bicubic (cv2.INTER_CUBIC, A = −0.75), min-maxed; ICE's mask as is. */
@@ -113,12 +119,20 @@ export function localizationProtocol(s: ProtocolSettings, numClasses: number): P
     target: (p) => p.label,
     perHead: () => false,
     conventions: () => [
-      `CUB localisation protocol (TS-CAM, lib/cams_deit.py; wsolevaluation for MaxBoxAcc): image resized to ${s.size}×${s.size} Pillow bilinear, no crop; ground-truth boxes scaled as TS-CAM's cub.py (int x, y, w, h; [⌊x/W·S⌋, ⌊y/H·S⌋, ⌊min((x+w)/W·S, S−1)⌋, ⌊min((y+h)/H·S, S−1)⌋])`,
+      'CUB localisation protocol (TS-CAM, lib/cams_deit.py; wsolevaluation for MaxBoxAcc): image resized to ' +
+        `${s.size}×${s.size} Pillow bilinear, no crop; ground-truth boxes scaled as TS-CAM's cub.py (int x, y, w, h; ` +
+        '[⌊x/W·S⌋, ⌊y/H·S⌋, ⌊min((x+w)/W·S, S−1)⌋, ⌊min((y+h)/H·S, S−1)⌋])',
       `maps of the ground-truth class (class-agnostic maps: the map itself); Top-1 Cls = ${top1Text(s.targetSource)} equals the label`,
-      "ICE's 0/1 mask: nearest ×p and used as it is, without min-max (which would turn an all-foreground mask into no box; ICE's repository has no mask → box rule); a constant map of any other method gives no box",
-      `GT-known Loc / Top-1 Loc: map upsampled bilinear, min-max (constant → zeros); box = bounding rectangle [x, y, x + w, y + h] of the largest outer contour (cv2.findContours + contourArea) of 8-bit pixels > ⌊${fmt(s.camThreshold)}·max⌋ (TS-CAM's CAM_THR)`,
-      `IoU with the inclusive (+1) pixel convention (TS-CAM, wsolevaluation); GT-known: IoU ≥ 0.5; Top-1 Loc: top-1 correct and IoU ${s.strictTop1 ? "> 0.5 strictly (TS-CAM's code)" : '≥ 0.5 (option strictTop1=false)'}`,
-      `MaxBoxAcc (wsolevaluation V1, largest contour): map bicubic (A = −0.75), min-max (constant → zeros); max over CAM thresholds ${s.maxBoxAccThresholds ? `(${s.maxBoxAccThresholds.length} of them, from ${fmt(s.maxBoxAccThresholds[0])} to ${fmt(s.maxBoxAccThresholds[s.maxBoxAccThresholds.length - 1])})` : "np.arange(0, 1, 0.001) (wsolevaluation's)"} of the share of images with IoU ≥ δ, δ ∈ {${s.maxBoxAccIous.map(fmt).join(', ')}}; boxes clipped to S − 1; maxBoxAccTau = the first best threshold`,
+      "ICE's 0/1 mask: nearest ×p and used as it is, without min-max (which would turn an all-foreground mask into no " +
+        "box; ICE's repository has no mask → box rule); a constant map of any other method gives no box",
+      'GT-known Loc / Top-1 Loc: map upsampled bilinear, min-max (constant → zeros); box = bounding rectangle [x, y, x ' +
+        '+ w, y + h] of the largest outer contour (cv2.findContours + contourArea) of 8-bit pixels > ' +
+        `⌊${fmt(s.camThreshold)}·max⌋ (TS-CAM's CAM_THR)`,
+      'IoU with the inclusive (+1) pixel convention (TS-CAM, wsolevaluation); GT-known: IoU ≥ 0.5; Top-1 Loc: top-1 ' +
+        `correct and IoU ${s.strictTop1 ? "> 0.5 strictly (TS-CAM's code)" : '≥ 0.5 (option strictTop1=false)'}`,
+      'MaxBoxAcc (wsolevaluation V1, largest contour): map bicubic (A = −0.75), min-max (constant → zeros); max over ' +
+        `CAM thresholds ${thresholdsText(s.maxBoxAccThresholds)} of the share of images with IoU ≥ δ, ` +
+        `δ ∈ {${s.maxBoxAccIous.map(fmt).join(', ')}}; boxes clipped to S − 1; maxBoxAccTau = the first best threshold`,
       `rollout and transformer attribution start at block ${s.rolloutStartLayer}`,
     ],
     scorer: (_method: ExplainerName) => new LocalizationScorer(s),

@@ -1,10 +1,9 @@
-import { attentionMassKeep, type ExplainerName } from '@ice/core';
-import type { MaskRule } from './evaluation.types';
-
 /**
  * From a continuous patch-grid map to a foreground mask, for the protocols that need a mask
  * (VOC Jaccard, CorLoc). ICE's map is already a 0/1 mask.
  */
+import { attentionMassKeep, type ExplainerName } from '@ice/core';
+import type { MaskRule } from './evaluation.types';
 
 /** Methods whose map is a categorical 0/1 mask: nearest upsampling, never thresholded. */
 export function isMaskMethod(method: ExplainerName): boolean {
@@ -36,7 +35,8 @@ export function massValues(method: ExplainerName, grid: ArrayLike<number>): Arra
 }
 
 export const MASS_VALUES_RULE =
-  'maps thresholded by attention mass: GradCAM and ICE class scores min-max normalised first (logits can be negative), raw attention, rollout, generic attention, transformer attribution and partial LRP as computed (non-negative)';
+  'maps thresholded by attention mass: GradCAM and ICE class scores min-max normalised first (logits can be ' +
+  'negative), raw attention, rollout, generic attention, transformer attribution and partial LRP as computed (non-negative)';
 
 /**
  * Foreground of a map: 'mass' keeps the smallest set of highest patches holding ≥ τ of the mass

@@ -1,5 +1,5 @@
 import { type ExplainerName, IceError, type TargetSource } from '@ice/core';
-import type { EvaluationProtocol, MaskRule, MetricValue } from './evaluation.types';
+import type { EvaluationProtocol, JaccardHeadRule, MaskRule, MetricValue } from './evaluation.types';
 import type { MethodMap } from './explain.runner';
 import type { PreparedSample } from './sample-prep.util';
 
@@ -16,7 +16,7 @@ export interface ProtocolSettings {
   rolloutStartLayer: number;
   excludeVoid: boolean;
   taus: number[];
-  jaccardHeads: 'max' | 'mean';
+  jaccardHeads: JaccardHeadRule;
   corlocMask: MaskRule;
   corlocTau: number;
   camThreshold: number;
@@ -61,7 +61,10 @@ export function top1Text(source: TargetSource): string {
     case 'cls':
       return "the CLS head's top-1 prediction";
     case 'ice':
-      return "the ICE head's own top-1 prediction (argmax over the image classes of Ŷ, the foreground-pooled ICE logits; the CLS head's where no patch is foreground)";
+      return (
+        "the ICE head's own top-1 prediction (argmax over the image classes of Ŷ, the foreground-pooled ICE logits; the " +
+        "CLS head's where no patch is foreground)"
+      );
   }
 }
 

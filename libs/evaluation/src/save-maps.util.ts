@@ -1,3 +1,8 @@
+/**
+ * Figure-3-style pictures: each image with each method's map as a jet overlay at 50% alpha, and a
+ * contact sheet (rows = images, columns = the input and then the methods). PNGs are written with
+ * sharp; small inputs are enlarged by pixel repetition so that a 32² digit stays legible.
+ */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
@@ -5,12 +10,6 @@ import type { SavedMaps } from './evaluation.types';
 import { type MethodMap, upsampleGrid } from './explain.runner';
 import { isMaskMethod, minMax } from './map-masks.util';
 import { blockUpsample } from './sample-prep.util';
-
-/**
- * Figure-3-style pictures: each image with each method's map as a jet overlay at 50% alpha, and a
- * contact sheet (rows = images, columns = the input and then the methods). PNGs are written with
- * sharp; small inputs are enlarged by pixel repetition so that a 32² digit stays legible.
- */
 
 /** Matplotlib-like jet: v ∈ [0, 1] → RGB 0..255 (dark blue → cyan → yellow → dark red). */
 export function jet(v: number): [number, number, number] {
@@ -111,7 +110,8 @@ export async function writeSavedMaps(
   const texts = ['image', ...labels]
     .map(
       (t, c) =>
-        `<text x="${gap + c * (tile + gap) + tile / 2}" y="${header - 6}" text-anchor="middle" font-family="DejaVu Sans, sans-serif" font-size="${fontSize}" fill="#000">${escapeXml(t)}</text>`,
+        `<text x="${gap + c * (tile + gap) + tile / 2}" y="${header - 6}" text-anchor="middle" font-family="DejaVu Sans, ` +
+        `sans-serif" font-size="${fontSize}" fill="#000">${escapeXml(t)}</text>`,
     )
     .join('');
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${sheetW}" height="${header}">${texts}</svg>`);

@@ -1,4 +1,4 @@
-export * from './run-config';
+export * from './run.contract';
 export * from './run-data';
 export * from './run-executor';
 export * from './run-evaluation';

@@ -11,7 +11,7 @@ import {
   type VisionSample,
 } from '@ice/datasets';
 import { IceError } from '@ice/core';
-import type { RunConfig } from './run-config';
+import type { RunConfig } from './run.contract';
 
 /** Canvases per training digit: a fixed set of 8,006 images is too small for a ViT trained from scratch, and fresh canvases cost nothing. */
 export const TRAIN_CANVASES_PER_DIGIT = 20;
@@ -39,15 +39,33 @@ export function trainDatasetSpec(config: RunConfig, imgSize: number): DatasetSpe
   }
 }
 
+export interface RunData {
+  train: VisionDataset;
+  evaluation: VisionDataset;
+  /** Batches of the training stream per epoch and rank (see batchesPerEpoch): what an epoch is for this run. */
+  batchesPerEpoch: number;
+}
+
 /** The run's training and evaluation splits at the model's input size. */
-export function openRunData(config: RunConfig, imgSize: number): { train: VisionDataset; evaluation: VisionDataset } {
+export function openRunData(config: RunConfig, imgSize: number): RunData {
   const spec = trainDatasetSpec(config, imgSize);
   if (spec.format !== 'digits') throw new IceError('CONFIG_INVALID', `unexpected training data format ${spec.format}`);
+  const train = new DigitsDataset({ ...spec.options, split: spec.split });
   return {
-    train: new DigitsDataset({ ...spec.options, split: spec.split }),
+    train,
     // Evaluation images do not depend on the run's seed: every cell of a sweep is scored on the same images.
     evaluation: new DigitsDataset({ split: 'test', canvasSize: imgSize, seed: 0 }),
+    batchesPerEpoch: batchesPerEpoch(train.length, config.data.batchSize, config.worldSize),
   };
+}
+
+/**
+ * Epochs of the training split a run has seen after `step` optimizer updates (fractional): the
+ * update's last micro-batch is position step·accumSteps of the batch stream, and an epoch is
+ * `perEpoch` positions (the same for every rank: each takes its shard of every batch).
+ */
+export function epochsSeen(step: number, accumSteps: number, perEpoch: number): number {
+  return (step * accumSteps) / perEpoch;
 }
 
 /**

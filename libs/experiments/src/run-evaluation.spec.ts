@@ -1,6 +1,6 @@
 import { IceVit, vitConfig } from '@ice/core';
 import { DigitsDataset } from '@ice/datasets';
-import { parseRunConfig } from './run-config';
+import { parseRunConfig } from './run.contract';
 import { evaluateRun } from './run-evaluation';
 
 describe('evaluateRun', () => {

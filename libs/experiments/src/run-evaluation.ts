@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { batchNCHW, type VisionDataset } from '@ice/datasets';
 import { foregroundMask, iceClassPredictions, IceVit, NO_ICE_CLASS, SegmentationAccumulator, upsampleMap } from '@ice/core';
-import type { RunConfig } from './run-config';
+import type { RunConfig } from './run.contract';
 import { loadSamples } from './run-data';
 
 /**

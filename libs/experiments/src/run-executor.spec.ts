@@ -1,10 +1,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { IceError } from '@ice/core';
+import { IceError, startThread } from '@ice/core';
 import { BatchLoader, batchNCHW, loadMnistSource } from '@ice/datasets';
-import { parseRunConfig, type RunConfig } from './run-config';
+import { parseRunConfig, type RunConfig } from './run.contract';
 import { runOnce } from './run-once';
 import {
   batchesPerEpoch,
@@ -16,8 +15,6 @@ import {
   TrainBatchStream,
 } from './run-data';
 import { executeRun, FINAL_CHECKPOINT, LAST_CHECKPOINT, runIdentityJson } from './run-executor';
-
-const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 
 function withThreads(config: RunConfig, loaderThreads: RunConfig['data']['loaderThreads']): RunConfig {
   return { ...config, data: { ...config.data, loaderThreads } };
@@ -55,11 +52,22 @@ describe('executeRun on digits', () => {
 
   it('trains, checkpoints, reports progress and scores the run', async () => {
     const progress: number[] = [];
+    const epochs: number[] = [];
     const dir = path.join(tmp, 'a');
-    const r = await executeRun(config, { runDir: dir, progressIntervalMs: 0, onProgress: (p) => void progress.push(p.step) });
+    const r = await executeRun(config, {
+      runDir: dir,
+      progressIntervalMs: 0,
+      onProgress: (p) => {
+        progress.push(p.step);
+        epochs.push(p.epoch);
+      },
+    });
     expect(r.steps).toBe(4);
     expect(r.resumedFromStep).toBeNull();
     expect(progress).toEqual([1, 2, 3, 4]);
+    // Epochs of the run's own training stream (batches of 4 of the digits' train canvases).
+    const perEpoch = openRunData(config, 32).batchesPerEpoch;
+    expect(epochs).toEqual([1, 2, 3, 4].map((s) => s / perEpoch));
     expect(fs.existsSync(path.join(dir, FINAL_CHECKPOINT))).toBe(true);
     expect(r.metrics.eval_images).toBe(8);
     expect(r.metrics.top1).toBeGreaterThanOrEqual(0);
@@ -208,20 +216,7 @@ describe('executeRun on digits', () => {
   it('trains inside a worker thread, the loader threads nested in it, to the same weights', async () => {
     const dir = path.join(tmp, 'nested');
     const cfg = withThreads(config, 2);
-    const code = [
-      `const { parentPort, workerData } = require('node:worker_threads');`,
-      `process.env.SWCRC = 'true';`,
-      `process.env.TS_NODE_PROJECT = workerData.tsconfig;`,
-      `require(${JSON.stringify(require.resolve('@swc-node/register'))});`,
-      `const { executeRun } = require(workerData.executor);`,
-      `const logs = [];`,
-      `executeRun(workerData.config, { runDir: workerData.dir, log: (m) => logs.push(m) })`,
-      `  .then((r) => parentPort.postMessage({ ok: true, steps: r.steps, logs }), (e) => parentPort.postMessage({ ok: false, error: String(e && e.stack || e) }));`,
-    ].join('\n');
-    const worker = new Worker(code, {
-      eval: true,
-      workerData: { tsconfig: path.join(REPO_ROOT, 'tsconfig.json'), executor: path.join(__dirname, 'run-executor.ts'), config: cfg, dir },
-    });
+    const worker = startThread(path.join(__dirname, 'testing', 'execute-run.thread.ts'), { data: { config: cfg, dir } });
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     const reply = await new Promise<{ ok: boolean; steps?: number; logs?: string[]; error?: string }>((resolve, reject) => {
       worker.once('message', resolve);

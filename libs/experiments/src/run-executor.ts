@@ -1,26 +1,3 @@
-import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs-core';
-import {
-  type GradientReducer,
-  IceError,
-  IceTrainer,
-  IceVit,
-  initBackend,
-  loadCheckpoint,
-  MIXUP_PRESETS,
-  readWeights,
-  saveCheckpoint,
-  StepStats,
-  TrainConfig,
-  vitConfig,
-  VitConfig,
-} from '@ice/core';
-import type { RunConfig } from './run-config';
-import { openRunData, TrainBatchStream } from './run-data';
-import { evaluateRun } from './run-evaluation';
-
 /**
  * Executes one run: builds (or resumes) the model and trainer, trains for `steps` optimizer
  * updates on deterministic batches, checkpoints every `checkpointEvery` steps into `runDir`,
@@ -39,17 +16,28 @@ import { evaluateRun } from './run-evaluation';
  * own runDir), so a group restarted after a failure meets again at the common checkpoint. Only
  * rank 0 writes the final weights and scores the run; the other ranks return empty metrics.
  */
-export interface RunProgress {
-  step: number;
-  totalSteps: number;
-  loss: number;
-  lIce?: number;
-  lBg?: number;
-  clsPer?: number;
-  lr: number;
-  imgPerSec: number;
-  etaSeconds: number;
-}
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  type GradientReducer,
+  IceError,
+  IceTrainer,
+  IceVit,
+  initBackend,
+  loadCheckpoint,
+  MIXUP_PRESETS,
+  readWeights,
+  saveCheckpoint,
+  type StepStats,
+  type TrainConfig,
+  vitConfig,
+  type VitConfig,
+} from '@ice/core';
+import { runLossConfig, type RunConfig, type RunProgress, type RunResult } from './run.contract';
+import { epochsSeen, openRunData, type RunData, type TrainBatch, TrainBatchStream } from './run-data';
+import { evaluateRun } from './run-evaluation';
 
 export interface RunContext {
   /** Where this run's checkpoints live; a `last.safetensors` there is resumed from. */
@@ -64,15 +52,6 @@ export interface RunContext {
   rank?: number;
   /** Averages gradients across the ranks; required when config.worldSize > 1, unused otherwise. */
   reducer?: GradientReducer;
-}
-
-export interface RunResult {
-  metrics: Record<string, number>;
-  checkpoint: string;
-  steps: number;
-  resumedFromStep: number | null;
-  backend: string;
-  durationMs: number;
 }
 
 export const LAST_CHECKPOINT = 'last.safetensors';
@@ -98,10 +77,9 @@ function modelConfigFor(config: RunConfig, numClasses: number): VitConfig {
 
 export function trainConfigFor(config: RunConfig): TrainConfig {
   const o = config.optimizer;
-  const gate = config.loss.gateThreshold ?? (config.loss.variant === 'official' ? 0.1 : 0);
   return {
     mode: config.mode,
-    loss: { variant: config.loss.variant, alpha: config.loss.alpha, lambdaClass: config.loss.lambdaClass, gateThreshold: gate },
+    loss: runLossConfig(config.loss),
     optimizer: {
       lr: o.lr,
       betas: [0.9, 0.999],
@@ -136,9 +114,8 @@ function buildModel(config: RunConfig, numClasses: number, log: (m: string) => v
       allowMissing: ['mlp_head*', 'ice_head*'],
       ignore: ['optimizer.*', 'dist_token', 'head_dist*', 'mlp_head*', 'ice_head*'],
     });
-    log(
-      `loaded ${report.loaded.length} tensors from ${config.model.weights}${report.keptInitialised.length ? `; initialised ${report.keptInitialised.join(', ')}` : ''}`,
-    );
+    const initialised = report.keptInitialised.length ? `; initialised ${report.keptInitialised.join(', ')}` : '';
+    log(`loaded ${report.loaded.length} tensors from ${config.model.weights}${initialised}`);
     return model;
   } catch (e) {
     model.dispose();
@@ -155,13 +132,8 @@ export function weightsFingerprint(file: string): string {
   }
 }
 
-export async function executeRun(config: RunConfig, ctx: RunContext): Promise<RunResult> {
-  const log = ctx.log ?? (() => undefined);
-  const started = Date.now();
-  const backend = await initBackend(undefined, log);
-  fs.mkdirSync(ctx.runDir, { recursive: true });
-  const lastPath = path.join(ctx.runDir, LAST_CHECKPOINT);
-  const runJson = runIdentityJson(config);
+/** The rank this process trains and the reducer it averages with, checked against the config. */
+function rankOf(config: RunConfig, ctx: RunContext): { rank: number; reducer: GradientReducer | undefined } {
   const rank = ctx.rank ?? 0;
   const W = config.worldSize;
   if (!Number.isInteger(rank) || rank < 0 || rank >= W)
@@ -180,168 +152,283 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
       `the gradient reducer is rank ${reducer.rank} of ${reducer.worldSize}, the run rank ${rank} of ${W}`,
     );
   }
-  // The rank goes into data-parallel checkpoints only, so single-rank checkpoints keep their bytes.
-  const identity: Record<string, string> = W > 1 ? { run_config: runJson, rank: String(rank) } : { run_config: runJson };
-  // The config names the starting weights by path; their content is what the run continues from.
-  const initWeights = config.model.weights ? weightsFingerprint(config.model.weights) : undefined;
-  if (initWeights) identity.init_weights_sha256 = initWeights;
+  return { rank, reducer };
+}
 
-  let model: IceVit;
-  let trainer: IceTrainer;
-  let resumedFromStep: number | null = null;
-  if (fs.existsSync(lastPath)) {
-    const ck = loadCheckpoint(lastPath);
-    const extra = ck.info.extra;
-    const refuse = (why: string): never => {
-      ck.trainer.dispose();
-      ck.model.dispose();
-      throw new IceError('CHECKPOINT_INVALID', `${lastPath} ${why}; refusing to resume from it`);
-    };
-    if (extra.run_config !== undefined && extra.run_config !== runJson) refuse('belongs to a run with another configuration');
-    if (extra.init_weights_sha256 !== undefined && extra.init_weights_sha256 !== initWeights) {
-      refuse(
-        `was started from other weights than ${config.model.weights} holds now (SHA-256 ${extra.init_weights_sha256.slice(0, 12)}… vs ${initWeights?.slice(0, 12) ?? 'none'}…)`,
-      );
-    }
-    if (W > 1 && extra.rank !== undefined && extra.rank !== String(rank)) refuse(`is rank ${extra.rank}'s checkpoint, not rank ${rank}'s`);
-    ({ model, trainer } = ck);
-    resumedFromStep = ck.info.step;
-    log(`resuming from ${lastPath} at step ${resumedFromStep}`);
-  } else {
-    const numClasses = openRunData(config, vitConfig(config.model.preset).imgSize).train.classes.length;
-    model = buildModel(config, numClasses, log);
-    trainer = new IceTrainer(model, trainConfigFor(config));
+/** What every checkpoint of this run records about it, and what a checkpoint must match to be resumed. */
+interface RunIdentity {
+  runJson: string;
+  rank: number;
+  /** Data-parallel runs only (single-rank checkpoints keep their bytes). */
+  dataParallel: boolean;
+  /** SHA-256 of the starting weights: the config names them by path, their content is what the run continues from. */
+  initWeights: string | undefined;
+}
+
+function runIdentity(config: RunConfig, rank: number): RunIdentity {
+  return {
+    runJson: runIdentityJson(config),
+    rank,
+    dataParallel: config.worldSize > 1,
+    initWeights: config.model.weights ? weightsFingerprint(config.model.weights) : undefined,
+  };
+}
+
+/** The `extra` metadata saved in each checkpoint. */
+function identityMetadata(id: RunIdentity): Record<string, string> {
+  const extra: Record<string, string> = id.dataParallel ? { run_config: id.runJson, rank: String(id.rank) } : { run_config: id.runJson };
+  if (id.initWeights) extra.init_weights_sha256 = id.initWeights;
+  return extra;
+}
+
+interface OpenedTrainer {
+  model: IceVit;
+  trainer: IceTrainer;
+  resumedFromStep: number | null;
+}
+
+/** Resumes from `lastPath` when it exists (and is this run's checkpoint), else builds a fresh model and trainer. */
+function openTrainer(
+  config: RunConfig,
+  lastPath: string,
+  id: RunIdentity,
+  data: { classes: number; imgSize: number },
+  log: (m: string) => void,
+): OpenedTrainer {
+  const { imgSize } = data;
+  if (!fs.existsSync(lastPath)) {
+    const model = buildModel(config, data.classes, log);
+    return { model, trainer: new IceTrainer(model, trainConfigFor(config)), resumedFromStep: null };
+  }
+  const ck = loadCheckpoint(lastPath);
+  const extra = ck.info.extra;
+  const refuse = (why: string): never => {
+    ck.trainer.dispose();
+    ck.model.dispose();
+    throw new IceError('CHECKPOINT_INVALID', `${lastPath} ${why}; refusing to resume from it`);
+  };
+  if (extra.run_config !== undefined && extra.run_config !== id.runJson) refuse('belongs to a run with another configuration');
+  if (extra.init_weights_sha256 !== undefined && extra.init_weights_sha256 !== id.initWeights) {
+    const [was, now] = [extra.init_weights_sha256.slice(0, 12), id.initWeights?.slice(0, 12) ?? 'none'];
+    refuse(`was started from other weights than ${config.model.weights} holds now (SHA-256 ${was}… vs ${now}…)`);
+  }
+  if (id.dataParallel && extra.rank !== undefined && extra.rank !== String(id.rank))
+    refuse(`is rank ${extra.rank}'s checkpoint, not rank ${id.rank}'s`);
+  if (ck.model.config.imgSize !== imgSize) refuse(`holds a ${ck.model.config.imgSize}² model, the run's data is ${imgSize}²`);
+  log(`resuming from ${lastPath} at step ${ck.info.step}`);
+  return { model: ck.model, trainer: ck.trainer, resumedFromStep: ck.info.step };
+}
+
+/** Throttled progress reports, each with the group's throughput over the steps since the previous one. */
+class ProgressMeter {
+  private lastReport = 0;
+  private windowStart = performance.now();
+  private windowSteps = 0;
+
+  constructor(
+    private readonly config: RunConfig,
+    private readonly perEpoch: number,
+    private readonly ctx: RunContext,
+  ) {}
+
+  async step(stats: StepStats, done: number): Promise<void> {
+    this.windowSteps++;
+    const now = performance.now();
+    const due = now - this.lastReport >= (this.ctx.progressIntervalMs ?? 2000) || done === this.config.steps;
+    if (!this.ctx.onProgress || !due) return;
+    const { batchSize } = this.config.data;
+    const { accumSteps } = this.config.optimizer;
+    const secPerStep = (now - this.windowStart) / 1000 / this.windowSteps;
+    await this.ctx.onProgress({
+      step: done,
+      totalSteps: this.config.steps,
+      epoch: epochsSeen(done, accumSteps, this.perEpoch),
+      loss: stats.loss,
+      lIce: stats.lIce,
+      lBg: stats.lBg,
+      clsPer: stats.clsPer,
+      lr: stats.lr,
+      // Every rank trains at the group's pace: the group's images per second.
+      imgPerSec: (batchSize * accumSteps * this.config.worldSize) / secPerStep,
+      etaSeconds: secPerStep * (this.config.steps - done),
+    });
+    this.lastReport = now;
+    this.windowStart = now;
+    this.windowSteps = 0;
+  }
+}
+
+/** One run's training from the trainer's step to config.steps, and its end (final checkpoint, scores). */
+class RunSession {
+  private readonly log: (m: string) => void;
+  private readonly lastPath: string;
+  private readonly k: number;
+  private stream: TrainBatchStream | undefined;
+  /** Milliseconds in training steps (the loop's other time is batch waiting, checkpoints and progress). */
+  private trainMs = 0;
+
+  constructor(
+    private readonly config: RunConfig,
+    private readonly ctx: RunContext,
+    private readonly opened: OpenedTrainer,
+    private readonly id: RunIdentity,
+    private readonly data: RunData,
+    private readonly reducer: GradientReducer | undefined,
+  ) {
+    this.log = ctx.log ?? (() => undefined);
+    this.lastPath = path.join(ctx.runDir, LAST_CHECKPOINT);
+    this.k = config.optimizer.accumSteps;
   }
 
-  const { imgSize, mean, std } = model.config;
-  const { evaluation } = openRunData(config, imgSize);
-  const B = config.data.batchSize;
-  const k = config.optimizer.accumSteps;
-  const checkpoint = async (file: string): Promise<void> => saveCheckpoint(file, trainer, identity);
-  const cancelled = (): IceError => new IceError('CANCELLED', `run cancelled at step ${trainer.step}`);
+  private get trainer(): IceTrainer {
+    return this.opened.trainer;
+  }
+
+  private cancelled(): IceError {
+    return new IceError('CANCELLED', `run cancelled at step ${this.trainer.step}`);
+  }
+
+  private checkpoint(file: string): Promise<void> {
+    return saveCheckpoint(file, this.trainer, identityMetadata(this.id));
+  }
+
+  /** Trains until config.steps; the batch stream's threads are stopped however the loop ends. */
+  async train(): Promise<void> {
+    if (this.trainer.step >= this.config.steps) return;
+    try {
+      if (this.ctx.signal?.aborted) throw this.cancelled();
+      const { imgSize, mean, std } = this.opened.model.config;
+      // Micro-batch m of update `step` is position step·k + m of the deterministic batch stream.
+      const startPosition = this.trainer.step * this.k;
+      this.stream = await TrainBatchStream.open({
+        config: this.config,
+        imgSize,
+        mean,
+        std,
+        startPosition,
+        rank: this.id.rank,
+        log: this.log,
+      });
+      const mode = this.stream.threads > 0 ? `${this.stream.threads} loader thread(s), prefetched` : 'built on the training thread';
+      this.log(`training data: ${mode}`);
+      const startStep = this.trainer.step;
+      const loopStart = performance.now();
+      const meter = new ProgressMeter(this.config, this.data.batchesPerEpoch, this.ctx);
+      while (this.trainer.step < this.config.steps) {
+        if (this.ctx.signal?.aborted) throw this.cancelled();
+        const stats = await this.update(this.stream);
+        const done = this.trainer.step;
+        if (done % this.config.checkpointEvery === 0 && done < this.config.steps) await this.checkpoint(this.lastPath);
+        await meter.step(stats, done);
+        // Let timers, abort events and messages run between steps.
+        await new Promise<void>((r) => setImmediate(r));
+      }
+      this.logPipeline(this.stream, this.trainer.step - startStep, performance.now() - loopStart);
+      await this.closeStream();
+    } finally {
+      // A failure to stop the loader's threads must not hide the run's own error.
+      await this.closeStream().catch((e: unknown) =>
+        this.log(`training data: closing the batch loader failed: ${e instanceof Error ? e.message : String(e)}`),
+      );
+    }
+  }
+
+  /** One optimizer update: accumSteps micro-batches, averaged across the ranks when data-parallel. */
+  private async update(stream: TrainBatchStream): Promise<StepStats> {
+    let stats: StepStats | undefined;
+    for (let m = 0; m < this.k; m++) {
+      const batch = await stream.next(this.ctx.signal).catch((e: unknown) => {
+        throw this.ctx.signal?.aborted ? this.cancelled() : e;
+      });
+      stats = await this.microBatch(batch);
+    }
+    if (!stats) throw new IceError('CONFIG_INVALID', 'optimizer.accumSteps must be at least 1');
+    return stats;
+  }
+
+  private async microBatch(batch: TrainBatch): Promise<StepStats> {
+    const t0 = performance.now();
+    const x = tf.tensor4d(batch.x, batch.shape);
+    try {
+      if (!this.reducer) return this.trainer.trainStep(x, batch.labels);
+      const { stats, update } = this.trainer.accumulateGradients(x, batch.labels);
+      const accumulated: StepStats = { ...stats, step: this.trainer.step, lr: this.trainer.lr(), updated: false };
+      return update ? { ...accumulated, ...(await this.reduceAndApply(this.reducer, update)) } : accumulated;
+    } finally {
+      x.dispose();
+      this.trainMs += performance.now() - t0;
+    }
+  }
+
   /** One optimizer update with the mean over the ranks of each rank's (accumulated) gradient; disposes `update`. */
-  const reduceAndApply = async (update: Map<string, tf.Tensor>): Promise<{ step: number; lr: number; updated: true }> => {
+  private async reduceAndApply(
+    reducer: GradientReducer,
+    update: Map<string, tf.Tensor>,
+  ): Promise<{ step: number; lr: number; updated: true }> {
     let mean: Map<string, tf.Tensor>;
     try {
-      mean = await reducer!.allReduceMean(trainer.step, update, ctx.signal);
+      mean = await reducer.allReduceMean(this.trainer.step, update, this.ctx.signal);
     } finally {
       tf.dispose([...update.values()]);
     }
     try {
-      const lr = trainer.applyGradients(mean);
-      return { step: trainer.step, lr, updated: true };
+      const lr = this.trainer.applyGradients(mean);
+      return { step: this.trainer.step, lr, updated: true };
     } finally {
       tf.dispose([...mean.values()]);
     }
-  };
-  let stream: TrainBatchStream | undefined;
-  const closeStream = async (): Promise<void> => {
-    const s = stream;
-    stream = undefined;
-    await s?.close();
-  };
-  try {
-    let lastReport = 0;
-    let windowStart = performance.now();
-    let windowSteps = 0;
-    let trainMs = 0;
-    const startStep = trainer.step;
-    let loopStart = performance.now();
-    if (trainer.step < config.steps) {
-      if (ctx.signal?.aborted) throw cancelled();
-      // Micro-batch m of update `step` is position step·k + m of the deterministic batch stream.
-      stream = await TrainBatchStream.open({ config, imgSize, mean, std, startPosition: trainer.step * k, rank, log });
-      log(`training data: ${stream.threads > 0 ? `${stream.threads} loader thread(s), prefetched` : 'built on the training thread'}`);
-      loopStart = performance.now();
-    }
-    while (trainer.step < config.steps) {
-      if (ctx.signal?.aborted) throw cancelled();
-      let stats: StepStats | undefined;
-      for (let m = 0; m < k; m++) {
-        if (!stream) throw new IceError('INPUT_INVALID', 'no training batch stream');
-        const batch = await stream.next(ctx.signal).catch((e: unknown) => {
-          throw ctx.signal?.aborted ? cancelled() : e;
-        });
-        const t0 = performance.now();
-        const x = tf.tensor4d(batch.x, batch.shape);
-        try {
-          if (!reducer) stats = trainer.trainStep(x, batch.labels);
-          else {
-            const { stats: s, update } = trainer.accumulateGradients(x, batch.labels);
-            stats = { ...s, step: trainer.step, lr: trainer.lr(), updated: false };
-            if (update) stats = { ...stats, ...(await reduceAndApply(update)) };
-          }
-        } finally {
-          x.dispose();
-          trainMs += performance.now() - t0;
-        }
-      }
-      if (!stats) throw new IceError('CONFIG_INVALID', 'optimizer.accumSteps must be at least 1');
-      windowSteps++;
-      const done = trainer.step;
-      if (done % config.checkpointEvery === 0 && done < config.steps) await checkpoint(lastPath);
-      const now = performance.now();
-      if (ctx.onProgress && (now - lastReport >= (ctx.progressIntervalMs ?? 2000) || done === config.steps)) {
-        const secPerStep = (now - windowStart) / 1000 / windowSteps;
-        await ctx.onProgress({
-          step: done,
-          totalSteps: config.steps,
-          loss: stats.loss,
-          lIce: stats.lIce,
-          lBg: stats.lBg,
-          clsPer: stats.clsPer,
-          lr: stats.lr,
-          // Every rank trains at the group's pace: the group's images per second.
-          imgPerSec: (B * config.optimizer.accumSteps * W) / secPerStep,
-          etaSeconds: secPerStep * (config.steps - done),
-        });
-        lastReport = now;
-        windowStart = now;
-        windowSteps = 0;
-      }
-      // Let timers, abort events and messages run between steps.
-      await new Promise<void>((r) => setImmediate(r));
-    }
-    if (stream) {
-      const steps = trainer.step - startStep;
-      log(
-        `training data: ${stream.threads} loader thread(s); per step over ${steps} steps: training ${(trainMs / steps).toFixed(1)} ms, ` +
-          `waiting for batches ${((stream.waitMs - stream.firstWaitMs) / steps).toFixed(1)} ms (and ${stream.firstWaitMs.toFixed(0)} ms for the first), ` +
-          `other ${((performance.now() - loopStart - trainMs - stream.waitMs) / steps).toFixed(1)} ms (in-thread batch building, checkpoints, progress)`,
-      );
-      await closeStream();
-    }
-    if (rank > 0) {
-      // Same weights as rank 0's: only rank 0 writes the final weights and scores them. The last
-      // checkpoint lets a redelivered job of this rank end at once.
-      await checkpoint(lastPath);
-      return {
-        metrics: {},
-        checkpoint: lastPath,
-        steps: trainer.step,
-        resumedFromStep,
-        backend: backend.name,
-        durationMs: Date.now() - started,
-      };
-    }
-    const finalPath = path.join(ctx.runDir, FINAL_CHECKPOINT);
-    await checkpoint(finalPath);
-    await checkpoint(lastPath);
-    const metrics = await evaluateRun(model, evaluation, config, log);
-    return {
-      metrics,
-      checkpoint: finalPath,
-      steps: trainer.step,
-      resumedFromStep,
-      backend: backend.name,
-      durationMs: Date.now() - started,
-    };
-  } finally {
-    // Stops the loader's threads whatever ended the loop; a failure to do so must not hide the run's own error.
-    await closeStream().catch((e: unknown) =>
-      log(`training data: closing the batch loader failed: ${e instanceof Error ? e.message : String(e)}`),
+  }
+
+  private logPipeline(stream: TrainBatchStream, steps: number, loopMs: number): void {
+    const perStep = (ms: number): string => (ms / steps).toFixed(1);
+    this.log(
+      `training data: ${stream.threads} loader thread(s); per step over ${steps} steps: training ${perStep(this.trainMs)} ms, ` +
+        `waiting for batches ${perStep(stream.waitMs - stream.firstWaitMs)} ms (and ${stream.firstWaitMs.toFixed(0)} ms for the first), ` +
+        `other ${perStep(loopMs - this.trainMs - stream.waitMs)} ms (in-thread batch building, checkpoints, progress)`,
     );
-    trainer.dispose();
-    model.dispose();
+  }
+
+  private async closeStream(): Promise<void> {
+    const s = this.stream;
+    this.stream = undefined;
+    await s?.close();
+  }
+
+  /**
+   * Rank 0 writes the final weights (and a last checkpoint, so a redelivered job ends at once) and
+   * scores them; the other ranks hold the same weights and only checkpoint.
+   */
+  async finish(): Promise<Pick<RunResult, 'metrics' | 'checkpoint' | 'steps'>> {
+    if (this.id.rank > 0) {
+      await this.checkpoint(this.lastPath);
+      return { metrics: {}, checkpoint: this.lastPath, steps: this.trainer.step };
+    }
+    const finalPath = path.join(this.ctx.runDir, FINAL_CHECKPOINT);
+    await this.checkpoint(finalPath);
+    await this.checkpoint(this.lastPath);
+    const metrics = await evaluateRun(this.opened.model, this.data.evaluation, this.config, this.log);
+    return { metrics, checkpoint: finalPath, steps: this.trainer.step };
+  }
+}
+
+export async function executeRun(config: RunConfig, ctx: RunContext): Promise<RunResult> {
+  const log = ctx.log ?? (() => undefined);
+  const started = Date.now();
+  const backend = await initBackend(undefined, log);
+  const { rank, reducer } = rankOf(config, ctx);
+  fs.mkdirSync(ctx.runDir, { recursive: true });
+  const id = runIdentity(config, rank);
+  // The run's data at the preset's input size, opened once (a resumed checkpoint of this run has that size too).
+  const imgSize = vitConfig(config.model.preset).imgSize;
+  const data = openRunData(config, imgSize);
+  const opened = openTrainer(config, path.join(ctx.runDir, LAST_CHECKPOINT), id, { classes: data.train.classes.length, imgSize }, log);
+  try {
+    const session = new RunSession(config, ctx, opened, id, data, reducer);
+    await session.train();
+    const end = await session.finish();
+    return { ...end, resumedFromStep: opened.resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
+  } finally {
+    opened.trainer.dispose();
+    opened.model.dispose();
   }
 }

@@ -1,6 +1,6 @@
 import { IceError } from '@ice/core';
 import { buildAblationTable, tableToCsv, tableToMarkdown } from './ablation-table';
-import { parseRunConfig } from './run-config';
+import { parseRunConfig } from './run.contract';
 import { batchIndices } from './run-data';
 import { expandSweep } from './sweep';
 

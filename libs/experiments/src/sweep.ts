@@ -1,12 +1,12 @@
-import { z } from 'zod';
-import { IceError } from '@ice/core';
-import { formatZodError, parseRunConfig, RunConfig } from './run-config';
-
 /**
  * A sweep: a base run config and a grid of values for named fields; every combination (cell)
  * becomes one run per seed. Field paths are the config's dotted paths ("loss.alpha"); short
  * aliases cover the ablation axes of the paper (alpha, lambda_class).
  */
+import { z } from 'zod';
+import { IceError, parseInput } from '@ice/core';
+import { parseRunConfig, type RunConfig } from './run.contract';
+
 export const AXIS_ALIASES: Readonly<Record<string, string>> = {
   alpha: 'loss.alpha',
   lambda_class: 'loss.lambdaClass',
@@ -58,10 +58,7 @@ function setPath(target: Record<string, unknown>, dotted: string, value: unknown
 
 /** Every (cell, seed) of the grid as a validated run config; errors name the offending cell. */
 export function expandSweep(raw: unknown): { request: SweepRequest; cells: SweepCell[] } {
-  const parsed = SweepRequestSchema.safeParse(raw);
-  if (!parsed.success)
-    throw new IceError('CONFIG_INVALID', `invalid sweep: ${formatZodError(parsed.error)}`, { issues: parsed.error.issues });
-  const request = parsed.data;
+  const request = parseInput(SweepRequestSchema, raw, 'CONFIG_INVALID', 'sweep');
   const axes = Object.keys(request.grid);
   const base = parseRunConfig(request.base); // the base alone must be valid
   const seeds = request.seeds ?? [base.seed];

@@ -25,3 +25,38 @@ export class IceError extends Error {
     this.name = 'IceError';
   }
 }
+
+/** One problem a validator found in untrusted input: where (a field path) and what. zod's issues have this shape. */
+export interface InputIssue {
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+  readonly code?: string;
+  /** The unknown fields of an `unrecognized_keys` issue. */
+  readonly keys?: readonly string[];
+}
+
+/** "loss.alpha: alpha must be in (0, 1]; lossy: unknown field (Unrecognized key)" — every problem, named by its field path. */
+export function describeIssues(issues: readonly InputIssue[]): string {
+  return issues
+    .flatMap((i) => {
+      const at = i.path.map(String);
+      if (i.code === 'unrecognized_keys' && i.keys?.length)
+        return i.keys.map((k) => `${[...at, k].join('.')}: unknown field (Unrecognized key)`);
+      return [`${at.length ? at.join('.') : '(root)'}: ${i.message}`];
+    })
+    .join('; ');
+}
+
+/** What a schema's safeParse returns (zod's shape): the typed value, or the issues. */
+export type CheckedInput<T> = { success: true; data: T } | { success: false; error: { issues: readonly InputIssue[] } };
+
+/**
+ * Parses untrusted input (a request, a job payload, a file, the environment) with a schema, or
+ * throws IceError(code) "invalid <what>: <every problem, named by its field>". The one place where
+ * validation issues become a domain error, so every door reports them alike.
+ */
+export function parseInput<T>(schema: { safeParse(raw: unknown): CheckedInput<T> }, raw: unknown, code: IceErrorCode, what: string): T {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data;
+  throw new IceError(code, `invalid ${what}: ${describeIssues(r.error.issues)}`, { issues: r.error.issues });
+}

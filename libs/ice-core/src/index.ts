@@ -1,4 +1,5 @@
 export * from './errors';
+export * from './runtime/thread-start';
 export * from './backend/tf-backend.service';
 export * from './weights/state-dict';
 export * from './model/vit.config';

@@ -1,30 +1,55 @@
-import { Global, Module, type DynamicModule } from '@nestjs/common';
+import { Global, Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { ArtifactStore } from './artifacts/artifact-store';
 import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from './config/orchestration.config';
-import { OrchestrationStore } from './db/orchestration.store';
+import { OrchestrationDatabase } from './db/orchestration.database';
+import { EvaluationRepository, MetricRepository, RunRepository, SweepRepository } from './db/repositories';
 import { EventBus } from './events/event-bus';
-import { JobQueue } from './queue/job-queue';
 
 /**
- * The external systems shared by the API and the workers, each behind one class: the database
- * (OrchestrationStore), the queue (JobQueue), pub/sub (EventBus) and the artifact directory
- * (ArtifactStore). The configuration is read once by the entry point and passed in.
+ * The external systems the API and the workers share, each behind one class: the database
+ * (OrchestrationDatabase, read and written through one repository per entity), pub/sub (EventBus)
+ * and the artifact directory (ArtifactStore). The queues are QueueModule's. The configuration is
+ * read once by the entry point and passed in.
  */
 @Global()
 @Module({})
 export class OrchestrationModule {
   static forRoot(config: OrchestrationConfig): DynamicModule {
+    const repositories: Provider[] = [
+      { provide: SweepRepository, useFactory: (db: OrchestrationDatabase) => new SweepRepository(db), inject: [OrchestrationDatabase] },
+      { provide: MetricRepository, useFactory: (db: OrchestrationDatabase) => new MetricRepository(db), inject: [OrchestrationDatabase] },
+      {
+        provide: RunRepository,
+        useFactory: (db: OrchestrationDatabase, sweeps: SweepRepository, metrics: MetricRepository) =>
+          new RunRepository(db, sweeps, metrics),
+        inject: [OrchestrationDatabase, SweepRepository, MetricRepository],
+      },
+      {
+        provide: EvaluationRepository,
+        useFactory: (db: OrchestrationDatabase) => new EvaluationRepository(db),
+        inject: [OrchestrationDatabase],
+      },
+    ];
     return {
       module: OrchestrationModule,
       providers: [
         { provide: ORCHESTRATION_CONFIG, useValue: config },
         // Async factory: nothing that needs the database is constructed before it is connected and migrated.
-        { provide: OrchestrationStore, useFactory: () => OrchestrationStore.open(config) },
-        { provide: JobQueue, useFactory: () => new JobQueue(config) },
+        { provide: OrchestrationDatabase, useFactory: () => OrchestrationDatabase.open(config) },
+        ...repositories,
         { provide: EventBus, useFactory: () => new EventBus(config) },
         { provide: ArtifactStore, useFactory: () => new ArtifactStore(config.artifactDir) },
       ],
-      exports: [ORCHESTRATION_CONFIG, OrchestrationStore, JobQueue, EventBus, ArtifactStore],
+      exports: [
+        ORCHESTRATION_CONFIG,
+        OrchestrationDatabase,
+        SweepRepository,
+        MetricRepository,
+        RunRepository,
+        EvaluationRepository,
+        EventBus,
+        ArtifactStore,
+      ],
     };
   }
 }

@@ -1,17 +1,10 @@
 import { z } from 'zod';
-import { IceError } from '@ice/core';
+import { parseInput } from '@ice/core';
 import { RUN_STATUSES, SWEEP_STATUSES } from '@ice/orchestration';
 
-/** Parses query strings and bodies; a failure is a 400 naming each offending field. */
+/** Parses query strings and bodies; a failure is a 400 (INPUT_INVALID) naming each offending field. */
 export function parseRequest<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.output<S> {
-  const r = schema.safeParse(raw);
-  if (!r.success) {
-    throw new IceError(
-      'INPUT_INVALID',
-      `invalid ${what}: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
-    );
-  }
-  return r.data;
+  return parseInput(schema as z.ZodType<z.output<S>>, raw, 'INPUT_INVALID', what);
 }
 
 const page = {

@@ -1,15 +1,3 @@
-import { z } from 'zod';
-import { EXPLAINER_NAMES } from '@ice/core';
-import {
-  ACCURACY_METHODS,
-  EVALUATION_JOB_FORMATS,
-  EVALUATION_JOB_PROTOCOLS,
-  EvaluationTuningSchema,
-  evaluationSpecIssues,
-  MAX_SAVED_MAPS,
-  RUN_STATUSES,
-} from '@ice/orchestration';
-
 /**
  * POST /evaluations: a protocol scored on a data set for a finished run's final checkpoint or a
  * weights file. 'accuracy' (top-1 of the CLS head and the ICE foreground fraction, the training
@@ -19,9 +7,21 @@ import {
  * The data set goes in `data` (as in POST /experiments); `format`, `root`, `split` and `limit` are
  * also accepted at the top level, since that is how `ice eval` spells them.
  */
+import { z } from 'zod';
+import { EXPLAINER_NAMES } from '@ice/core';
+import {
+  ACCURACY_METHODS,
+  EVALUATION_SPEC_FORMATS,
+  EVALUATION_SPEC_PROTOCOLS,
+  EvaluationTuningSchema,
+  evaluationSpecIssues,
+  MAX_SAVED_MAPS,
+} from '@ice/evaluation';
+import { RUN_STATUSES } from '@ice/orchestration';
+
 const DataSchema = z
   .object({
-    format: z.enum(EVALUATION_JOB_FORMATS).optional(),
+    format: z.enum(EVALUATION_SPEC_FORMATS).optional(),
     root: z.string().min(1).optional(),
     split: z.string().min(1).optional(),
     limit: z.number().int().min(1).max(100_000).optional(),
@@ -39,9 +39,9 @@ const SHORTHANDS = ['format', 'root', 'split', 'limit'] as const;
 
 export const EvaluationRequestSchema = z
   .object({
-    protocol: z.enum(EVALUATION_JOB_PROTOCOLS).default('accuracy'),
+    protocol: z.enum(EVALUATION_SPEC_PROTOCOLS).default('accuracy'),
     data: DataSchema.prefault({}),
-    format: z.enum(EVALUATION_JOB_FORMATS).optional(),
+    format: z.enum(EVALUATION_SPEC_FORMATS).optional(),
     root: z.string().min(1).optional(),
     split: z.string().min(1).optional(),
     limit: z.number().int().min(1).max(100_000).optional(),
@@ -121,7 +121,7 @@ export const EvaluationListQuery = z
     limit: z.coerce.number().int().min(1).max(500).default(50),
     offset: z.coerce.number().int().min(0).default(0),
     status: z.enum(RUN_STATUSES).optional(),
-    protocol: z.enum(EVALUATION_JOB_PROTOCOLS).optional(),
+    protocol: z.enum(EVALUATION_SPEC_PROTOCOLS).optional(),
     runId: z.uuid().optional(),
   })
   .strict();

@@ -1,6 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Query, type StreamableFile } from '@nestjs/common';
 import { ApiBody, ApiOperation, ApiProduces, ApiQuery, ApiSecurity, ApiTags } from '@nestjs/swagger';
-import { RUN_STATUSES, EVALUATION_JOB_PROTOCOLS } from '@ice/orchestration';
+import { EVALUATION_SPEC_PROTOCOLS } from '@ice/evaluation';
+import { RUN_STATUSES } from '@ice/orchestration';
 import { openApiSchema } from '../common/openapi';
 import { parseId } from '../common/request-schemas';
 import { EvaluationRequestSchema } from './evaluation.request';
@@ -25,7 +26,7 @@ export class EvaluationsController {
   @Get()
   @ApiOperation({ summary: 'List evaluations, newest first, with their result rows' })
   @ApiQuery({ name: 'status', required: false, enum: RUN_STATUSES })
-  @ApiQuery({ name: 'protocol', required: false, enum: EVALUATION_JOB_PROTOCOLS })
+  @ApiQuery({ name: 'protocol', required: false, enum: EVALUATION_SPEC_PROTOCOLS })
   @ApiQuery({ name: 'runId', required: false })
   @ApiQuery({ name: 'limit', required: false, type: Number })
   @ApiQuery({ name: 'offset', required: false, type: Number })

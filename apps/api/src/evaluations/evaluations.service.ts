@@ -1,35 +1,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConflictException, Inject, Injectable, NotFoundException, StreamableFile } from '@nestjs/common';
-import type { z } from 'zod';
-import { EXPLAINERS, IceError, isExplainerName, isVitPreset } from '@ice/core';
+import { EXPLAINERS, IceError, isExplainerName, isVitPreset, parseInput } from '@ice/core';
+import type { EvaluationSpec } from '@ice/evaluation';
 import {
   ArtifactStore,
   assertInsideRoots,
+  EvaluationRepository,
   isTerminalRunStatus,
   JobQueue,
   ORCHESTRATION_CONFIG,
-  OrchestrationStore,
-  parseEvaluationSpec,
+  RunRepository,
   type EvaluationEntity,
-  type EvaluationSpec,
   type OrchestrationConfig,
   type RunEntity,
 } from '@ice/orchestration';
 import { parseRequest } from '../common/request-schemas';
 import { EvaluationListQuery, EvaluationRequestSchema, type EvaluationRequest } from './evaluation.request';
 import { evaluationView } from './evaluation.views';
-
-/** "methods.1: unknown method …; foo: unknown field" — every problem named by its field. */
-function formatIssues(e: z.ZodError): string {
-  return e.issues
-    .flatMap((i) => {
-      const at = i.path.map(String);
-      if (i.code === 'unrecognized_keys') return i.keys.map((k) => `${[...at, k].join('.')}: unknown field`);
-      return [`${at.length ? at.join('.') : '(root)'}: ${i.message}`];
-    })
-    .join('; ');
-}
 
 /** What the stored run config says about the model (read loosely: the run schema may have grown since). */
 function runModel(run: RunEntity): { preset: string | null; iceHead: boolean } {
@@ -44,21 +32,20 @@ const ACCURACY_DEFAULT_MODEL = 'digits-micro';
 export class EvaluationsService {
   constructor(
     @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
-    private readonly store: OrchestrationStore,
+    private readonly evaluations: EvaluationRepository,
+    private readonly runs: RunRepository,
     private readonly queue: JobQueue,
     private readonly artifacts: ArtifactStore,
   ) {}
 
-  /** Validates the request (schema, then files and the run), stores the resolved spec and queues the job. */
+  /** Validates the request (schema and rules once, then files and the run), stores the resolved spec and queues the job. */
   async submit(raw: unknown) {
-    const r = EvaluationRequestSchema.safeParse(raw);
-    if (!r.success) throw new IceError('CONFIG_INVALID', `invalid evaluation: ${formatIssues(r.error)}`);
-    const spec = await this.resolve(r.data);
-    const evaluation = await this.store.createEvaluation({ ...spec }, spec.runId, spec.protocol);
+    const spec = await this.resolve(parseInput(EvaluationRequestSchema, raw, 'CONFIG_INVALID', 'evaluation'));
+    const evaluation = await this.evaluations.create({ ...spec }, spec.runId, spec.protocol);
     try {
-      await this.queue.enqueueEvaluation(evaluation.id, { ...spec });
+      await this.queue.enqueueEvaluation(evaluation.id, spec);
     } catch (e) {
-      await this.store.finishEvaluation(evaluation.id, { error: `could not be queued: ${(e as Error).message}`, final: true });
+      await this.evaluations.fail(evaluation.id, `could not be queued: ${(e as Error).message}`, true);
       throw e;
     }
     return evaluationView(evaluation, []);
@@ -70,7 +57,7 @@ export class EvaluationsService {
     let checkpoint: string;
     let model: string;
     if (req.runId) {
-      const run = await this.store.getRun(req.runId);
+      const run = await this.runs.get(req.runId);
       if (!run) throw new IceError('INPUT_INVALID', `runId: run ${req.runId} does not exist`);
       if (run.status !== 'succeeded' || !run.checkpoint)
         throw new IceError('INPUT_INVALID', `runId: run ${req.runId} has not finished (${run.status}); evaluate a succeeded run`);
@@ -96,7 +83,8 @@ export class EvaluationsService {
         throw new IceError('INPUT_INVALID', `model: '${model}' is neither a known preset nor a config .json file`);
       assertInsideRoots('model', model, fileRoots);
     }
-    return parseEvaluationSpec({
+    // The request schema has applied the spec's rules; the resolved files complete it.
+    return {
       protocol: req.protocol,
       data: req.data,
       methods: req.methods,
@@ -105,21 +93,21 @@ export class EvaluationsService {
       runId: req.runId ?? null,
       saveMaps: req.saveMaps,
       options: req.options,
-    });
+    };
   }
 
   async get(id: string) {
     const e = await this.require(id);
-    return evaluationView(e, (await this.store.evaluationResults([id])).get(id) ?? []);
+    return evaluationView(e, (await this.evaluations.results([id])).get(id) ?? []);
   }
 
   async list(rawQuery: unknown) {
     const q = parseRequest(EvaluationListQuery, rawQuery, 'query');
-    const { items, total } = await this.store.listEvaluations(
+    const { items, total } = await this.evaluations.list(
       { status: q.status, protocol: q.protocol, runId: q.runId },
       { limit: q.limit, offset: q.offset },
     );
-    const rows = await this.store.evaluationResults(items.map((e) => e.id));
+    const rows = await this.evaluations.results(items.map((e) => e.id));
     return { items: items.map((e) => evaluationView(e, rows.get(e.id) ?? [])), total, limit: q.limit, offset: q.offset };
   }
 
@@ -127,7 +115,7 @@ export class EvaluationsService {
   async cancel(id: string) {
     const before = await this.require(id);
     if (isTerminalRunStatus(before.status)) throw new ConflictException(`evaluation ${id} has already finished (${before.status})`);
-    const e = (await this.store.requestEvaluationCancel(id))!;
+    const e = (await this.evaluations.requestCancel(id))!;
     return evaluationView(e, []);
   }
 
@@ -150,7 +138,7 @@ export class EvaluationsService {
   }
 
   private async require(id: string): Promise<EvaluationEntity> {
-    const e = await this.store.getEvaluation(id);
+    const e = await this.evaluations.get(id);
     if (!e) throw new NotFoundException(`evaluation ${id} does not exist`);
     return e;
   }

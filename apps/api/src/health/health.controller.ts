@@ -1,7 +1,7 @@
 import { Controller, Get, HttpStatus, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
-import { JobQueue, OrchestrationStore } from '@ice/orchestration';
+import { JobQueue, OrchestrationDatabase } from '@ice/orchestration';
 
 async function probe(fn: () => Promise<void>, timeoutMs = 2000): Promise<{ ok: boolean; latencyMs: number; error?: string }> {
   const t0 = performance.now();
@@ -20,14 +20,14 @@ async function probe(fn: () => Promise<void>, timeoutMs = 2000): Promise<{ ok: b
 @Controller('health')
 export class HealthController {
   constructor(
-    private readonly store: OrchestrationStore,
+    private readonly db: OrchestrationDatabase,
     private readonly queue: JobQueue,
   ) {}
 
   @Get()
   @ApiOperation({ summary: 'Redis and PostgreSQL reachability; 503 when either is down' })
   async health(@Res({ passthrough: true }) res: Response) {
-    const [redis, postgres] = await Promise.all([probe(() => this.queue.ping()), probe(() => this.store.ping())]);
+    const [redis, postgres] = await Promise.all([probe(() => this.queue.ping()), probe(() => this.db.ping())]);
     const ok = redis.ok && postgres.ok;
     res.status(ok ? HttpStatus.OK : HttpStatus.SERVICE_UNAVAILABLE);
     return { status: ok ? 'ok' : 'degraded', redis, postgres };

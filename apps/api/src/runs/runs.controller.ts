@@ -30,7 +30,7 @@ export class RunsController {
   @ApiOperation({ summary: "A run's metric series (loss, lr, throughput… per step)" })
   @ApiQuery({ name: 'names', required: false, description: 'comma-separated metric names' })
   metrics(@Param('id') id: string, @Query() query: Record<string, unknown>) {
-    return this.runs.metrics(parseId(id), query);
+    return this.runs.series(parseId(id), query);
   }
 
   @Sse(':id/events')

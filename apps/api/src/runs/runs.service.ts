@@ -1,27 +1,26 @@
 import { ConflictException, Injectable, NotFoundException, type MessageEvent } from '@nestjs/common';
 import type { Observable } from 'rxjs';
-import { EventBus, isTerminalRunStatus, JobQueue, OrchestrationStore, type OrchestrationEvent, type RunEntity } from '@ice/orchestration';
+import {
+  EventBus,
+  isTerminalRunStatus,
+  JobQueue,
+  MetricRepository,
+  RunRepository,
+  runProgressEvent,
+  runStatusEvent,
+  type OrchestrationEvent,
+  type RunEntity,
+} from '@ice/orchestration';
 import { eventStream } from '../common/sse';
 import { MetricsQuery, parseRequest, RunListQuery } from '../common/request-schemas';
 import { SubmissionRules } from './submission.rules';
 import { runView } from './run.views';
 
-export function runStatusEvent(r: RunEntity): OrchestrationEvent {
-  return {
-    type: 'run.status',
-    runId: r.id,
-    sweepId: r.sweepId,
-    status: r.status,
-    error: r.error,
-    metrics: r.metrics,
-    at: new Date().toISOString(),
-  };
-}
-
 @Injectable()
 export class RunsService {
   constructor(
-    private readonly store: OrchestrationStore,
+    private readonly runs: RunRepository,
+    private readonly metrics: MetricRepository,
     private readonly queue: JobQueue,
     private readonly bus: EventBus,
     private readonly rules: SubmissionRules,
@@ -30,18 +29,18 @@ export class RunsService {
   /** One experiment: validated, stored, queued (one job per data-parallel rank). */
   async submit(raw: unknown) {
     const config = this.rules.runConfig(raw);
-    const run = await this.store.createRun({ cellKey: '', cell: {}, seed: config.seed, config: this.rules.stored(config) });
+    const run = await this.runs.create({ cellKey: '', cell: {}, seed: config.seed, config: this.rules.stored(config) });
     try {
-      await this.queue.enqueueRun({ runId: run.id, config: run.config.run, worldSize: config.worldSize });
+      await this.queue.enqueueRun({ runId: run.id, config });
     } catch (e) {
-      await this.store.failRun(run.id, `could not be queued: ${(e as Error).message}`, true);
+      await this.runs.fail(run.id, `could not be queued: ${(e as Error).message}`, true);
       throw e;
     }
     return runView(run);
   }
 
   async require(id: string): Promise<RunEntity> {
-    const run = await this.store.getRun(id);
+    const run = await this.runs.get(id);
     if (!run) throw new NotFoundException(`run ${id} does not exist`);
     return run;
   }
@@ -52,14 +51,14 @@ export class RunsService {
 
   async list(rawQuery: unknown) {
     const q = parseRequest(RunListQuery, rawQuery, 'query');
-    const { items, total } = await this.store.listRuns({ status: q.status, sweepId: q.sweepId }, q);
+    const { items, total } = await this.runs.list({ status: q.status, sweepId: q.sweepId }, q);
     return { items: items.map(runView), total, limit: q.limit, offset: q.offset };
   }
 
-  async metrics(id: string, rawQuery: unknown) {
+  async series(id: string, rawQuery: unknown) {
     const q = parseRequest(MetricsQuery, rawQuery, 'query');
     await this.require(id);
-    return { runId: id, series: await this.store.metricSeries(id, q.names) };
+    return { runId: id, series: await this.metrics.series(id, q.names) };
   }
 
   /**
@@ -69,7 +68,7 @@ export class RunsService {
   async cancel(id: string) {
     const before = await this.require(id);
     if (isTerminalRunStatus(before.status)) throw new ConflictException(`run ${id} has already finished (${before.status})`);
-    const run = (await this.store.requestCancel(id))!;
+    const run = (await this.runs.requestCancel(id))!;
     if (run.status === 'cancelled') await this.bus.publish(runStatusEvent(run));
     else await this.bus.requestCancel({ runId: id });
     return runView(run);
@@ -81,8 +80,7 @@ export class RunsService {
       snapshot: async () => {
         const run = await this.require(id);
         const events: OrchestrationEvent[] = [runStatusEvent(run)];
-        if (run.progress && !isTerminalRunStatus(run.status))
-          events.unshift({ type: 'run.progress', runId: run.id, sweepId: run.sweepId, progress: run.progress });
+        if (run.progress && !isTerminalRunStatus(run.status)) events.unshift(runProgressEvent(run, run.progress));
         return events;
       },
       isEnd: (e) => e.type === 'run.status' && isTerminalRunStatus(e.status),

@@ -12,9 +12,10 @@ import {
 import { ArtifactStore, assertInsideRoots, ORCHESTRATION_CONFIG, type OrchestrationConfig, type StoredRunConfig } from '@ice/orchestration';
 
 /**
- * What a submission must satisfy beyond its schema: files it names inside the configured data roots (weights may also
- * come from the artifact directory, i.e. a finished run's checkpoint), and, for data-parallel runs, shards that hold a
- * batch. The schema bounds worldSize (≤ 64); data.batchSize is per rank.
+ * What a submission must satisfy beyond its schema: files it names inside the configured data
+ * roots (weights may also come from the artifact directory, i.e. a finished run's checkpoint),
+ * and, for data-parallel runs, shards that hold a batch. The schema bounds worldSize (≤ 64);
+ * data.batchSize is per rank. The request's RunConfig is parsed here, once.
  */
 @Injectable()
 export class SubmissionRules {
@@ -45,7 +46,8 @@ export class SubmissionRules {
 
   /** Every rank's shard of an epoch must hold at least one batch (the workers would fail on it after queueing). */
   private checkShards(config: RunConfig, prefix: string): void {
-    if (config.data.format !== 'digits') return; // other formats are refused at training time (no file-backed pipeline in runs yet)
+    // Other formats are refused at training time (no file-backed pipeline in runs yet).
+    if (config.data.format !== 'digits') return;
     const spec = trainDatasetSpec(config, vitConfig(config.model.preset).imgSize);
     const length = spec.format === 'digits' ? (spec.options?.length ?? 0) : 0;
     try {

@@ -6,8 +6,9 @@ import {
   EventBus,
   isTerminalSweepStatus,
   JobQueue,
-  OrchestrationStore,
-  type OrchestrationEvent,
+  RunRepository,
+  SweepRepository,
+  sweepStatusEvent,
   type RunEntity,
   type SweepEntity,
 } from '@ice/orchestration';
@@ -35,7 +36,8 @@ export type TableResponse = { format: 'json'; body: unknown } | { format: 'csv' 
 @Injectable()
 export class SweepsService {
   constructor(
-    private readonly store: OrchestrationStore,
+    private readonly sweeps: SweepRepository,
+    private readonly runs: RunRepository,
     private readonly queue: JobQueue,
     private readonly bus: EventBus,
     private readonly rules: SubmissionRules,
@@ -44,43 +46,43 @@ export class SweepsService {
   /** A grid of runs as one flow; every (cell, seed) is validated before anything is stored. */
   async submit(raw: unknown) {
     const { request, cells } = this.rules.sweep(raw);
-    const { sweep, runs } = await this.store.createSweep({
+    const { sweep, runs } = await this.sweeps.create({
       name: request.name ?? null,
       spec: request,
       axes: Object.keys(request.grid),
       runs: cells.map((c) => ({ cellKey: c.cellKey, cell: c.values, seed: c.seed, config: this.rules.stored(c.config) })),
     });
     try {
+      // The repository returns the runs in the order of the cells.
       await this.queue.enqueueSweep(
         sweep.id,
-        // createSweep returns the runs in the order of the cells.
-        runs.map((r, i) => ({ runId: r.id, config: r.config.run, worldSize: cells[i].config.worldSize })),
+        runs.map((r, i) => ({ runId: r.id, config: cells[i].config })),
       );
     } catch (e) {
-      await this.store.setSweepStatus(sweep.id, 'failed');
+      await this.sweeps.setStatus(sweep.id, 'failed');
       throw e;
     }
-    const counts = (await this.store.sweepCounts([sweep.id])).get(sweep.id)!;
+    const counts = await this.sweeps.countsOf(sweep.id);
     return { ...sweepView(sweep, counts), runIds: runs.map((r) => r.id) };
   }
 
   async require(id: string): Promise<SweepEntity> {
-    const sweep = await this.store.getSweep(id);
+    const sweep = await this.sweeps.get(id);
     if (!sweep) throw new NotFoundException(`sweep ${id} does not exist`);
     return sweep;
   }
 
   async get(id: string) {
     const sweep = await this.require(id);
-    const counts = (await this.store.sweepCounts([id])).get(id)!;
-    const runs = await this.store.runsOfSweep(id);
+    const counts = await this.sweeps.countsOf(id);
+    const runs = await this.runs.ofSweep(id);
     return { ...sweepView(sweep, counts), runs: runs.map(runView) };
   }
 
   async list(rawQuery: unknown) {
     const q = parseRequest(SweepListQuery, rawQuery, 'query');
-    const { items, total } = await this.store.listSweeps({ status: q.status, name: q.name }, q);
-    const counts = await this.store.sweepCounts(items.map((s) => s.id));
+    const { items, total } = await this.sweeps.list({ status: q.status, name: q.name }, q);
+    const counts = await this.sweeps.counts(items.map((s) => s.id));
     return { items: items.map((s) => sweepView(s, counts.get(s.id)!)), total, limit: q.limit, offset: q.offset };
   }
 
@@ -88,7 +90,7 @@ export class SweepsService {
   async table(id: string, rawQuery: unknown): Promise<TableResponse> {
     const q = parseRequest(TableQuery, rawQuery, 'query');
     const sweep = await this.require(id);
-    const runs = await this.store.runsOfSweep(id);
+    const runs = await this.runs.ofSweep(id);
     const rows = q.rows ?? sweep.axes;
     for (const r of rows) {
       if (runs.length && runs.every((run) => rowValue(run, sweep.axes, r) === undefined)) {
@@ -120,9 +122,7 @@ export class SweepsService {
       subscribe: (fn) => this.bus.onSweepEvent(id, fn),
       snapshot: async () => {
         const sweep = await this.require(id);
-        const counts = (await this.store.sweepCounts([id])).get(id)!;
-        const e: OrchestrationEvent = { type: 'sweep.status', sweepId: id, status: sweep.status, counts, at: new Date().toISOString() };
-        return [e];
+        return [sweepStatusEvent(id, sweep.status, await this.sweeps.countsOf(id))];
       },
       isEnd: (e) => e.type === 'sweep.status' && isTerminalSweepStatus(e.status),
     });

@@ -66,6 +66,22 @@ describe('ice eval', () => {
     expect(() => toEvaluationOptions('corloc', { ...base, saveMapsCount: 2 }, quiet)).toThrow(/needs --save-maps/);
   });
 
+  it("checks the flags with the evaluation spec's rules: another protocol's option warns, a mismatch is refused", () => {
+    const logs: string[] = [];
+    const o = toEvaluationOptions('corloc', { ...base, taus: '0.5' }, (m) => logs.push(m));
+    expect(o).toMatchObject({ protocol: 'corloc', taus: [0.5], methods: ['ice', 'rollout', 'gradcam'], limit: 2 });
+    expect(logs).toEqual([
+      expect.stringMatching(/^warning: options\.taus: taus applies to the jaccard protocol only; the corloc protocol ignores it$/),
+    ]);
+    expect(() => toEvaluationOptions('segmentation', { ...base, format: 'cub', root: '/x' }, quiet)).toThrow(
+      /data\.format: the segmentation protocol needs foreground masks, which cub does not provide/,
+    );
+    expect(() => toEvaluationOptions('corloc', { ...base, method: 'ice,ice' }, quiet)).toThrow(/methods\.1: method 'ice' is named twice/);
+    expect(() => toEvaluationOptions('corloc', { ...base, jaccardHeads: 'median' }, quiet)).toThrow(
+      /--jaccard-heads must be one of max, mean/,
+    );
+  });
+
   it('prints a table with one row per method, or JSON', async () => {
     const program = new Command().exitOverride();
     registerEvalCommand(program);

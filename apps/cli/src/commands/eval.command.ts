@@ -1,41 +1,46 @@
+/**
+ * `ice eval <protocol>`: scores explainers of one checkpoint with one of the paper's protocols on a
+ * data set, one row per method (the protocol's metrics, images, images/s), as a table or JSON.
+ * The flags become the same EvaluationSpec the API stores and the workers run (@ice/evaluation),
+ * checked by the same rules and turned into runEvaluation's options by the same function.
+ * `ice eval accuracy` reports the checkpoint's top-1 instead, optionally with token pruning
+ * (`--prune ice|evit --keep ρ`, the paper's Table 5).
+ */
 import { Command, InvalidArgumentError } from 'commander';
 import {
+  describeIssues,
   type ExplainerName,
   EXPLAINER_NAMES,
   IceError,
   isExplainerName,
+  parseInput,
   PRUNE_MODES,
-  type PruneMode,
   type PruneOptions,
   TARGET_SOURCES,
-  type TargetSource,
 } from '@ice/core';
 import {
   ACCURACY_FORMATS,
-  type AccuracyFormat,
   type AccuracyOptions,
   type AccuracyResult,
   formatAccuracyReport,
   runAccuracy,
+  DEFAULT_SAVED_MAPS,
   EVALUATION_FORMATS,
   EVALUATION_PROTOCOLS,
-  type EvaluationFormat,
   type EvaluationOptions,
-  type EvaluationProtocol,
   type EvaluationResult,
+  evaluationOptions,
+  evaluationSpecIssues,
+  EvaluationSpecShape,
+  type EvaluationTuning,
   formatEvaluationReport,
-  type MaskRule,
+  JACCARD_HEAD_RULES,
+  MASK_RULES,
+  type MapEvaluationSpec,
   NORMALIZATION_CHOICES,
-  type NormalizationChoice,
   runEvaluation,
 } from '@ice/evaluation';
 
-/**
- * `ice eval <protocol>`: scores explainers of one checkpoint with one of the paper's protocols on a
- * data set, one row per method (the protocol's metrics, images, images/s), as a table or JSON.
- * `ice eval accuracy` reports the checkpoint's top-1 instead, optionally with token pruning
- * (`--prune ice|evit --keep ρ`, the paper's Table 5).
- */
 export interface EvalCommandOptions {
   /** Required by the map protocols; accuracy defaults to digits. */
   format?: string;
@@ -70,7 +75,7 @@ export interface EvalCommandOptions {
   digitsSeed?: number;
 }
 
-function oneOf<T extends string>(what: string, value: string, allowed: readonly T[]): T {
+function oneOf<const T extends string>(what: string, value: string, allowed: readonly T[]): T {
   if (!(allowed as readonly string[]).includes(value))
     throw new IceError('CONFIG_INVALID', `${what} must be one of ${allowed.join(', ')}; got '${value}'`);
   return value as T;
@@ -97,27 +102,9 @@ function parseNumberList(what: string, list: string): number[] {
   return out;
 }
 
-/** Command-line options → runEvaluation options. */
-export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log: (m: string) => void): EvaluationOptions {
-  const p = oneOf<EvaluationProtocol>('the protocol', protocol, EVALUATION_PROTOCOLS);
-  if (o.format === undefined) throw new IceError('CONFIG_INVALID', `the ${p} protocol needs --format (${EVALUATION_FORMATS.join(', ')})`);
-  if (o.method === undefined)
-    throw new IceError('CONFIG_INVALID', `the ${p} protocol needs --method (${EXPLAINER_NAMES.join(', ')}, or all)`);
-  if (o.prune !== undefined || o.keep !== undefined || o.pruneLocations !== undefined || o.fuseTokens !== undefined)
-    throw new IceError(
-      'CONFIG_INVALID',
-      'token pruning (--prune, --keep, --prune-locations, --fuse-tokens) applies to `ice eval accuracy` only',
-    );
-  const opts: EvaluationOptions = {
-    protocol: p,
-    format: oneOf<EvaluationFormat>('--format', o.format, EVALUATION_FORMATS),
-    root: o.root,
-    split: o.split,
-    weights: o.weights,
-    modelSpec: o.model,
-    methods: parseMethods(o.method),
-    limit: o.limit,
-    batchSize: o.batchSize,
+/** The tuning flags, each checked against the evaluation library's own choices. */
+function tuningOptions(o: EvalCommandOptions): EvaluationTuning {
+  const options: EvaluationTuning = {
     imgSize: o.imgSize,
     rolloutStartLayer: o.rolloutStartLayer,
     excludeVoid: o.excludeVoid,
@@ -125,19 +112,65 @@ export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log
     camThreshold: o.camThreshold,
     maxBoxAccInterval: o.maxboxaccInterval,
     digitsSeed: o.digitsSeed,
-    log,
   };
-  if (o.targetSource !== undefined) opts.targetSource = oneOf<TargetSource>('--target-source', o.targetSource, TARGET_SOURCES);
-  if (o.normalization !== undefined)
-    opts.normalization = oneOf<NormalizationChoice>('--normalization', o.normalization, NORMALIZATION_CHOICES);
-  if (o.taus !== undefined) opts.taus = parseNumberList('--taus', o.taus);
-  if (o.maxboxaccIous !== undefined) opts.maxBoxAccIous = parseNumberList('--maxboxacc-ious', o.maxboxaccIous);
-  if (o.jaccardHeads !== undefined) opts.jaccardHeads = oneOf('--jaccard-heads', o.jaccardHeads, ['max', 'mean'] as const);
-  if (o.corlocMask !== undefined) opts.corlocMask = oneOf<MaskRule>('--corloc-mask', o.corlocMask, ['mass', 'mean']);
-  if (o.top1Iou !== undefined) opts.strictTop1 = oneOf('--top1-iou', o.top1Iou, ['gt', 'ge'] as const) === 'gt';
-  if (o.saveMaps !== undefined) opts.saveMaps = { dir: o.saveMaps, count: o.saveMapsCount };
-  else if (o.saveMapsCount !== undefined) throw new IceError('CONFIG_INVALID', '--save-maps-count needs --save-maps DIR');
-  return opts;
+  if (o.targetSource !== undefined) options.targetSource = oneOf('--target-source', o.targetSource, TARGET_SOURCES);
+  if (o.normalization !== undefined) options.normalization = oneOf('--normalization', o.normalization, NORMALIZATION_CHOICES);
+  if (o.taus !== undefined) options.taus = parseNumberList('--taus', o.taus);
+  if (o.maxboxaccIous !== undefined) options.maxBoxAccIous = parseNumberList('--maxboxacc-ious', o.maxboxaccIous);
+  if (o.jaccardHeads !== undefined) options.jaccardHeads = oneOf('--jaccard-heads', o.jaccardHeads, JACCARD_HEAD_RULES);
+  if (o.corlocMask !== undefined) options.corlocMask = oneOf('--corloc-mask', o.corlocMask, MASK_RULES);
+  if (o.top1Iou !== undefined) options.strictTop1 = oneOf('--top1-iou', o.top1Iou, ['gt', 'ge'] as const) === 'gt';
+  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * Command-line options → the evaluation spec, checked by its rules. An option of another protocol
+ * is only a warning here (runEvaluation ignores it; the API refuses it).
+ */
+export function toEvaluationSpec(protocol: string, o: EvalCommandOptions, log: (m: string) => void): MapEvaluationSpec {
+  if (o.format === undefined)
+    throw new IceError('CONFIG_INVALID', `the ${protocol} protocol needs --format (${EVALUATION_FORMATS.join(', ')})`);
+  if (o.method === undefined)
+    throw new IceError('CONFIG_INVALID', `the ${protocol} protocol needs --method (${EXPLAINER_NAMES.join(', ')}, or all)`);
+  if (o.prune !== undefined || o.keep !== undefined || o.pruneLocations !== undefined || o.fuseTokens !== undefined)
+    throw new IceError(
+      'CONFIG_INVALID',
+      'token pruning (--prune, --keep, --prune-locations, --fuse-tokens) applies to `ice eval accuracy` only',
+    );
+  if (o.saveMapsCount !== undefined && o.saveMaps === undefined)
+    throw new IceError('CONFIG_INVALID', '--save-maps-count needs --save-maps DIR');
+  const spec = parseInput(
+    EvaluationSpecShape,
+    {
+      protocol: oneOf('the protocol', protocol, EVALUATION_PROTOCOLS),
+      data: {
+        format: oneOf('--format', o.format, EVALUATION_FORMATS),
+        root: o.root,
+        split: o.split,
+        limit: o.limit,
+        batchSize: o.batchSize,
+      },
+      methods: parseMethods(o.method),
+      checkpoint: o.weights,
+      model: o.model,
+      runId: null,
+      saveMaps: o.saveMaps === undefined ? 0 : (o.saveMapsCount ?? DEFAULT_SAVED_MAPS),
+      options: tuningOptions(o),
+    },
+    'CONFIG_INVALID',
+    'evaluation',
+  ) as MapEvaluationSpec;
+  const issues = evaluationSpecIssues(spec);
+  for (const i of issues.filter((x) => x.outOfScope))
+    log(`warning: ${i.path.join('.')}: ${i.message}; the ${spec.protocol} protocol ignores it`);
+  const errors = issues.filter((x) => !x.outOfScope);
+  if (errors.length) throw new IceError('CONFIG_INVALID', `invalid evaluation: ${describeIssues(errors)}`);
+  return spec;
+}
+
+/** Command-line options → runEvaluation options (through the evaluation spec). */
+export function toEvaluationOptions(protocol: string, o: EvalCommandOptions, log: (m: string) => void): EvaluationOptions {
+  return { ...evaluationOptions(toEvaluationSpec(protocol, o, log), o.saveMaps ?? null), log };
 }
 
 /** `--prune`, `--keep`, `--prune-locations`, `--fuse-tokens` → the model's pruning option (undefined: none). */
@@ -147,12 +180,10 @@ export function toPruneOptions(o: EvalCommandOptions): PruneOptions | undefined 
       throw new IceError('CONFIG_INVALID', '--keep, --prune-locations and --fuse-tokens need --prune ice|evit');
     return undefined;
   }
-  const mode = oneOf<PruneMode>('--prune', o.prune, PRUNE_MODES);
+  const mode = oneOf('--prune', o.prune, PRUNE_MODES);
   if (o.keep === undefined) throw new IceError('CONFIG_INVALID', '--prune needs --keep ρ (the keep rate, e.g. 0.7)');
   const prune: PruneOptions = { mode, keepRate: o.keep };
-  if (o.pruneLocations !== undefined) {
-    prune.locations = parseNumberList('--prune-locations', o.pruneLocations);
-  }
+  if (o.pruneLocations !== undefined) prune.locations = parseNumberList('--prune-locations', o.pruneLocations);
   if (o.fuseTokens !== undefined) prune.fuse = o.fuseTokens;
   return prune;
 }
@@ -162,7 +193,7 @@ export function toAccuracyOptions(o: EvalCommandOptions, log: (m: string) => voi
   if (o.method !== undefined)
     throw new IceError('CONFIG_INVALID', 'the accuracy protocol takes no --method (it scores the CLS and ICE heads)');
   const opts: AccuracyOptions = {
-    format: oneOf<AccuracyFormat>('--format', o.format ?? 'digits', ACCURACY_FORMATS),
+    format: oneOf('--format', o.format ?? 'digits', ACCURACY_FORMATS),
     root: o.root,
     split: o.split,
     weights: o.weights,
@@ -223,7 +254,8 @@ export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
     .description(
-      'score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s); or top-1 accuracy (accuracy), optionally with token pruning',
+      'score explainability maps with a protocol of the paper: one row per method (metrics, images, images/s); ' +
+        'or top-1 accuracy (accuracy), optionally with token pruning',
     )
     .argument('<protocol>', `${EVALUATION_PROTOCOLS.join(' | ')} | accuracy`)
     .option(

@@ -1,13 +1,13 @@
+/**
+ * `ice train` (one run) and `ice sweep` (a grid of runs, one after another in this process) —
+ * the same executor the workers run, for a laptop or a single GPU without Redis.
+ */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { IceError } from '@ice/core';
 import { buildAblationTable, expandSweep, runOnce, RunOutcome, tableToMarkdown } from '@ice/experiments';
 
-/**
- * `ice train` (one run) and `ice sweep` (a grid of runs, one after another in this process) —
- * the same executor the workers run, for a laptop or a single GPU without Redis.
- */
 function readJson(file: string): unknown {
   if (!fs.existsSync(file)) throw new IceError('FILE_NOT_FOUND', `config file ${file} does not exist`);
   try {

@@ -2,7 +2,8 @@ import { Injectable, Logger } from '@nestjs/common';
 import {
   EventBus,
   HandlesJob,
-  OrchestrationStore,
+  SweepRepository,
+  sweepStatusEvent,
   type JobHandler,
   type JobPayload,
   type StatusCounts,
@@ -24,16 +25,16 @@ export class FinalizeSweepHandler implements JobHandler<'sweep.finalize'> {
   private readonly log = new Logger('sweep.finalize');
 
   constructor(
-    private readonly store: OrchestrationStore,
+    private readonly sweeps: SweepRepository,
     private readonly bus: EventBus,
   ) {}
 
   async handle({ sweepId }: JobPayload<'sweep.finalize'>): Promise<{ status: SweepStatus; counts: StatusCounts }> {
-    const counts = (await this.store.sweepCounts([sweepId])).get(sweepId)!;
+    const counts = await this.sweeps.countsOf(sweepId);
     const status = sweepOutcome(counts);
-    await this.store.setSweepStatus(sweepId, status);
-    const sweep = await this.store.getSweep(sweepId);
-    await this.bus.publish({ type: 'sweep.status', sweepId, status: sweep?.status ?? status, counts, at: new Date().toISOString() });
+    await this.sweeps.setStatus(sweepId, status);
+    const sweep = await this.sweeps.get(sweepId);
+    await this.bus.publish(sweepStatusEvent(sweepId, sweep?.status ?? status, counts));
     this.log.log(`sweep ${sweepId} ${status}: ${JSON.stringify(counts)}`);
     return { status, counts };
   }

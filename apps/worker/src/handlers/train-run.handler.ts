@@ -1,35 +1,53 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { DelayedError, UnrecoverableError } from 'bullmq';
+import { UnrecoverableError } from 'bullmq';
 import { IceError } from '@ice/core';
-import { LAST_CHECKPOINT, parseRunConfig, type RunConfig, type RunResult } from '@ice/experiments';
+import { LAST_CHECKPOINT, progressSeries, progressSnapshot, type RunConfig, type RunResult } from '@ice/experiments';
 import {
   ArtifactStore,
+  CANCEL_REASON_GROUP_FAILED,
+  CANCEL_REASON_SHUTDOWN,
+  CANCEL_REASON_USER,
   EventBus,
   HandlesJob,
   isTerminalRunStatus,
   ORCHESTRATION_CONFIG,
-  OrchestrationStore,
+  RunRepository,
   runInThread,
+  runProgressEvent,
+  runStatusEvent,
   type JobContext,
   type JobHandler,
   type JobPayload,
   type OrchestrationConfig,
-  type RunProgressSnapshot,
   type RunStatus,
 } from '@ice/orchestration';
 import { TRAIN_RUN_TASK } from '../training/task-files';
 import type { TrainRunInput, TrainRunMessage } from '../training/train-run.task';
-import { CANCEL_REASON_GROUP_FAILED, CANCEL_REASON_SHUTDOWN, CANCEL_REASON_USER } from './cancel-reasons';
-import { isRetryable } from './retry-policy';
+import { attemptAbort, attemptFailure, handBackJob } from './job-attempt';
 
 export type TrainRunOutcome = { status: RunStatus; metrics?: Record<string, number>; duplicate?: boolean };
+
+/** One attempt at one rank of a run, as the handler's steps share it. */
+interface RunAttempt {
+  runId: string;
+  rank: number;
+  config: RunConfig;
+  /** Rank 0: owns the run's row. */
+  lead: boolean;
+  /** "run <id>" or "run <id> rank r/W", for logs. */
+  name: string;
+  sweepId: string | null;
+  runDir: string;
+  ctx: JobContext;
+  abort: AbortController;
+}
 
 /**
  * Trains one run. The loop runs in a worker thread (this thread keeps renewing the job's lock);
  * the run's directory holds its checkpoints, so a redelivered job — after a crash or a stall —
- * resumes where the last checkpoint left off, and the guarded updates of the store make sure
+ * resumes where the last checkpoint left off, and the guarded updates of the repository make sure
  * only the first finished attempt writes the result.
  *
  * A data-parallel run (worldSize W) is W jobs, one per rank, averaging gradients through Redis.
@@ -47,218 +65,183 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
 
   constructor(
     @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
-    private readonly store: OrchestrationStore,
+    private readonly runs: RunRepository,
     private readonly bus: EventBus,
     private readonly artifacts: ArtifactStore,
   ) {}
 
-  async handle(payload: JobPayload<'run.train'>, ctx: JobContext): Promise<TrainRunOutcome> {
-    const { runId, rank } = payload;
-    let config: RunConfig;
-    try {
-      config = parseRunConfig(payload.config); // the payload is untrusted JSON again by now
-    } catch (e) {
-      await this.store.failRun(runId, (e as Error).message, true);
-      await this.publishStatus(runId);
-      throw new UnrecoverableError((e as Error).message);
-    }
-
+  /** The payload (its RunConfig included) was parsed by the job registry; rank < worldSize is part of its schema. */
+  async handle({ runId, rank, config }: JobPayload<'run.train'>, ctx: JobContext): Promise<TrainRunOutcome> {
     const W = config.worldSize;
-    if (rank >= W) {
-      const message = `job for rank ${rank} of a run with worldSize ${W}`;
-      await this.store.failRun(runId, message, true);
-      await this.publishStatus(runId);
-      throw new UnrecoverableError(message);
-    }
     const lead = rank === 0;
     const name = W > 1 ? `run ${runId} rank ${rank}/${W}` : `run ${runId}`;
+    const claim = await this.claim(runId, lead);
+    if ('outcome' in claim) return claim.outcome;
 
-    let sweepId: string | null;
-    if (lead) {
-      const run = await this.store.startRun(runId, this.config.worker.id);
-      if (!run) {
-        const existing = await this.store.getRun(runId);
-        if (!existing) throw new UnrecoverableError(`run ${runId} does not exist`);
-        // Finished already (a redelivered job) or cancelled while queued: nothing to do, nothing to write.
-        return { status: existing.status, metrics: existing.metrics ?? undefined, duplicate: true };
-      }
-      sweepId = run.sweepId;
-      await this.publishStatus(runId);
-    } else {
-      // Rank 0 owns the row; this rank only makes sure the run is still to be trained.
-      const existing = await this.store.getRun(runId);
-      if (!existing) throw new UnrecoverableError(`run ${runId} does not exist`);
-      if (isTerminalRunStatus(existing.status) || existing.cancelRequested) return { status: existing.status, duplicate: true };
-      sweepId = existing.sweepId;
-    }
-
-    const runDir = this.artifacts.runDir(runId, rank);
-    // Aborted by BullMQ (a cancel or a shutdown) or by the cancel flag seen on a progress write.
-    const abort = new AbortController();
-    const onJobAbort = (): void => abort.abort(ctx.signal?.reason);
-    if (ctx.signal?.aborted) onJobAbort();
-    else ctx.signal?.addEventListener('abort', onJobAbort, { once: true });
+    const { abort, release } = attemptAbort(ctx);
+    const a: RunAttempt = {
+      runId,
+      rank,
+      config,
+      lead,
+      name,
+      sweepId: claim.sweepId,
+      runDir: this.artifacts.runDir(runId, rank),
+      ctx,
+      abort,
+    };
     // Ranks wait for one another without reporting progress: watch the row on a timer instead.
-    const watch =
-      W > 1 ? setInterval(() => void this.watchGroup(runId, abort), Math.max(500, this.config.worker.progressIntervalMs)) : undefined;
-
+    const every = Math.max(500, this.config.worker.progressIntervalMs);
+    const watch = W > 1 ? setInterval(() => void this.watchGroup(runId, abort), every) : undefined;
     try {
-      const result = await runInThread<TrainRunInput, RunResult, TrainRunMessage>(
-        TRAIN_RUN_TASK,
-        {
-          config,
-          runDir,
-          progressIntervalMs: this.config.worker.progressIntervalMs,
-          rank,
-          allReduce:
-            W > 1
-              ? {
-                  redisUrl: this.config.redisUrl,
-                  keyPrefix: `${this.config.queuePrefix}:allreduce`,
-                  runId,
-                  timeoutMs: this.config.worker.allReduceTimeoutMs,
-                }
-              : undefined,
-        },
-        {
-          signal: abort.signal,
-          cancelGraceMs: this.config.worker.cancelGraceMs,
-          onMessage: (m) => this.onMessage(m, { runId, name, lead, sweepId, config, runDir, ctx, abort }),
-        },
-      );
-      if (!lead) {
-        this.log.log(`${name} finished its ${result.steps} steps; rank 0 records the result`);
-        return { status: 'succeeded' };
-      }
-      const first = await this.store.finishRun(runId, {
-        metrics: result.metrics,
-        checkpoint: result.checkpoint,
-        lastCheckpoint: path.join(runDir, LAST_CHECKPOINT),
-        resumedFromStep: result.resumedFromStep,
-        backend: result.backend,
-        durationMs: result.durationMs,
-        steps: result.steps,
-      });
-      if (!first) this.log.warn(`run ${runId} had already finished; this attempt's result is discarded`);
-      else
-        this.log.log(
-          `run ${runId} succeeded in ${result.durationMs} ms${result.resumedFromStep !== null ? ` (resumed from step ${result.resumedFromStep})` : ''}: ${JSON.stringify(result.metrics)}`,
-        );
-      await this.publishStatus(runId);
-      return { status: 'succeeded', metrics: result.metrics };
+      return await this.succeed(a, await this.train(a));
     } catch (e) {
-      if (e instanceof IceError && e.code === 'CANCELLED') {
-        if (abort.signal.reason === CANCEL_REASON_SHUTDOWN) return this.handBack(runId, name, lead, ctx);
-        if (abort.signal.reason === CANCEL_REASON_GROUP_FAILED) {
-          // The rank that failed wrote the run's outcome; retrying this one cannot help.
-          this.log.log(`${name} stopped: another rank failed the run`);
-          throw new UnrecoverableError(`another rank of run ${runId} failed`);
-        }
-        await this.store.markCancelled(runId);
-        await this.publishStatus(runId);
-        this.log.log(`${name} cancelled`);
-        return { status: 'cancelled' };
-      }
-      const message = (e as Error).message;
-      const retryable = isRetryable(e);
-      const final = !retryable || ctx.job.attemptsMade + 1 >= (ctx.job.opts.attempts ?? 1);
-      this.log.error(`${name} attempt ${ctx.job.attemptsMade + 1} failed${final ? '' : ' (will be retried)'}: ${message}`);
-      // The row shows rank 0's attempts; any rank's final failure fails the run (and so stops the other ranks).
-      if (lead || final) {
-        await this.store.failRun(runId, lead ? message : `rank ${rank}: ${message}`, final);
-        await this.publishStatus(runId);
-      }
-      throw retryable ? e : new UnrecoverableError(message);
+      return await this.settle(a, e);
     } finally {
       clearInterval(watch);
-      ctx.signal?.removeEventListener('abort', onJobAbort);
+      release();
     }
+  }
+
+  /** A payload that does not parse fails the run it names (if it names one) for good. */
+  async rejectPayload(raw: unknown, error: IceError): Promise<void> {
+    const runId = (raw as { runId?: unknown } | null)?.runId;
+    if (typeof runId !== 'string' || !/^[0-9a-f-]{36}$/.test(runId)) return;
+    await this.runs.fail(runId, error.message, true);
+    await this.publishStatus(runId);
+  }
+
+  /**
+   * Rank 0 claims the row for this attempt; the other ranks only check the run is still to be
+   * trained. A finished run (a redelivered job) or one cancelled while queued ends here, writing nothing.
+   */
+  private async claim(runId: string, lead: boolean): Promise<{ sweepId: string | null } | { outcome: TrainRunOutcome }> {
+    if (lead) {
+      const run = await this.runs.start(runId, this.config.worker.id);
+      if (run) {
+        await this.publishStatus(runId);
+        return { sweepId: run.sweepId };
+      }
+    }
+    const existing = await this.runs.get(runId);
+    if (!existing) throw new UnrecoverableError(`run ${runId} does not exist`);
+    if (lead) return { outcome: { status: existing.status, metrics: existing.metrics ?? undefined, duplicate: true } };
+    if (isTerminalRunStatus(existing.status) || existing.cancelRequested) return { outcome: { status: existing.status, duplicate: true } };
+    return { sweepId: existing.sweepId };
+  }
+
+  private train(a: RunAttempt): Promise<RunResult> {
+    const w = this.config.worker;
+    const input: TrainRunInput = {
+      config: a.config,
+      runDir: a.runDir,
+      progressIntervalMs: w.progressIntervalMs,
+      rank: a.rank,
+      allReduce:
+        a.config.worldSize > 1
+          ? {
+              redisUrl: this.config.redisUrl,
+              keyPrefix: `${this.config.queuePrefix}:allreduce`,
+              runId: a.runId,
+              timeoutMs: w.allReduceTimeoutMs,
+            }
+          : undefined,
+    };
+    return runInThread<TrainRunInput, RunResult, TrainRunMessage>(TRAIN_RUN_TASK, input, {
+      signal: a.abort.signal,
+      cancelGraceMs: w.cancelGraceMs,
+      onMessage: (m) => this.onMessage(a, m),
+    });
+  }
+
+  /** Rank 0 records the result once (a second finished attempt's result is discarded); the other ranks record nothing. */
+  private async succeed(a: RunAttempt, result: RunResult): Promise<TrainRunOutcome> {
+    if (!a.lead) {
+      this.log.log(`${a.name} finished its ${result.steps} steps; rank 0 records the result`);
+      return { status: 'succeeded' };
+    }
+    const first = await this.runs.finish(a.runId, { ...result, lastCheckpoint: path.join(a.runDir, LAST_CHECKPOINT) });
+    if (!first) this.log.warn(`run ${a.runId} had already finished; this attempt's result is discarded`);
+    else {
+      const resumed = result.resumedFromStep !== null ? ` (resumed from step ${result.resumedFromStep})` : '';
+      this.log.log(`run ${a.runId} succeeded in ${result.durationMs} ms${resumed}: ${JSON.stringify(result.metrics)}`);
+    }
+    await this.publishStatus(a.runId);
+    return { status: 'succeeded', metrics: result.metrics };
+  }
+
+  /** The attempt's error: a cancel (by the user, a shutdown or the group), or a failure retried by BullMQ or final. */
+  private async settle(a: RunAttempt, e: unknown): Promise<TrainRunOutcome> {
+    if (e instanceof IceError && e.code === 'CANCELLED') {
+      if (a.abort.signal.reason === CANCEL_REASON_SHUTDOWN) return this.handBack(a);
+      if (a.abort.signal.reason === CANCEL_REASON_GROUP_FAILED) {
+        // The rank that failed wrote the run's outcome; retrying this one cannot help.
+        this.log.log(`${a.name} stopped: another rank failed the run`);
+        throw new UnrecoverableError(`another rank of run ${a.runId} failed`);
+      }
+      await this.runs.markCancelled(a.runId);
+      await this.publishStatus(a.runId);
+      this.log.log(`${a.name} cancelled`);
+      return { status: 'cancelled' };
+    }
+    const f = attemptFailure(e, a.ctx);
+    this.log.error(`${a.name} attempt ${f.attempt} failed${f.final ? '' : ' (will be retried)'}: ${f.message}`);
+    // The row shows rank 0's attempts; any rank's final failure fails the run (and so stops the other ranks).
+    if (a.lead || f.final) {
+      await this.runs.fail(a.runId, a.lead ? f.message : `rank ${a.rank}: ${f.message}`, f.final);
+      await this.publishStatus(a.runId);
+    }
+    throw f.retryable ? e : new UnrecoverableError(f.message);
   }
 
   /** Stops this rank when the run was cancelled or another rank failed it for good. */
   private async watchGroup(runId: string, abort: AbortController): Promise<void> {
     if (abort.signal.aborted) return;
-    const row = await this.store.getRun(runId).catch(() => null);
+    const row = await this.runs.get(runId).catch(() => null);
     if (!row || abort.signal.aborted) return;
     if (row.cancelRequested || row.status === 'cancelled') abort.abort(CANCEL_REASON_USER);
     else if (row.status === 'failed') abort.abort(CANCEL_REASON_GROUP_FAILED);
   }
 
-  private async onMessage(
-    m: TrainRunMessage,
-    s: {
-      runId: string;
-      name: string;
-      lead: boolean;
-      sweepId: string | null;
-      config: RunConfig;
-      runDir: string;
-      ctx: JobContext;
-      abort: AbortController;
-    },
-  ): Promise<void> {
+  private async onMessage(a: RunAttempt, m: TrainRunMessage): Promise<void> {
     switch (m.kind) {
       case 'log':
-        this.log.log(`${s.name}: ${m.message}`);
-        await s.ctx.job.log(m.message).catch(() => undefined);
+        this.log.log(`${a.name}: ${m.message}`);
+        await a.ctx.job.log(m.message).catch(() => undefined);
         return;
       case 'progress': {
         const p = m.progress;
+        const jobProgress = { step: p.step, totalSteps: p.totalSteps, loss: p.loss };
         // The other ranks train the same weights in step with rank 0, whose progress stands for the run's.
-        if (!s.lead) {
-          await s.ctx.job.updateProgress({ step: p.step, totalSteps: p.totalSteps, loss: p.loss }).catch(() => undefined);
+        if (!a.lead) {
+          await a.ctx.job.updateProgress(jobProgress).catch(() => undefined);
           return;
         }
-        const samplesPerStep = s.config.data.batchSize * s.config.optimizer.accumSteps * s.config.worldSize;
-        const snapshot: RunProgressSnapshot = {
-          step: p.step,
-          totalSteps: p.totalSteps,
-          // Digits' training split is 60,000 images; other formats report epochs once their pipelines are wired in.
-          epoch: s.config.data.format === 'digits' ? (p.step * samplesPerStep) / 60_000 : 0,
-          loss: p.loss,
-          imgPerSec: p.imgPerSec,
-          etaSeconds: p.etaSeconds,
-          lr: p.lr,
-          at: new Date().toISOString(),
-        };
-        const last = path.join(s.runDir, LAST_CHECKPOINT);
-        const points: Record<string, number> = { loss: p.loss, lr: p.lr, img_per_sec: p.imgPerSec };
-        if (p.lIce !== undefined) points.l_ice = p.lIce;
-        if (p.lBg !== undefined) points.l_bg = p.lBg;
-        if (p.clsPer !== undefined) points.cls_per = p.clsPer;
-        await this.store.recordProgress(s.runId, snapshot, points, fs.existsSync(last) ? last : null);
-        await s.ctx.job.updateProgress({ step: p.step, totalSteps: p.totalSteps, loss: p.loss }).catch(() => undefined);
-        await this.bus.publish({ type: 'run.progress', runId: s.runId, sweepId: s.sweepId, progress: snapshot });
+        const last = path.join(a.runDir, LAST_CHECKPOINT);
+        const snapshot = progressSnapshot(p);
+        await this.runs.recordProgress(a.runId, snapshot, progressSeries(p), fs.existsSync(last) ? last : null);
+        await a.ctx.job.updateProgress(jobProgress).catch(() => undefined);
+        await this.bus.publish(runProgressEvent({ id: a.runId, sweepId: a.sweepId }, snapshot));
         // The cancel broadcast can miss a worker (it reconnected); the row's flag cannot.
-        const row = await this.store.getRun(s.runId);
-        if (row?.cancelRequested && !s.abort.signal.aborted) s.abort.abort('user-cancel');
+        const row = await this.runs.get(a.runId);
+        if (row?.cancelRequested && !a.abort.signal.aborted) a.abort.abort(CANCEL_REASON_USER);
         return;
       }
     }
   }
 
   /** The worker is shutting down: put the job back (without using up an attempt) to resume elsewhere. */
-  private async handBack(runId: string, name: string, lead: boolean, ctx: JobContext): Promise<never> {
-    this.log.log(`${name}: worker shutting down; handing the job back (it resumes from its last checkpoint)`);
-    if (lead) {
-      await this.store.failRun(runId, 'worker shut down; the run resumes from its last checkpoint', false);
-      await this.publishStatus(runId);
+  private async handBack(a: RunAttempt): Promise<never> {
+    this.log.log(`${a.name}: worker shutting down; handing the job back (it resumes from its last checkpoint)`);
+    if (a.lead) {
+      await this.runs.fail(a.runId, 'worker shut down; the run resumes from its last checkpoint', false);
+      await this.publishStatus(a.runId);
     }
-    await ctx.job.moveToDelayed(Date.now() + 1000, ctx.token);
-    throw new DelayedError();
+    return handBackJob(a.ctx);
   }
 
   private async publishStatus(runId: string): Promise<void> {
-    const r = await this.store.getRun(runId);
-    if (r)
-      await this.bus.publish({
-        type: 'run.status',
-        runId,
-        sweepId: r.sweepId,
-        status: r.status,
-        error: r.error,
-        metrics: r.metrics,
-        at: new Date().toISOString(),
-      });
+    const r = await this.runs.get(runId);
+    if (r) await this.bus.publish(runStatusEvent(r));
   }
 }

@@ -1,6 +1,5 @@
-import * as path from 'node:path';
+import { moduleBeside } from '@ice/core';
 
-/** Task modules next to this file, as .ts when running from source and .js from a build. */
-const ext = __filename.endsWith('.ts') ? '.ts' : '.js';
-export const TRAIN_RUN_TASK = path.join(__dirname, `train-run.task${ext}`);
-export const EVALUATE_TASK = path.join(__dirname, `evaluate.task${ext}`);
+/** Task modules next to this file (the .ts sources, or a build's .js), run with runInThread. */
+export const TRAIN_RUN_TASK = moduleBeside(__filename, 'train-run.task');
+export const EVALUATE_TASK = moduleBeside(__filename, 'evaluate.task');

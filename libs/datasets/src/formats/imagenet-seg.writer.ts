@@ -5,10 +5,12 @@
  * why), so nothing is loaded until the function is called.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { IceError } from '@ice/core';
+import { dirname, join } from 'node:path';
+import { IceError, startThread } from '@ice/core';
 import { h5wasmEntryUrl } from './hdf5.reader';
+
+/** The thread that writes the HDF5 file (plain JavaScript: see its header). */
+const MAT_WRITER = join(__dirname, 'mat-writer.worker.js');
 
 export interface ImageNetSegMatSample {
   /** H×W×3 uint8, row-major. */
@@ -23,40 +25,6 @@ export interface WriteImageNetSegMatOptions {
   /** Leave out `/value/gt` (a file the reader must reject). */
   omitGt?: boolean;
 }
-
-/** The worker: plain CommonJS JavaScript (run with `eval`), as in hdf5.reader.ts. */
-const MAT_WRITER = String.raw`
-const { parentPort, workerData } = require('node:worker_threads');
-(async () => {
-  try {
-    const h5 = await import(workerData.entryUrl);
-    await h5.ready;
-    const f = new h5.File(workerData.path, 'w');
-    const refs = f.create_group('#refs#');
-    const value = f.create_group('value');
-    value.create_attribute('MATLAB_class', 'struct');
-    const imgRefs = [];
-    const gtRefs = [];
-    workerData.samples.forEach((s, i) => {
-      const img = refs.create_dataset({ name: 'img' + i, data: s.img, shape: [3, s.w, s.h] });
-      img.create_attribute('MATLAB_class', 'uint8');
-      const m = refs.create_dataset({ name: 'gt' + i, data: s.mask, shape: [s.w, s.h] });
-      m.create_attribute('MATLAB_class', 'uint8');
-      const cell = refs.create_dataset({ name: 'gtcell' + i, data: [m.create_reference()], shape: [1, 1] });
-      cell.create_attribute('MATLAB_class', 'cell');
-      imgRefs.push(img.create_reference());
-      gtRefs.push(cell.create_reference());
-    });
-    const n = workerData.samples.length;
-    value.create_dataset({ name: 'img', data: imgRefs, shape: [n, 1] }).create_attribute('MATLAB_class', 'cell');
-    if (!workerData.omitGt) value.create_dataset({ name: 'gt', data: gtRefs, shape: [n, 1] }).create_attribute('MATLAB_class', 'cell');
-    f.close();
-    parentPort.postMessage({ ok: true });
-  } catch (e) {
-    parentPort.postMessage({ ok: false, message: String((e && e.message) || e) });
-  }
-})();
-`;
 
 /**
  * Writes `samples` as `gtsegs_ijcv.mat` is stored: `/value/img` and `/value/gt` are (N, 1) cells of
@@ -89,9 +57,8 @@ export async function writeImageNetSegMat(
   mkdirSync(dirname(path), { recursive: true });
   const plain = `${path}.h5tmp`;
   try {
-    const worker = new Worker(MAT_WRITER, {
-      eval: true,
-      workerData: { path: plain, entryUrl: h5wasmEntryUrl(), samples: stored, omitGt: opts.omitGt === true },
+    const worker = startThread(MAT_WRITER, {
+      data: { path: plain, entryUrl: h5wasmEntryUrl(), samples: stored, omitGt: opts.omitGt === true },
     });
     try {
       const reply = await new Promise<{ ok: boolean; message?: string }>((resolve, reject) => {

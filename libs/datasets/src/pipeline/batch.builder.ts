@@ -149,7 +149,8 @@ export class BatchBuilder {
       if (g.aug.height !== h || g.aug.width !== w) {
         throw new IceError(
           'CONFIG_INVALID',
-          `sample ${g.id} is ${g.aug.height}×${g.aug.width} after the transforms, but the batch is ${h}×${w}: add a sizing step (random-resized-crop, resize-center-crop, or resize to [h, w])`,
+          `sample ${g.id} is ${g.aug.height}×${g.aug.width} after the transforms, but the batch is ${h}×${w}: add a sizing ` +
+            'step (random-resized-crop, resize-center-crop, or resize to [h, w])',
         );
       }
     }

@@ -26,9 +26,8 @@
  * - Datasets cannot cross threads: every worker opens its own from the serialisable DatasetSpec.
  */
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { types } from 'node:util';
-import { IceError } from '@ice/core';
+import { IceError, moduleBeside, THREAD_BOOTSTRAP, threadWorkerData } from '@ice/core';
 import { Piscina } from 'piscina';
 import { type TransformSpec, validateTransformSpec } from '../transforms/augment.transform';
 import { BatchBuilder } from './batch.builder';
@@ -133,7 +132,8 @@ class InlineExecutor implements Executor {
   }
 }
 
-export const BATCH_WORKER_BOOTSTRAP = join(__dirname, 'batch.worker.bootstrap.js');
+/** The pool's task module, started through @ice/core's thread bootstrap like every other thread. */
+const BATCH_WORKER = moduleBeside(__filename, 'batch.worker');
 
 class PoolExecutor implements Executor {
   private readonly pool: Piscina<WorkerTask, WorkerReply>;
@@ -141,7 +141,8 @@ class PoolExecutor implements Executor {
 
   constructor(threads: number, tasksPerWorker: number, log: (message: string) => void) {
     this.pool = new Piscina<WorkerTask, WorkerReply>({
-      filename: BATCH_WORKER_BOOTSTRAP,
+      filename: THREAD_BOOTSTRAP,
+      workerData: threadWorkerData(BATCH_WORKER),
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 60_000,

@@ -1,6 +1,6 @@
 /**
- * The worker-thread side of the input pipeline (a piscina task handler, loaded through
- * batch.worker.bootstrap.js so that TypeScript runs from source). Each thread keeps its own
+ * The worker-thread side of the input pipeline (a piscina task handler, loaded through @ice/core's
+ * thread bootstrap so that TypeScript runs from source). Each thread keeps its own
  * BatchBuilder, i.e. its own opened datasets. Replies are data, never thrown errors, so IceError
  * codes survive the thread boundary; batch arrays are transferred, not copied.
  */

@@ -157,7 +157,8 @@ export async function writeVoc(root: string, scenes: SceneSpec[], split = 'val')
       .map((o) => {
         const name = VOC_NAMES[(o.label ?? 1) - 1];
         const [x0, y0, x1, y1] = o.box.map((v) => v + 1);
-        return `<object><name>${name}</name><difficult>0</difficult><bndbox><xmin>${x0}</xmin><ymin>${y0}</ymin><xmax>${x1}</xmax><ymax>${y1}</ymax></bndbox></object>`;
+        const box = `<bndbox><xmin>${x0}</xmin><ymin>${y0}</ymin><xmax>${x1}</xmax><ymax>${y1}</ymax></bndbox>`;
+        return `<object><name>${name}</name><difficult>0</difficult>${box}</object>`;
       })
       .join('');
     const xml = join(root, 'Annotations', `${ids[i]}.xml`);

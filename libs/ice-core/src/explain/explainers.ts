@@ -1,12 +1,3 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { IceError } from '../errors';
-import { iceClassPredictions, NO_ICE_CLASS } from '../loss/ice-loss';
-import { classScoreMap, foregroundMask } from '../maps/ice-maps';
-import { bmm, SLICE_MACS } from '../model/fast-ops';
-import { gridSize, type VitConfig } from '../model/vit.config';
-import type { ForwardOutput, IceVit } from '../model/vit.model';
-import { attentionRelevance, disposeRecord, partialLrpMap, recordForward, transformerAttributionJoint } from './lrp';
-
 /**
  * Patch-grid explanations of one image, the ICE maps beside the usual ViT baselines, as the
  * public reference code computes them (Chefer et al.'s Transformer-Explainability and
@@ -20,6 +11,14 @@ import { attentionRelevance, disposeRecord, partialLrpMap, recordForward, transf
  * relevance with the reference's rules (lrp.ts); full LRP (relevance down to the pixels) is not
  * offered.
  */
+import * as tf from '@tensorflow/tfjs-core';
+import { IceError } from '../errors';
+import { iceClassPredictions, NO_ICE_CLASS } from '../loss/ice-loss';
+import { classScoreMap, foregroundMask } from '../maps/ice-maps';
+import { bmm, SLICE_MACS } from '../model/fast-ops';
+import { gridSize, type VitConfig } from '../model/vit.config';
+import type { ForwardOutput, IceVit } from '../model/vit.model';
+import { attentionRelevance, disposeRecord, partialLrpMap, recordForward, transformerAttributionJoint } from './lrp';
 
 export type ExplainerName =
   'ice' | 'ice-class' | 'raw-attention' | 'rollout' | 'gradcam' | 'generic-attention' | 'transformer-attribution' | 'partial-lrp';

@@ -65,7 +65,8 @@ function expectClose(got: Nested | Float32Array, ref: Nested, tol: { atol: numbe
   }
   if (worst >= 0) {
     throw new Error(
-      `${label}: element ${worst} of ${r.length}: got ${g[worst]}, ref ${r[worst]} (|diff| ${Math.abs(g[worst] - r[worst])} exceeds atol ${tol.atol} + rtol ${tol.rtol}·|ref|)`,
+      `${label}: element ${worst} of ${r.length}: got ${g[worst]}, ref ${r[worst]} (|diff| ` +
+        `${Math.abs(g[worst] - r[worst])} exceeds atol ${tol.atol} + rtol ${tol.rtol}·|ref|)`,
     );
   }
 }

@@ -1,6 +1,3 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { IceError } from '../errors';
-
 /**
  * ICE adversarial-normalization loss on the patch logits z [B, N, c+1] (background channel
  * last, index c). Two variants (see /shared/golden/README.md, "golden-loss.json"):
@@ -15,7 +12,11 @@ import { IceError } from '../errors';
  * F_b = {p : argmax_k z_bpk ≠ c} carries no gradient. gate = [cls_per ≥ gateThreshold] with
  * cls_per = |F| / (B·N) pooled over the whole batch; a threshold of 0 means "always on".
  */
-export type IceLossVariant = 'official' | 'paper';
+import * as tf from '@tensorflow/tfjs-core';
+import { IceError } from '../errors';
+
+export const ICE_LOSS_VARIANTS = ['official', 'paper'] as const;
+export type IceLossVariant = (typeof ICE_LOSS_VARIANTS)[number];
 
 export interface IceLossConfig {
   variant: IceLossVariant;
@@ -61,19 +62,40 @@ export interface IceLossStats {
   fCount: number[];
 }
 
-function invalid(field: keyof IceLossConfig, value: unknown, rule: string): IceError {
-  return new IceError('CONFIG_INVALID', `ICE loss ${field} must be ${rule}, got ${String(value)}`, { field, value });
+/** The admissible range of each numeric field (the official variant also needs λ > 0: it divides by λ). */
+export const ICE_LOSS_RULES = { alpha: 'in (0, 1]', lambdaClass: 'in [0, 1]', gateThreshold: 'in [0, 1]' } as const;
+
+/** One field of an IceLossConfig outside its range, and the rule it breaks. */
+export interface IceLossConfigIssue {
+  field: keyof IceLossConfig;
+  rule: string;
+  value: unknown;
+}
+
+/** Every field of `config` that breaks its rule (empty: valid). The one statement of α/λ/gate ranges. */
+export function iceLossConfigIssues(config: IceLossConfig): IceLossConfigIssue[] {
+  const { variant, alpha, lambdaClass, gateThreshold } = config;
+  const out: IceLossConfigIssue[] = [];
+  if (!(ICE_LOSS_VARIANTS as readonly string[]).includes(variant))
+    out.push({ field: 'variant', rule: ICE_LOSS_VARIANTS.map((v) => `'${v}'`).join(' or '), value: variant });
+  if (!Number.isFinite(alpha) || alpha <= 0 || alpha > 1) out.push({ field: 'alpha', rule: ICE_LOSS_RULES.alpha, value: alpha });
+  if (!Number.isFinite(lambdaClass) || lambdaClass < 0 || lambdaClass > 1)
+    out.push({ field: 'lambdaClass', rule: ICE_LOSS_RULES.lambdaClass, value: lambdaClass });
+  // official divides by λ (see the module comment)
+  else if (variant === 'official' && lambdaClass === 0)
+    out.push({ field: 'lambdaClass', rule: 'in (0, 1] for the official variant', value: lambdaClass });
+  if (!Number.isFinite(gateThreshold) || gateThreshold < 0 || gateThreshold > 1)
+    out.push({ field: 'gateThreshold', rule: ICE_LOSS_RULES.gateThreshold, value: gateThreshold });
+  return out;
 }
 
 /** Throws IceError('CONFIG_INVALID') naming the first offending field. */
 export function validateIceLossConfig(config: IceLossConfig): void {
-  const { variant, alpha, lambdaClass, gateThreshold } = config;
-  if (variant !== 'official' && variant !== 'paper') throw invalid('variant', variant, "'official' or 'paper'");
-  if (!Number.isFinite(alpha) || alpha <= 0 || alpha > 1) throw invalid('alpha', alpha, 'in (0, 1]');
-  if (!Number.isFinite(lambdaClass) || lambdaClass < 0 || lambdaClass > 1) throw invalid('lambdaClass', lambdaClass, 'in [0, 1]');
-  // official divides by λ (see the module comment)
-  if (variant === 'official' && lambdaClass === 0) throw invalid('lambdaClass', lambdaClass, 'in (0, 1] for the official variant');
-  if (!Number.isFinite(gateThreshold) || gateThreshold < 0 || gateThreshold > 1) throw invalid('gateThreshold', gateThreshold, 'in [0, 1]');
+  const [first] = iceLossConfigIssues(config);
+  if (first) {
+    const { field, rule, value } = first;
+    throw new IceError('CONFIG_INVALID', `ICE loss ${field} must be ${rule}, got ${String(value)}`, { field, value });
+  }
 }
 
 /** Weights of L_ICE and of the (gated) L_bg in the total. */

@@ -1,12 +1,12 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { IceError } from '../errors';
-import type { IceVit } from '../model/vit.model';
-
 /**
  * Explainability maps from the ICE head's per-patch logits z [B, N, c+1] (background last):
  * the class-agnostic foreground mask and the per-class score map, on the patch grid or
  * upsampled to the image.
  */
+import * as tf from '@tensorflow/tfjs-core';
+import { IceError } from '../errors';
+import type { IceVit } from '../model/vit.model';
+
 export type UpsampleMode = 'nearest' | 'bilinear';
 
 function grid(N: number): number {

@@ -1,5 +1,3 @@
-import { IceError } from '../errors';
-
 /**
  * Box-based localisation protocols. Boxes are [xmin, ymin, xmax, ymax], x = column, y = row.
  *
@@ -10,6 +8,7 @@ import { IceError } from '../errors';
  * - CUB localisation: GT-known Loc and Top-1 Loc (TS-CAM), and wsolevaluation's MaxBoxAcc, with
  *   boxes from thresholded score maps via the largest outer contour, as cv2 would give them.
  */
+import { IceError } from '../errors';
 
 export type BBox = readonly [number, number, number, number];
 export type BoxConvention = 'inclusive' | 'continuous';

@@ -1,10 +1,9 @@
-import { IceError } from '../errors';
-
 /**
  * The VOC12 Jaccard protocol of Intriguing Properties of ViTs (evaluate_segmentation.py; ICE's
  * evaluate_segmentation_ICE.py uses it with a single mask), and the attention-mass threshold
  * of DINO/LOST/Intriguing that turns an attention map into a mask. Float64, flat row-major.
  */
+import { IceError } from '../errors';
 
 export const VOC_VOID = 255;
 

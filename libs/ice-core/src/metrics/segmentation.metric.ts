@@ -1,5 +1,3 @@
-import { IceError } from '../errors';
-
 /**
  * The ImageNet-segmentation protocol of Chefer et al. (imagenet_seg_eval.py, utils/metrices.py),
  * in float64 on flat row-major maps (the metrics do not depend on the grid shape):
@@ -11,6 +9,7 @@ import { IceError } from '../errors';
  * - mAP is the mean over images of sklearn's step-wise average_precision_score on the 2·H·W
  *   samples [1 − n; n] against [gt == 0; gt == 1] (not the mean of two per-class APs).
  */
+import { IceError } from '../errors';
 
 /** np.spacing(1): the reference adds it to the pooled denominators. */
 const EPS = 2.220446049250313e-16;

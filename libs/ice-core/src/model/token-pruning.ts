@@ -27,8 +27,8 @@ import type { IceVit } from './vit.model';
  * trained without it (EViT fine-tunes with its keep rate; that is not done here).
  */
 
-export type PruneMode = 'ice' | 'evit';
-export const PRUNE_MODES: readonly PruneMode[] = ['ice', 'evit'];
+export const PRUNE_MODES = ['ice', 'evit'] as const;
+export type PruneMode = (typeof PRUNE_MODES)[number];
 
 export interface PruneOptions {
   mode: PruneMode;

@@ -1,7 +1,8 @@
 import { IceError } from '../errors';
 
 /** Which ICE head sits on the last block's patch tokens (before the final norm). */
-export type IceHeadKind = 'none' | 'official' | 'icef' | 'paper';
+export const ICE_HEAD_KINDS = ['none', 'official', 'icef', 'paper'] as const;
+export type IceHeadKind = (typeof ICE_HEAD_KINDS)[number];
 
 /**
  * A timm-style ViT with an optional ICE head. Field names follow timm's VisionTransformer
@@ -77,8 +78,6 @@ export function vitConfig(name: string, overrides: Partial<VitConfig> = {}): Vit
   return validateVitConfig({ ...VIT_PRESETS[name], ...overrides });
 }
 
-const ICE_HEADS: readonly IceHeadKind[] = ['none', 'official', 'icef', 'paper'];
-
 /** Checks a configuration that may come from a user's JSON file; returns it typed. */
 export function validateVitConfig(raw: unknown): VitConfig {
   if (typeof raw !== 'object' || raw === null) throw new IceError('CONFIG_INVALID', 'model config must be an object');
@@ -96,10 +95,10 @@ export function validateVitConfig(raw: unknown): VitConfig {
   if (c.embedDim % c.numHeads !== 0) {
     throw new IceError('CONFIG_INVALID', `model config: embedDim ${c.embedDim} is not divisible by numHeads ${c.numHeads}`);
   }
-  if (!ICE_HEADS.includes(c.iceHead)) {
+  if (!(ICE_HEAD_KINDS as readonly string[]).includes(c.iceHead)) {
     throw new IceError(
       'CONFIG_INVALID',
-      `model config field "iceHead" must be one of ${ICE_HEADS.join(', ')}, got ${JSON.stringify(c.iceHead)}`,
+      `model config field "iceHead" must be one of ${ICE_HEAD_KINDS.join(', ')}, got ${JSON.stringify(c.iceHead)}`,
     );
   }
   if (!(c.dropPathRate >= 0 && c.dropPathRate < 1)) {

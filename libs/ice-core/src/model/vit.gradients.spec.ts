@@ -1,3 +1,8 @@
+/**
+ * Gradients of every parameter against PyTorch (float64 autograd through the same network;
+ * fixture made by tools/make_grad_fixture.py), for the official ICE loss and for a plain
+ * cross-entropy on the CLS head. A wrong backward anywhere in the ViT shows up here.
+ */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../backend/tf-backend.service';
@@ -7,11 +12,6 @@ import { readSafetensors } from '../weights/safetensors';
 import { vitConfig } from './vit.config';
 import { IceVit, ParamSpec } from './vit.model';
 
-/**
- * Gradients of every parameter against PyTorch (float64 autograd through the same network;
- * fixture made by tools/make_grad_fixture.py), for the official ICE loss and for a plain
- * cross-entropy on the CLS head. A wrong backward anywhere in the ViT shows up here.
- */
 const FIXTURE = path.join(__dirname, '../testing/fixtures/golden-micro-grads.safetensors');
 
 function toTorch(g: tf.Tensor, s: ParamSpec): tf.Tensor {

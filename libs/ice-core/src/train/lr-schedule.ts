@@ -1,5 +1,3 @@
-import { IceError } from '../errors';
-
 /**
  * Cosine learning rate with linear warm-up, with the semantics of timm's CosineLRScheduler
  * (`_get_lr`): t_initial = total, warmup_t = warmup, warmup_lr_init = warmupLr, lr_min = minLr.
@@ -12,6 +10,7 @@ import { IceError } from '../errors';
  * (timm's default). `unit: 'step'` is timm's t_in_epochs=False (t = optimizer updates, stepped by
  * step_update); `unit: 'epoch'` is t_in_epochs=True (lr constant within an epoch).
  */
+import { IceError } from '../errors';
 
 interface CosineCommon {
   baseLr: number;

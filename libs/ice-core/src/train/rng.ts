@@ -1,7 +1,3 @@
-import { IceError } from '../errors';
-// Looked up once: under jest's sandbox every global `Math` lookup is ~100× slower than in node.
-const { imul, floor, sqrt, log, sin, cos, PI } = Math;
-
 /**
  * Seedable pseudo-random numbers for training (data order, mixup/cutmix, augmentation).
  *
@@ -10,6 +6,9 @@ const { imul, floor, sqrt, log, sin, cos, PI } = Math;
  * the same stream on every run, and `getState()`/`setState()` resume a run bit-exactly.
  * Not for cryptography.
  */
+import { IceError } from '../errors';
+// Looked up once: under jest's sandbox every global `Math` lookup is ~100× slower than in node.
+const { imul, floor, sqrt, log, sin, cos, PI } = Math;
 
 /** A writable array-like, so `shuffle` works on plain arrays and typed arrays alike. */
 export interface MutableArrayLike<T> {

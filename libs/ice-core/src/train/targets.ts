@@ -1,7 +1,3 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { IceError } from '../errors';
-import { Rng } from './rng';
-
 /**
  * Soft targets and mixed images as timm's `Mixup` (mode 'batch'), which the released ICE code
  * uses with mixup α 0.8, cutmix α 1.0, switch 0.5, label smoothing 0.1:
@@ -17,6 +13,9 @@ import { Rng } from './rng';
  * are [B, c], float32 (computed in float64 and rounded once); the ICE loss appends its background
  * column itself. All randomness comes from the given Rng, in timm's draw order.
  */
+import * as tf from '@tensorflow/tfjs-core';
+import { IceError } from '../errors';
+import { Rng } from './rng';
 
 export interface MixupConfig {
   /** Beta(α, α) for mixup; 0 = off. */

@@ -1,3 +1,8 @@
+/**
+ * The ICE training loop's step, split in two so that data-parallel ranks can meet in between:
+ * `computeGradients` (forward, loss, backward on one micro-batch) and `applyGradients`
+ * (learning rate, AdamW). `trainStep` is both, with gradient accumulation.
+ */
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
 import { ICE_LOSS_PRESETS, iceLoss, IceLossConfig, validateIceLossConfig } from '../loss/ice-loss';
@@ -7,12 +12,8 @@ import { CosineLrSchedule, CosineStepConfig } from './lr-schedule';
 import { Rng } from './rng';
 import { Mixup, MixupConfig, MIXUP_PRESETS } from './targets';
 
-/**
- * The ICE training loop's step, split in two so that data-parallel ranks can meet in between:
- * `computeGradients` (forward, loss, backward on one micro-batch) and `applyGradients`
- * (learning rate, AdamW). `trainStep` is both, with gradient accumulation.
- */
-export type TrainMode = 'ice' | 'classify';
+export const TRAIN_MODES = ['ice', 'classify'] as const;
+export type TrainMode = (typeof TRAIN_MODES)[number];
 
 export interface TrainConfig {
   /** 'ice': adversarial normalization on the ICE head; 'classify': CLS head + cross-entropy (pre-training). */
@@ -63,25 +64,25 @@ export function validateTrainConfig(c: TrainConfig): void {
   if (!Number.isInteger(c.seed)) throw new IceError('CONFIG_INVALID', `seed must be an integer, got ${c.seed}`);
 }
 
-export interface StepStats {
-  /** Optimizer updates done after this call. */
-  step: number;
+/** The loss of one micro-batch and, in ICE mode, its terms and the foreground fraction (see iceLoss). */
+export interface LossStats {
   loss: number;
   lIce?: number;
   lBg?: number;
   clsPer?: number;
+}
+
+export interface StepStats extends LossStats {
+  /** Optimizer updates done after this call. */
+  step: number;
   lr: number;
   /** True when this call completed an optimizer update (false while accumulating). */
   updated: boolean;
 }
 
-export interface GradientResult {
+export interface GradientResult extends LossStats {
   /** Gradients by parameter name (timm names, internal layout). Caller owns them. */
   grads: Map<string, tf.Tensor>;
-  loss: number;
-  lIce?: number;
-  lBg?: number;
-  clsPer?: number;
 }
 
 /** Everything besides the weights that a bit-exact resume needs. */
@@ -181,10 +182,7 @@ export class IceTrainer {
    * the update (the caller owns and disposes it, and applies it — after averaging it across
    * data-parallel ranks), the others return null.
    */
-  accumulateGradients(
-    x: tf.Tensor4D,
-    labels: readonly number[],
-  ): { stats: Omit<GradientResult, 'grads'>; update: Map<string, tf.Tensor> | null } {
+  accumulateGradients(x: tf.Tensor4D, labels: readonly number[]): { stats: LossStats; update: Map<string, tf.Tensor> | null } {
     const { grads, ...stats } = this.computeGradients(x, labels);
     if (this.config.accumSteps === 1) return { stats, update: grads };
     this.accumulator.add(grads);

@@ -630,7 +630,8 @@ function materialize(t: TorchTensor, storageBytes: Uint8Array, name: string, sou
   if (last >= available) {
     throw fail(
       source,
-      `tensor '${name}': view (offset ${t.offset}, size [${shape.join(', ')}], stride [${t.stride.join(', ')}]) reads element ${last} but storage data/${t.storage.key} has ${available} ${t.dtype} elements`,
+      `tensor '${name}': view (offset ${t.offset}, size [${shape.join(', ')}], stride [${t.stride.join(', ')}]) reads ` +
+        `element ${last} but storage data/${t.storage.key} has ${available} ${t.dtype} elements`,
     );
   }
   let contiguous = true;

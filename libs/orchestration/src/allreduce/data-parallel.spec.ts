@@ -1,3 +1,15 @@
+/**
+ * Data-parallel training of digits-micro, ranks as concurrent executeRun calls in this process
+ * averaging through the real Redis.
+ *
+ * Rank r of W takes positions r, r+W, r+2W… of each epoch's permutation, so the union of the
+ * ranks' batches at stream position p is exactly the single-rank batch at p of W × batchSize
+ * samples (in another order). Where the loss is a per-sample mean (classification with label
+ * smoothing, no mixup, no drop path), the mean of the ranks' gradients is the gradient of the
+ * union batch: two ranks must end with the weights of one rank trained on the union, up to float
+ * rounding. The ICE loss is not a per-sample mean (its background gate pools the foreground
+ * fraction over the whole batch), so there the test is that the ranks stay bit-identical and learn.
+ */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,18 +28,6 @@ import {
 } from '@ice/experiments';
 import { RedisGradientReducer } from './redis-gradient.reducer';
 
-/**
- * Data-parallel training of digits-micro, ranks as concurrent executeRun calls in this process
- * averaging through the real Redis.
- *
- * Rank r of W takes positions r, r+W, r+2W… of each epoch's permutation, so the union of the
- * ranks' batches at stream position p is exactly the single-rank batch at p of W × batchSize
- * samples (in another order). Where the loss is a per-sample mean (classification with label
- * smoothing, no mixup, no drop path), the mean of the ranks' gradients is the gradient of the
- * union batch: two ranks must end with the weights of one rank trained on the union, up to float
- * rounding. The ICE loss is not a per-sample mean (its background gate pools the foreground
- * fraction over the whole batch), so there the test is that the ranks stay bit-identical and learn.
- */
 const REDIS_URL = process.env.E2E_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PRETRAINED = path.resolve(__dirname, '..', '..', '..', '..', 'assets', 'digits-micro-pretrained.safetensors');
 

@@ -136,7 +136,8 @@ export class RedisGradientReducer implements GradientReducer {
     const missing = Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => !arrived.has(r));
     return new IceError(
       'RANK_TIMEOUT',
-      `rank ${this.rank} of run ${this.o.runId} waited ${this.o.timeoutMs} ms at step ${step} for the gradients of rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
+      `rank ${this.rank} of run ${this.o.runId} waited ${this.o.timeoutMs} ms at step ${step} for the gradients of ` +
+        `rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
         `(of ${this.worldSize}); is a worker free for every rank? The job is retried from its last checkpoint`,
       { runId: this.o.runId, step, rank: this.rank, missingRanks: missing },
     );

@@ -1,14 +1,14 @@
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { z } from 'zod';
-import { IceError } from '@ice/core';
-import { QUEUE_NAMES, type QueueName } from '../queue/jobs';
-
 /**
  * The one typed configuration of the API and the workers, read once from the environment at
  * start-up. Tests build it with overrides instead of mutating process.env.
  */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { z } from 'zod';
+import { IceError, parseInput } from '@ice/core';
+import { QUEUE_NAMES, type QueueName } from '../queue/queues';
+
 export type ProcessRole = 'api' | 'worker';
 
 const csv = (raw: string | undefined): string[] =>
@@ -102,14 +102,7 @@ function detectCodeVersion(): string {
 
 export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEnv = process.env): OrchestrationConfig {
   // An empty variable means unset (VAR= in a shell or a compose file).
-  const r = EnvSchema.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== '')));
-  if (!r.success) {
-    throw new IceError(
-      'CONFIG_INVALID',
-      `invalid environment: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
-    );
-  }
-  const e = r.data;
+  const e = parseInput(EnvSchema, Object.fromEntries(Object.entries(env).filter(([, v]) => v !== '')), 'CONFIG_INVALID', 'environment');
   const apiKeys = csv(e.API_KEYS);
   const queues = e.WORKER_QUEUES ? csv(e.WORKER_QUEUES) : [...QUEUE_NAMES];
   const unknownQueue = queues.find((q) => !(QUEUE_NAMES as readonly string[]).includes(q));

@@ -1,5 +1,6 @@
 export * from './base.entity';
 export * from './entities';
 export * from './embedded-postgres';
-export * from './orchestration.store';
+export * from './orchestration.database';
+export * from './repositories';
 export { MIGRATIONS } from './migrations';

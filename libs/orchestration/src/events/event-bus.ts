@@ -1,22 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { OnApplicationShutdown } from '@nestjs/common';
 import type { OrchestrationConfig } from '../config/orchestration.config';
-import type { RunProgressSnapshot, RunStatus, StatusCounts, SweepStatus } from '../db';
 import { createRedis } from '../queue/redis';
-
-/** What the API streams to clients over SSE and what workers announce. */
-export type OrchestrationEvent =
-  | {
-      type: 'run.status';
-      runId: string;
-      sweepId: string | null;
-      status: RunStatus;
-      error?: string | null;
-      metrics?: Record<string, number> | null;
-      at: string;
-    }
-  | { type: 'run.progress'; runId: string; sweepId: string | null; progress: RunProgressSnapshot }
-  | { type: 'sweep.status'; sweepId: string; status: SweepStatus; counts: StatusCounts; at: string };
+import type { OrchestrationEvent } from './orchestration.events';
 
 /** A request to stop a run, broadcast to every worker (only the one holding its job acts). */
 export interface CancelMessage {

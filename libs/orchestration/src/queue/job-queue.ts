@@ -1,40 +1,43 @@
-import { FlowProducer, Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
-import type { OnApplicationShutdown } from '@nestjs/common';
-import type { OrchestrationConfig } from '../config/orchestration.config';
-import { JOB_DEFINITIONS, jobIds, QUEUE_NAMES, type JobName, type JobPayloadInput, type QueueName } from './jobs';
-import { createRedis } from './redis';
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectFlowProducer, InjectQueue } from '@nestjs/bullmq';
+import type { FlowProducer, JobsOptions, Queue } from 'bullmq';
+import type { EvaluationSpec } from '@ice/evaluation';
+import type { RunConfig } from '@ice/experiments';
+import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from '../config/orchestration.config';
+import { JOB_DEFINITIONS, jobIds, type JobName, type JobPayloadInput } from './jobs';
+import { SWEEP_FLOW, type QueueName } from './queues';
 
+/** A run to queue: its row and its parsed config (which says how many data-parallel ranks it has). */
 export interface RunJob {
   runId: string;
-  config: Record<string, unknown>;
-  /** Data-parallel ranks: one job each (default 1). */
-  worldSize?: number;
+  config: RunConfig;
 }
 
 /** The run's rank jobs, rank 0 first: every rank gets the same config and a job id of its own. */
 function rankJobs(job: RunJob): JobPayloadInput<'run.train'>[] {
-  return Array.from({ length: job.worldSize ?? 1 }, (_, rank) => ({ runId: job.runId, rank, config: job.config }));
+  return Array.from({ length: job.config.worldSize }, (_, rank) => ({ runId: job.runId, rank, config: job.config }));
+}
+
+function payload<N extends JobName>(_name: N, data: JobPayloadInput<N>): JobPayloadInput<N> {
+  return data;
 }
 
 /**
- * The one door to BullMQ on the producing side: typed job submission, the sweep flow, and the
- * queue handles that the dashboard shows.
+ * The producing side of BullMQ: typed job submission and the sweep flow, over the queues and the
+ * flow producer that @nestjs/bullmq registers (see QueueModule), which the dashboard shows too.
  */
-export class JobQueue implements OnApplicationShutdown {
+@Injectable()
+export class JobQueue {
   readonly queues: Record<QueueName, Queue>;
-  private readonly flows: FlowProducer;
 
   constructor(
-    private readonly config: OrchestrationConfig,
-    private readonly connection: Redis = createRedis(config.redisUrl, 'ice-producer'),
+    @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
+    @InjectQueue('training') training: Queue,
+    @InjectQueue('evaluation') evaluation: Queue,
+    @InjectQueue('sweeps') sweeps: Queue,
+    @InjectFlowProducer(SWEEP_FLOW) private readonly flows: FlowProducer,
   ) {
-    const prefix = config.queuePrefix;
-    this.queues = Object.fromEntries(QUEUE_NAMES.map((q) => [q, new Queue(q, { connection: this.connection, prefix })])) as Record<
-      QueueName,
-      Queue
-    >;
-    this.flows = new FlowProducer({ connection: this.connection, prefix });
+    this.queues = { training, evaluation, sweeps };
   }
 
   /** Retries with exponential backoff; finished jobs are kept a while for the dashboard, then dropped. */
@@ -48,15 +51,11 @@ export class JobQueue implements OnApplicationShutdown {
     };
   }
 
-  private payload<N extends JobName>(_name: N, data: JobPayloadInput<N>): JobPayloadInput<N> {
-    return data;
-  }
-
   /** A run's jobs, one per data-parallel rank, added atomically (all ranks or none). */
   async enqueueRun(job: RunJob): Promise<void> {
     const name = 'run.train' satisfies JobName;
     await this.queues[JOB_DEFINITIONS[name].queue].addBulk(
-      rankJobs(job).map((data) => ({ name, data: this.payload(name, data), opts: this.runJobOptions(job.runId, data.rank) })),
+      rankJobs(job).map((data) => ({ name, data: payload(name, data), opts: this.runJobOptions(job.runId, data.rank) })),
     );
   }
 
@@ -72,20 +71,20 @@ export class JobQueue implements OnApplicationShutdown {
     await this.flows.add({
       name: parent,
       queueName: JOB_DEFINITIONS[parent].queue,
-      data: this.payload(parent, { sweepId }),
+      data: payload(parent, { sweepId }),
       opts: { jobId: jobIds.sweep(sweepId), removeOnComplete: { age: 7 * 24 * 3600 } },
       children: runs.flatMap(rankJobs).map((data) => ({
         name: child,
         queueName: JOB_DEFINITIONS[child].queue,
-        data: this.payload(child, data),
+        data: payload(child, data),
         opts: { ...this.runJobOptions(data.runId, data.rank), ignoreDependencyOnFailure: true },
       })),
     });
   }
 
-  async enqueueEvaluation(evaluationId: string, spec: Record<string, unknown>): Promise<void> {
+  async enqueueEvaluation(evaluationId: string, spec: EvaluationSpec): Promise<void> {
     const name = 'evaluation.run' satisfies JobName;
-    await this.queues[JOB_DEFINITIONS[name].queue].add(name, this.payload(name, { evaluationId, spec }), {
+    await this.queues[JOB_DEFINITIONS[name].queue].add(name, payload(name, { evaluationId, spec }), {
       jobId: jobIds.evaluation(evaluationId),
       attempts: 2,
       backoff: { type: 'exponential', delay: this.config.worker.backoffMs },
@@ -99,17 +98,8 @@ export class JobQueue implements OnApplicationShutdown {
     return job ? await job.getState() : null;
   }
 
+  /** A round trip to Redis through a queue's own connection (the health check's probe). */
   async ping(): Promise<void> {
-    await this.connection.ping();
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    await this.close();
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(Object.values(this.queues).map((q) => q.close()));
-    await this.flows.close();
-    if (this.connection.status !== 'end') await this.connection.quit().catch(() => undefined);
+    await this.queues.training.getJobCounts('waiting');
   }
 }

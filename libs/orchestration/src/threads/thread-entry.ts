@@ -1,11 +1,14 @@
-import { parentPort, workerData } from 'node:worker_threads';
+/**
+ * Runs inside the worker thread (started by runInThread through @ice/core's startThread): loads the
+ * task module, parses its input (when the task declares how), runs it with an AbortSignal wired to
+ * the parent's cancel message, and reports the result (or the error with its IceError code).
+ */
+import { parentPort } from 'node:worker_threads';
+import { threadData } from '@ice/core';
 import type { FromThread, ThreadTask, ToThread } from './thread-task';
 
-/**
- * Runs inside the worker thread: loads the task module, runs it with an AbortSignal wired to the
- * parent's cancel message, and reports the result (or the error with its IceError code).
- */
-interface EntryData {
+/** What runInThread hands the thread. */
+export interface ThreadEntryData {
   taskFile: string;
   input: unknown;
 }
@@ -13,7 +16,7 @@ interface EntryData {
 async function main(): Promise<void> {
   const port = parentPort;
   if (!port) throw new Error('thread-entry must run in a worker thread');
-  const { taskFile, input } = workerData as EntryData;
+  const { taskFile, input } = threadData<ThreadEntryData>();
   const send = (m: FromThread): void => port.postMessage(m);
   const controller = new AbortController();
   port.on('message', (m: ToThread) => {
@@ -25,9 +28,10 @@ async function main(): Promise<void> {
   });
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const mod = require(taskFile) as { default?: ThreadTask<unknown, unknown, unknown> };
-    if (typeof mod.default !== 'function') throw new Error(`${taskFile} has no default-exported task function`);
-    const result = await mod.default(input, { signal: controller.signal, post: (payload) => send({ type: 'message', payload }) });
+    const task = (require(taskFile) as { default?: ThreadTask<unknown, unknown, unknown> }).default;
+    if (typeof task?.run !== 'function') throw new Error(`${taskFile} has no default-exported task (defineThreadTask)`);
+    const parsed = task.parseInput ? task.parseInput(input) : input;
+    const result = await task.run(parsed, { signal: controller.signal, post: (payload) => send({ type: 'message', payload }) });
     send({ type: 'done', result });
   } catch (e) {
     const err = e as Error & { code?: string; details?: Record<string, unknown> };

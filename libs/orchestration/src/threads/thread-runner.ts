@@ -1,7 +1,9 @@
-import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { IceError, type IceErrorCode } from '@ice/core';
+import { IceError, moduleBeside, startThread, type IceErrorCode } from '@ice/core';
+import type { ThreadEntryData } from './thread-entry';
 import type { FromThread, ToThread } from './thread-task';
+
+/** The module every task thread starts in (it loads the task module). */
+const THREAD_ENTRY = moduleBeside(__filename, 'thread-entry');
 
 export interface RunInThreadOptions<P> {
   /** Aborting asks the task to stop; after `cancelGraceMs` the thread is terminated. */
@@ -15,24 +17,14 @@ export interface RunInThreadOptions<P> {
 
 /**
  * Runs a task module in a worker thread so that CPU-bound work (tfjs training on a CPU backend)
- * never blocks this thread's event loop: BullMQ's lock renewal, Redis and HTTP keep running.
- * From TypeScript sources (tests, `bin/run-ts.js`) the thread compiles the task with
- * @swc-node/register, like the parent; from a build it loads the compiled .js.
+ * never blocks this thread's event loop: BullMQ's lock renewal, Redis and HTTP keep running. The
+ * thread is started by @ice/core's startThread (TypeScript sources through @swc-node/register, a
+ * build's compiled .js as is).
  */
 export function runInThread<I, O, P = never>(taskFile: string, input: I, opts: RunInThreadOptions<P> = {}): Promise<O> {
-  const fromSource = __filename.endsWith('.ts');
-  const entry = path.join(__dirname, `thread-entry${fromSource ? '.ts' : '.js'}`);
-  const bootstrap = [
-    `const { workerData } = require('node:worker_threads');`,
-    fromSource ? `process.env.SWCRC = 'true'; require(${JSON.stringify(require.resolve('@swc-node/register'))});` : '',
-    `require(workerData.entry);`,
-  ].join('\n');
   return new Promise<O>((resolve, reject) => {
-    const worker = new Worker(bootstrap, {
-      eval: true,
-      workerData: { entry, taskFile, input },
-      env: opts.env ?? process.env,
-    });
+    const data: ThreadEntryData = { taskFile, input };
+    const worker = startThread(THREAD_ENTRY, { data, env: opts.env ?? process.env });
     let settled = false;
     let chain: Promise<void> = Promise.resolve();
     let killTimer: NodeJS.Timeout | undefined;

@@ -1,17 +1,6 @@
 import { Column, Entity, Index } from 'typeorm';
+import type { RunProgressSnapshot } from '@ice/experiments';
 import { JobStateEntity } from './job-state.entity';
-
-/** What the worker reports while a run trains (the latest report only; the series lives in metric_points). */
-export interface RunProgressSnapshot {
-  step: number;
-  totalSteps: number;
-  epoch: number;
-  loss: number;
-  imgPerSec: number;
-  etaSeconds: number;
-  lr: number;
-  at: string;
-}
 
 /** The stored config: what ran, with which code, on which backend. */
 export interface StoredRunConfig {

@@ -1,5 +1,5 @@
 import { IceError } from '@ice/core';
-import { evaluationSpecIssues, parseEvaluationSpec, type EvaluationSpec } from './evaluation-spec';
+import { evaluationSpecIssues, parseEvaluationSpec, type EvaluationSpec } from './evaluation-spec.schema';
 
 const spec = (over: Partial<EvaluationSpec> = {}): EvaluationSpec => ({
   protocol: 'segmentation',
@@ -64,6 +64,18 @@ describe('evaluation spec rules', () => {
       expect.stringMatching(/^saveMaps: the accuracy protocol draws no maps/),
       'options.imgSize: imgSize applies to the map protocols only',
     ]);
+  });
+
+  it('takes token pruning for the accuracy protocol only, on digits or imagenet', () => {
+    const prune = { mode: 'ice' as const, keepRate: 0.7 };
+    expect(messages(spec({ protocol: 'accuracy', methods: ['ice'], options: { prune } }))).toEqual([]);
+    expect(messages(spec({ options: { prune } }))).toEqual(['options.prune: prune applies to the accuracy protocol only']);
+    expect(
+      messages(spec({ protocol: 'accuracy', methods: ['ice'], data: { format: 'cub', root: '/c', limit: 8 }, options: { prune } })),
+    ).toEqual(['options.prune: token pruning is scored on digits or imagenet, not cub']);
+    expect(() =>
+      parseEvaluationSpec({ ...spec({ protocol: 'accuracy', methods: ['ice'] }), options: { prune: { mode: 'x', keepRate: 2 } } }),
+    ).toThrow(/options\.prune\.mode.*options\.prune\.keepRate|options\.prune\.keepRate.*options\.prune\.mode/s);
   });
 
   it('checks roots and known splits', () => {

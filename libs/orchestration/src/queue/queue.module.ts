@@ -1,0 +1,51 @@
+import { Module, type DynamicModule } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { BullModule } from '@nestjs/bullmq';
+import type { OrchestrationConfig } from '../config/orchestration.config';
+import { JobQueue } from './job-queue';
+import { JobWorkers, QUEUE_PROCESSORS } from './job-workers';
+import { QUEUE_NAMES, SWEEP_FLOW, type QueueName } from './queues';
+import { queueProcessor, workerOptions } from './queue-processor';
+
+/** One Redis connection setting and one key prefix for every queue, flow producer and worker. */
+function bullRoot(config: OrchestrationConfig): DynamicModule {
+  return BullModule.forRoot({ connection: { url: config.redisUrl }, prefix: config.queuePrefix });
+}
+
+function registerQueues(queues: readonly QueueName[]): DynamicModule {
+  return BullModule.registerQueue(...queues.map((name) => ({ name })));
+}
+
+/**
+ * BullMQ through @nestjs/bullmq, with the typed job registry on top. The producer (the API) gets
+ * every queue, the sweep flow producer and JobQueue; a consumer (a worker) gets one processor per
+ * queue it is configured to take jobs from, and JobWorkers, which checks the handler registry at
+ * boot before any of them runs.
+ */
+@Module({})
+export class QueueModule {
+  /** Global: every feature module of the API submits through JobQueue. */
+  static forProducer(config: OrchestrationConfig): DynamicModule {
+    return {
+      module: QueueModule,
+      global: true,
+      imports: [bullRoot(config), registerQueues(QUEUE_NAMES), BullModule.registerFlowProducer({ name: SWEEP_FLOW })],
+      providers: [JobQueue],
+      exports: [JobQueue],
+    };
+  }
+
+  /** Not global, so that it shuts down (handing back its active jobs) before the global database and Redis connections close. */
+  static forConsumer(config: OrchestrationConfig): DynamicModule {
+    const processors = config.worker.queues.map((q) => queueProcessor(q, workerOptions(config, q)));
+    return {
+      module: QueueModule,
+      imports: [bullRoot(config), registerQueues(config.worker.queues), DiscoveryModule],
+      providers: [
+        ...processors,
+        { provide: QUEUE_PROCESSORS, useFactory: (...instances: unknown[]) => instances, inject: processors },
+        JobWorkers,
+      ],
+    };
+  }
+}
