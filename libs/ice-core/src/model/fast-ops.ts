@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { nativeKernelsActive } from '@ice/native-kernels';
 
 /**
  * The ViT's building blocks on 2-D row stacks. They are the training hot path, so their
@@ -7,34 +8,48 @@ import * as tf from '@tensorflow/tfjs-core';
  * Each op is a tf.customGrad with a hand-written backward pass. The values are those of the plain
  * formulations (fast-ops.spec.ts checks the gradients against autodiff of those). Saved tensors go
  * through `save` (never a closure): the caller's tidy scopes may free intermediates before backprop.
+ *
+ * With the native kernels (@ice/native-kernels: GEMM on oneDNN/OpenBLAS under the wasm backend)
+ * the products use the GEMM's transpose flags and a fused bias; without them, the stock
+ * formulation below is the fastest one measured on plain wasm (explicit transposes, XNNPACK).
  */
 
 // ---------------------------------------------------------------- linear
 
-// Why: autodiff of matMul uses transposeA/transposeB, and wasm runs those on a scalar loop
-// (≈7× slower); XNNPACK takes only plain 2-D products, so the transposes are made explicit.
+// Why: autodiff of matMul uses transposeA/transposeB, and stock wasm runs those on a scalar loop
+// (≈7× slower); XNNPACK takes only plain 2-D products, so the stock path makes the transposes
+// explicit. The native GEMM takes the flags at no cost, which saves the transposes.
+function linearGrads(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
+  if (nativeKernelsActive()) return [tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false)]; // dx = dy·wᵀ, dw = xᵀ·dy
+  return [
+    tf.matMul(dy, tf.transpose(w)), // dx = dy·wᵀ   [M, in]
+    tf.matMul(tf.transpose(x), dy), // dw = xᵀ·dy   [in, out]
+  ];
+}
+
 const linearNoBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc]; // x [M, in], w [in, out]
   save([x, w]);
   const y: tf.Tensor2D = tf.matMul(x, w); // [M, out]
   return {
     value: y,
-    gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
-      tf.matMul(dy, tf.transpose(ws)), // dx = dy·wᵀ   [M, in]
-      tf.matMul(tf.transpose(xs), dy), // dw = xᵀ·dy   [in, out]
-    ],
+    gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => linearGrads(dy, xs as tf.Tensor2D, ws as tf.Tensor2D),
   };
 });
 
 const linearBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc]; // b [out]
   save([x, w]);
-  const y: tf.Tensor2D = tf.add(tf.matMul(x, w), b); // [M, out]
+  // One native kernel for product and bias (stock wasm's _FusedMatMul is wrong with a bias in most cases).
+  const y: tf.Tensor2D = nativeKernelsActive()
+    ? tf
+        .engine()
+        .runKernel<tf.Tensor2D>('_FusedMatMul', { a: x, b: w, bias: b }, { transposeA: false, transposeB: false, activation: 'linear' })
+    : tf.add(tf.matMul(x, w), b); // [M, out]
   return {
     value: y,
     gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
-      tf.matMul(dy, tf.transpose(ws)), // [M, in]
-      tf.matMul(tf.transpose(xs), dy), // [in, out]
+      ...linearGrads(dy, xs as tf.Tensor2D, ws as tf.Tensor2D), // [M, in], [in, out]
       tf.sum(dy, 0), // db [out]
     ],
   };
@@ -132,6 +147,7 @@ const MAX_SLICES = 12;
  * and so do many slices (a batch of images), where the split itself grows slow.
  */
 export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
+  if (nativeKernelsActive()) return tf.matMul(a, b, transposeA, transposeB); // the native GEMM runs batches and flags well
   const [r, k] = transposeA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
   const c = transposeB ? b.shape[1] : b.shape[2];
   if (r * k * c < SLICE_MACS || a.shape[0] > MAX_SLICES || tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);

@@ -1,0 +1,10 @@
+export type { NativeKernelsChoice, NativeKernelsInfo } from './native-kernels';
+export {
+  enableNativeKernels,
+  disableNativeKernels,
+  setNativeKernelsEnabled,
+  nativeKernelsActive,
+  nativeKernelsInfo,
+} from './native-kernels';
+export type { BlasLibrary } from './native-addon';
+export { ADDON_PATH } from './native-addon';
