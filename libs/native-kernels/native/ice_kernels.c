@@ -341,12 +341,64 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---------------------------------------------------------------- AdamW
+
+// One pass over p, g, m, v with the float32 operations of the tfjs chain in adamw.ts, in the same
+// order (each rounds to float32; no FMA), so the results are the same to the bit:
+//   g ← g·coef (clipping, when a coefficient is given)
+//   m' = m·β1 + g·(1−β1);  v' = v·β2 + (g·g)·(1−β2)
+//   p' = (decay ? p·keep : p) − (m' / (√v' + eps')) · step
+// params: 0 n, 1..4 p g m v byte offsets, 5..7 p' m' v' byte offsets, 8 coef byte offset (< 0: none),
+// 9 β1, 10 1−β1, 11 β2, 12 1−β2, 13 eps', 14 step, 15 keep, 16 decay (0/1).
+// Every scalar is the float32 rounding of the double the JS code computes, as tf.scalar makes it.
+#define ADAMW_NP 17
+// Elementwise loops are compiled for AVX-512, AVX2 and the x86-64 baseline; the loader picks one
+// for this CPU (GCC function multiversioning). fp-contract=off holds in every clone (no FMA).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+MULTIVERSION static void adamw_loop(int64_t len, const float *P, const float *G, const float *Mi, const float *Vi, float *Po, float *Mo, float *Vo,
+                                    float coef, float b1, float omb1, float b2, float omb2, float eps, float step, float keep, int decay,
+                                    int clip) {
+  for (int64_t i = 0; i < len; i++) {
+    const float g = clip ? G[i] * coef : G[i];
+    const float m = Mi[i] * b1 + g * omb1;
+    const float v = Vi[i] * b2 + (g * g) * omb2;
+    const float upd = (m / (sqrtf(v) + eps)) * step;
+    Po[i] = (decay ? P[i] * keep : P[i]) - upd;
+    Mo[i] = m;
+    Vo[i] = v;
+  }
+}
+
+static napi_value js_adamw(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, ADAMW_NP)) return NULL;
+  const double *p = a.p;
+  const double n = p[0];
+  const float *P = region(env, &a, p[1], n, "adamw p"), *G = region(env, &a, p[2], n, "adamw g");
+  const float *Mi = region(env, &a, p[3], n, "adamw m"), *Vi = region(env, &a, p[4], n, "adamw v");
+  float *Po = region(env, &a, p[5], n, "adamw p out"), *Mo = region(env, &a, p[6], n, "adamw m out"), *Vo = region(env, &a, p[7], n, "adamw v out");
+  if (!P || !G || !Mi || !Vi || !Po || !Mo || !Vo) return NULL;
+  const float *coefp = NULL;
+  if (p[8] >= 0 && !(coefp = region(env, &a, p[8], 1, "adamw clip coefficient"))) return NULL;
+  const float b1 = (float)p[9], omb1 = (float)p[10], b2 = (float)p[11], omb2 = (float)p[12], eps = (float)p[13], step = (float)p[14],
+              keep = (float)p[15];
+  const int decay = p[16] != 0;
+  adamw_loop((int64_t)n, P, G, Mi, Vi, Po, Mo, Vo, coefp ? *coefp : 1.0f, b1, omb1, b2, omb2, eps, step, keep, decay, coefp != NULL);
+  return NULL;
+}
+
 // ---------------------------------------------------------------- module
 
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
       {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
+      {"adamw", NULL, js_adamw, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;

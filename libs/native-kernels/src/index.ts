@@ -8,3 +8,5 @@ export {
 } from './native-kernels';
 export type { BlasLibrary } from './native-addon';
 export { ADDON_PATH } from './native-addon';
+export type { AdamWScalars } from './fused-ops';
+export { fusedAdamW } from './fused-ops';

@@ -20,6 +20,7 @@ export interface NativeAddon {
   /** Opens the library (auto: oneDNN, else OpenBLAS) and makes it the one GEMM uses; throws why not. */
   load(which: BlasLibrary | 'auto', threads: number): LoadedLibrary;
   gemm(heap: ArrayBuffer, params: Float64Array): void;
+  adamw(heap: ArrayBuffer, params: Float64Array): void;
 }
 
 /** Where scripts/build.js puts the addon. */

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { registerFusedKernels } from './fused-ops';
 import { isSupportedActivation, nativeMatMul } from './gemm.kernel';
 import { BlasLibrary, loadAddon, NativeAddon } from './native-addon';
 import { WasmBackendLike } from './wasm-heap';
@@ -7,7 +8,8 @@ import { WasmBackendLike } from './wasm-heap';
  * Native kernels under tfjs's wasm backend. `enableNativeKernels` loads the addon and a BLAS
  * library and re-registers the wasm backend's BatchMatMul and _FusedMatMul; the replacements hand
  * anything they do not handle (non-float32 operands, native kernels switched off) to the original
- * kernels. Other backends (cpu, tensorflow) are never touched.
+ * kernels. It also registers the fused kernels (fused-ops.ts) under new names. Other backends
+ * (cpu, tensorflow) are never touched.
  */
 export type NativeKernelsChoice = 'off' | BlasLibrary | 'auto';
 
@@ -65,6 +67,7 @@ export function enableNativeKernels(choice: NativeKernelsChoice, threads = 1): N
   }
   if (!tf.getKernel('BatchMatMul', 'wasm')) return off('the wasm backend is not registered');
   const original = state?.original ?? registerKernels();
+  if (!state) registerFusedKernels(addon);
   state = { addon, original, info: { kernels: lib.library, threads: lib.threads, path: lib.path, version: lib.version } };
   active = true;
   lastInfo = state.info;
