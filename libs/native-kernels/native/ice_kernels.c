@@ -13,7 +13,17 @@
 #include <node_api.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+// Elementwise loops are compiled for AVX-512, AVX2 and the x86-64 baseline; the loader picks one
+// for this CPU (GCC function multiversioning). fp-contract=off holds in every clone (no FMA).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
 
 // ---------------------------------------------------------------- the BLAS libraries (declared here, loaded at run time)
 
@@ -352,23 +362,16 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
 // 9 β1, 10 1−β1, 11 β2, 12 1−β2, 13 eps', 14 step, 15 keep, 16 decay (0/1).
 // Every scalar is the float32 rounding of the double the JS code computes, as tf.scalar makes it.
 #define ADAMW_NP 17
-// Elementwise loops are compiled for AVX-512, AVX2 and the x86-64 baseline; the loader picks one
-// for this CPU (GCC function multiversioning). fp-contract=off holds in every clone (no FMA).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MULTIVERSION
-#endif
-
-MULTIVERSION static void adamw_loop(int64_t len, const float *P, const float *G, const float *Mi, const float *Vi, float *Po, float *Mo, float *Vo,
-                                    float coef, float b1, float omb1, float b2, float omb2, float eps, float step, float keep, int decay,
-                                    int clip) {
+// Without clipping coef is 1 and without decay keep is 1: x·1 is exactly x, so one loop serves all cases.
+MULTIVERSION static void adamw_loop(int64_t len, const float *restrict P, const float *restrict G, const float *restrict Mi,
+                                    const float *restrict Vi, float *restrict Po, float *restrict Mo, float *restrict Vo, float coef, float b1,
+                                    float omb1, float b2, float omb2, float eps, float step, float keep) {
   for (int64_t i = 0; i < len; i++) {
-    const float g = clip ? G[i] * coef : G[i];
+    const float g = G[i] * coef;
     const float m = Mi[i] * b1 + g * omb1;
     const float v = Vi[i] * b2 + (g * g) * omb2;
     const float upd = (m / (sqrtf(v) + eps)) * step;
-    Po[i] = (decay ? P[i] * keep : P[i]) - upd;
+    Po[i] = P[i] * keep - upd;
     Mo[i] = m;
     Vo[i] = v;
   }
@@ -388,7 +391,305 @@ static napi_value js_adamw(napi_env env, napi_callback_info info) {
   const float b1 = (float)p[9], omb1 = (float)p[10], b2 = (float)p[11], omb2 = (float)p[12], eps = (float)p[13], step = (float)p[14],
               keep = (float)p[15];
   const int decay = p[16] != 0;
-  adamw_loop((int64_t)n, P, G, Mi, Vi, Po, Mo, Vo, coefp ? *coefp : 1.0f, b1, omb1, b2, omb2, eps, step, keep, decay, coefp != NULL);
+  adamw_loop((int64_t)n, P, G, Mi, Vi, Po, Mo, Vo, coefp ? *coefp : 1.0f, b1, omb1, b2, omb2, eps, step, decay ? keep : 1.0f);
+  return NULL;
+}
+
+// ---------------------------------------------------------------- fused elementwise kernels
+
+// e^x for x ≤ 88.7 (Cephes expf: Cody–Waite reduction, degree-6 polynomial, ≈1 ulp), written with
+// plain float operations so that GCC vectorizes the loops it sits in (libm's expf does not).
+// Below −87.3 it returns 2^−126·e^r ≈ 1e-38 instead of a subnormal or 0.
+static inline float vexpf(float x) {
+  x = x < -87.33654f ? -87.33654f : (x > 88.37626f ? 88.37626f : x);
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x·log2 e) by the 1.5·2^23 trick
+  const float n = t - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } scale = {.i = ((int32_t)n + 127) << 23};
+  return p * scale.f;
+}
+
+// Φ(x), the standard normal CDF, by Abramowitz & Stegun 7.1.26 for erf (|error| ≤ 1.5e-7), the
+// formula of the stock path in fast-ops.ts; *pdf_e gets e^(−x²/2), which the gradient reuses.
+#define ERF_P (0.3275911f * 0.70710678118654752f)
+#define ERF_A1 (0.254829592f / 2)
+#define ERF_A2 (-0.284496736f / 2)
+#define ERF_A3 (1.421413741f / 2)
+#define ERF_A4 (-1.453152027f / 2)
+#define ERF_A5 (1.061405429f / 2)
+#define INV_SQRT_2PI 0.3989422804014327f
+static inline float normal_cdf(float x, float *pdf_e) {
+  const float ax = fabsf(x);
+  const float t = 1.0f / (1.0f + ERF_P * ax);
+  const float poly = t * (ERF_A1 + t * (ERF_A2 + t * (ERF_A3 + t * (ERF_A4 + t * ERF_A5))));
+  const float e = vexpf(-0.5f * (x * x));
+  const float q = poly * e;  // (1 − erf(|x|/√2))/2
+  *pdf_e = e;
+  return x >= 0.0f ? 1.0f - q : q;
+}
+
+MULTIVERSION static void gelu_loop(int64_t n, const float *restrict x, float *restrict y) {
+  for (int64_t i = 0; i < n; i++) {
+    float e;
+    y[i] = x[i] * normal_cdf(x[i], &e);
+  }
+}
+
+// d/dx x·Φ(x) = Φ(x) + x·φ(x)
+MULTIVERSION static void gelu_grad_loop(int64_t n, const float *restrict dy, const float *restrict x, float *restrict dx) {
+  for (int64_t i = 0; i < n; i++) {
+    float e;
+    const float c = normal_cdf(x[i], &e);
+    dx[i] = dy[i] * (c + x[i] * e * INV_SQRT_2PI);
+  }
+}
+
+// params: 0 n, 1 x, 2 y (byte offsets)
+static napi_value js_gelu(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 3)) return NULL;
+  const float *x = region(env, &a, a.p[1], a.p[0], "gelu x");
+  float *y = region(env, &a, a.p[2], a.p[0], "gelu y");
+  if (!x || !y) return NULL;
+  gelu_loop((int64_t)a.p[0], x, y);
+  return NULL;
+}
+
+// params: 0 n, 1 dy, 2 x, 3 dx
+static napi_value js_gelu_grad(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 4)) return NULL;
+  const float *dy = region(env, &a, a.p[1], a.p[0], "gelu dy"), *x = region(env, &a, a.p[2], a.p[0], "gelu x");
+  float *dx = region(env, &a, a.p[3], a.p[0], "gelu dx");
+  if (!dy || !x || !dx) return NULL;
+  gelu_grad_loop((int64_t)a.p[0], dy, x, dx);
+  return NULL;
+}
+
+// LayerNorm over the last axis, biased variance (two passes: mean, then Σ(x − mean)²).
+MULTIVERSION static void layer_norm_loop(int64_t M, int64_t D, const float *restrict x, const float *restrict gamma,
+                                         const float *restrict beta, float eps, float *restrict y, float *restrict mean_out,
+                                         float *restrict rstd_out) {
+  for (int64_t i = 0; i < M; i++) {
+    const float *xr = x + i * D;
+    float *yr = y + i * D;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < D; j++) s += xr[j];
+    const float mean = s / (float)D;
+    float s2 = 0.0f;
+#pragma omp simd reduction(+ : s2)
+    for (int64_t j = 0; j < D; j++) {
+      const float c = xr[j] - mean;
+      s2 += c * c;
+    }
+    const float rstd = 1.0f / sqrtf(s2 / (float)D + eps);
+    for (int64_t j = 0; j < D; j++) yr[j] = (xr[j] - mean) * rstd * gamma[j] + beta[j];
+    mean_out[i] = mean;
+    rstd_out[i] = rstd;
+  }
+}
+
+// dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), ĝ = dy·γ; dγ = Σ_rows dy·x̂; dβ = Σ_rows dy.
+MULTIVERSION static void layer_norm_grad_loop(int64_t M, int64_t D, const float *restrict dy, const float *restrict x,
+                                              const float *restrict gamma, const float *restrict mean, const float *restrict rstd,
+                                              float *restrict dx, float *restrict dgamma, float *restrict dbeta) {
+  for (int64_t j = 0; j < D; j++) dgamma[j] = dbeta[j] = 0.0f;
+  for (int64_t i = 0; i < M; i++) {
+    const float *restrict dyr = dy + i * D, *restrict xr = x + i * D;
+    float *restrict dxr = dx + i * D;
+    const float mu = mean[i], rs = rstd[i];
+    float sa = 0.0f, sb = 0.0f;
+#pragma omp simd reduction(+ : sa, sb)
+    for (int64_t j = 0; j < D; j++) {
+      const float xh = (xr[j] - mu) * rs;
+      const float gh = dyr[j] * gamma[j];
+      sa += gh;
+      sb += gh * xh;
+    }
+    const float a = sa / (float)D, b = sb / (float)D;
+    for (int64_t j = 0; j < D; j++) {
+      const float xh = (xr[j] - mu) * rs;
+      dxr[j] = rs * ((dyr[j] * gamma[j] - a) - xh * b);
+      dgamma[j] += dyr[j] * xh;
+      dbeta[j] += dyr[j];
+    }
+  }
+}
+
+// params: 0 M, 1 D, 2 x, 3 γ, 4 β, 5 y, 6 mean, 7 rstd (byte offsets), 8 eps
+static napi_value js_layer_norm(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 9)) return NULL;
+  const double M = a.p[0], D = a.p[1];
+  const float *x = region(env, &a, a.p[2], M * D, "layerNorm x"), *g = region(env, &a, a.p[3], D, "layerNorm gamma"),
+              *b = region(env, &a, a.p[4], D, "layerNorm beta");
+  float *y = region(env, &a, a.p[5], M * D, "layerNorm y"), *mu = region(env, &a, a.p[6], M, "layerNorm mean"),
+        *rs = region(env, &a, a.p[7], M, "layerNorm rstd");
+  if (!x || !g || !b || !y || !mu || !rs) return NULL;
+  if (D > 0)
+    layer_norm_loop((int64_t)M, (int64_t)D, x, g, b, (float)a.p[8], y, mu, rs);
+  else
+    for (int64_t i = 0; i < (int64_t)M; i++) mu[i] = rs[i] = NAN;  // the mean of nothing, as tf.mean gives
+  return NULL;
+}
+
+// params: 0 M, 1 D, 2 dy, 3 x, 4 γ, 5 mean, 6 rstd, 7 dx, 8 dγ, 9 dβ (byte offsets)
+static napi_value js_layer_norm_grad(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 10)) return NULL;
+  const double M = a.p[0], D = a.p[1];
+  const float *dy = region(env, &a, a.p[2], M * D, "layerNormGrad dy"), *x = region(env, &a, a.p[3], M * D, "layerNormGrad x"),
+              *g = region(env, &a, a.p[4], D, "layerNormGrad gamma"), *mu = region(env, &a, a.p[5], M, "layerNormGrad mean"),
+              *rs = region(env, &a, a.p[6], M, "layerNormGrad rstd");
+  float *dx = region(env, &a, a.p[7], M * D, "layerNormGrad dx"), *dg = region(env, &a, a.p[8], D, "layerNormGrad dgamma"),
+        *db = region(env, &a, a.p[9], D, "layerNormGrad dbeta");
+  if (!dy || !x || !g || !mu || !rs || !dx || !dg || !db) return NULL;
+  layer_norm_grad_loop((int64_t)M, (int64_t)D, dy, x, g, mu, rs, dx, dg, db);
+  return NULL;
+}
+
+// Column sums of x [M, N] → [N] (a bias gradient).
+MULTIVERSION static void col_sum_loop(int64_t M, int64_t N, const float *restrict x, float *restrict out) {
+  for (int64_t j = 0; j < N; j++) out[j] = 0.0f;
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) out[j] += x[i * N + j];
+}
+
+// params: 0 M, 1 N, 2 x, 3 out
+static napi_value js_col_sum(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 4)) return NULL;
+  const float *x = region(env, &a, a.p[2], a.p[0] * a.p[1], "colSum x");
+  float *out = region(env, &a, a.p[3], a.p[1], "colSum out");
+  if (!x || !out) return NULL;
+  col_sum_loop((int64_t)a.p[0], (int64_t)a.p[1], x, out);
+  return NULL;
+}
+
+// ---------------------------------------------------------------- attention core
+
+// Row softmax of s·scale in place over an [T, T] block: p = e^(l − max l) / Σ e^(l − max l).
+MULTIVERSION static void softmax_rows(int64_t T, float *s, float scale) {
+  for (int64_t i = 0; i < T; i++) {
+    float *r = s + i * T;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < T; j++) {
+      r[j] *= scale;
+      m = r[j] > m ? r[j] : m;
+    }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < T; j++) {
+      r[j] = vexpf(r[j] - m);
+      sum += r[j];
+    }
+    for (int64_t j = 0; j < T; j++) r[j] = r[j] / sum;
+  }
+}
+
+// dS = scale·p·(dP − Σ_k dP·p) over an [T, T] block, written over dP.
+MULTIVERSION static void softmax_grad_rows(int64_t T, const float *restrict p, float *restrict dp, float scale) {
+  for (int64_t i = 0; i < T; i++) {
+    const float *pr = p + i * T;
+    float *dr = dp + i * T;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < T; j++) s += dr[j] * pr[j];
+    for (int64_t j = 0; j < T; j++) dr[j] = pr[j] * ((dr[j] - s) * scale);
+  }
+}
+
+static float *scratch;
+static size_t scratch_len;
+
+static float *get_scratch(size_t n) {
+  if (n > scratch_len) {
+    float *s = (float *)realloc(scratch, n * sizeof(float));
+    if (!s) return NULL;
+    scratch = s;
+    scratch_len = n;
+  }
+  return scratch;
+}
+
+#define GEMM_OR_THROW(call)                                                                                                                \
+  do {                                                                                                                                     \
+    if (call) return throw_msg(env, "ice_native: the BLAS library returned an error");                                                    \
+  } while (0)
+
+// Multi-head self-attention core on timm's layout, with no transposes: qkv [B·T, 3D] holds, per
+// row, q | k | v with heads inside each (head h at columns h·hd), so the head (b, h) is a strided
+// [T, hd] block of qkv (row stride 3D) that the GEMM reads in place.
+//   forward:  P = softmax(Q·Kᵀ·scale) [B·H, T, T] (kept for the backward), out[b·T + t, h·hd + d] = (P·V)
+// params: 0 B, 1 T, 2 H, 3 hd, 4 scale, 5 qkv, 6 out, 7 p (byte offsets)
+static napi_value js_attention(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 8)) return NULL;
+  if (active == LIB_NONE) return throw_msg(env, "ice_native.attention: no BLAS library loaded");
+  const int64_t B = (int64_t)a.p[0], T = (int64_t)a.p[1], H = (int64_t)a.p[2], hd = (int64_t)a.p[3];
+  const float scale = (float)a.p[4];
+  const int64_t D = H * hd, ld = 3 * D;
+  const float *qkv = region(env, &a, a.p[5], (double)B * T * ld, "attention qkv");
+  float *out = region(env, &a, a.p[6], (double)B * T * D, "attention out"), *P = region(env, &a, a.p[7], (double)B * H * T * T, "attention p");
+  if (!qkv || !out || !P) return NULL;
+  if (B == 0 || T == 0 || H == 0) return NULL;
+  if (hd == 0) {
+    // q·kᵀ = 0: uniform attention; no output columns.
+    for (int64_t i = 0; i < B * H * T * T; i++) P[i] = 1.0f / (float)T;
+    return NULL;
+  }
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++) {
+      const float *Q = qkv + b * T * ld + h * hd, *K = Q + D, *V = Q + 2 * D;
+      float *S = P + (b * H + h) * T * T;
+      GEMM_OR_THROW(sgemm(0, 1, T, T, hd, Q, ld, K, ld, 0.0f, S, T));
+      softmax_rows(T, S, scale);
+      GEMM_OR_THROW(sgemm(0, 0, T, hd, T, S, T, V, ld, 0.0f, out + b * T * D + h * hd, D));
+    }
+  return NULL;
+}
+
+//   backward: dO = dy's head block; dP = dO·Vᵀ; dS = scale·P·(dP − Σ dP·P);
+//             dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO, written into dqkv [B·T, 3D] at q, k, v's places.
+// params: 0 B, 1 T, 2 H, 3 hd, 4 scale, 5 dy, 6 qkv, 7 p, 8 dqkv (byte offsets)
+static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 9)) return NULL;
+  if (active == LIB_NONE) return throw_msg(env, "ice_native.attentionGrad: no BLAS library loaded");
+  const int64_t B = (int64_t)a.p[0], T = (int64_t)a.p[1], H = (int64_t)a.p[2], hd = (int64_t)a.p[3];
+  const float scale = (float)a.p[4];
+  const int64_t D = H * hd, ld = 3 * D;
+  const float *dy = region(env, &a, a.p[5], (double)B * T * D, "attentionGrad dy"), *qkv = region(env, &a, a.p[6], (double)B * T * ld, "attentionGrad qkv"),
+              *P = region(env, &a, a.p[7], (double)B * H * T * T, "attentionGrad p");
+  float *dqkv = region(env, &a, a.p[8], (double)B * T * ld, "attentionGrad dqkv");
+  if (!dy || !qkv || !P || !dqkv) return NULL;
+  if (B == 0 || T == 0 || H == 0 || hd == 0) return NULL;
+  float *dS = get_scratch((size_t)(T * T));
+  if (!dS) return throw_msg(env, "ice_native.attentionGrad: out of memory");
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++) {
+      const int64_t off = b * T * ld + h * hd;
+      const float *Q = qkv + off, *K = Q + D, *V = Q + 2 * D;
+      const float *dO = dy + b * T * D + h * hd, *Pb = P + (b * H + h) * T * T;
+      float *dQ = dqkv + off, *dK = dQ + D, *dV = dQ + 2 * D;
+      GEMM_OR_THROW(sgemm(0, 1, T, T, hd, dO, D, V, ld, 0.0f, dS, T));
+      softmax_grad_rows(T, Pb, dS, scale);
+      GEMM_OR_THROW(sgemm(0, 0, T, hd, T, dS, T, K, ld, 0.0f, dQ, ld));
+      GEMM_OR_THROW(sgemm(1, 0, T, hd, T, dS, T, Q, ld, 0.0f, dK, ld));
+      GEMM_OR_THROW(sgemm(1, 0, T, hd, T, Pb, T, dO, D, 0.0f, dV, ld));
+    }
   return NULL;
 }
 
@@ -399,6 +700,13 @@ NAPI_MODULE_INIT() {
       {"load", NULL, js_load, NULL, NULL, NULL, napi_default, NULL},
       {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
       {"adamw", NULL, js_adamw, NULL, NULL, NULL, napi_default, NULL},
+      {"gelu", NULL, js_gelu, NULL, NULL, NULL, napi_default, NULL},
+      {"geluGrad", NULL, js_gelu_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"layerNorm", NULL, js_layer_norm, NULL, NULL, NULL, napi_default, NULL},
+      {"layerNormGrad", NULL, js_layer_norm_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"colSum", NULL, js_col_sum, NULL, NULL, NULL, napi_default, NULL},
+      {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"attentionGrad", NULL, js_attention_grad, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;

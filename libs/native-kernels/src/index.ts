@@ -9,4 +9,13 @@ export {
 export type { BlasLibrary } from './native-addon';
 export { ADDON_PATH } from './native-addon';
 export type { AdamWScalars } from './fused-ops';
-export { fusedAdamW } from './fused-ops';
+export {
+  fusedAdamW,
+  fusedAttention,
+  fusedAttentionGrad,
+  fusedColSum,
+  fusedGelu,
+  fusedGeluGrad,
+  fusedLayerNorm,
+  fusedLayerNormGrad,
+} from './fused-ops';

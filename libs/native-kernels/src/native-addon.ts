@@ -21,6 +21,13 @@ export interface NativeAddon {
   load(which: BlasLibrary | 'auto', threads: number): LoadedLibrary;
   gemm(heap: ArrayBuffer, params: Float64Array): void;
   adamw(heap: ArrayBuffer, params: Float64Array): void;
+  gelu(heap: ArrayBuffer, params: Float64Array): void;
+  geluGrad(heap: ArrayBuffer, params: Float64Array): void;
+  layerNorm(heap: ArrayBuffer, params: Float64Array): void;
+  layerNormGrad(heap: ArrayBuffer, params: Float64Array): void;
+  colSum(heap: ArrayBuffer, params: Float64Array): void;
+  attention(heap: ArrayBuffer, params: Float64Array): void;
+  attentionGrad(heap: ArrayBuffer, params: Float64Array): void;
 }
 
 /** Where scripts/build.js puts the addon. */

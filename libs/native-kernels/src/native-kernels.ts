@@ -6,7 +6,7 @@ import { WasmBackendLike } from './wasm-heap';
 
 /**
  * Native kernels under tfjs's wasm backend. `enableNativeKernels` loads the addon and a BLAS
- * library and re-registers the wasm backend's BatchMatMul and _FusedMatMul; the replacements hand
+ * library and re-registers the wasm backend's BatchMatMul, _FusedMatMul and Identity; the replacements hand
  * anything they do not handle (non-float32 operands, native kernels switched off) to the original
  * kernels. It also registers the fused kernels (fused-ops.ts) under new names. Other backends
  * (cpu, tensorflow) are never touched.
@@ -113,6 +113,16 @@ function replace(name: string, original: Map<string, tf.KernelConfig>, handle: (
 
 function registerKernels(): Map<string, tf.KernelConfig> {
   const original = new Map<string, tf.KernelConfig>();
+  // The engine clones every tensor a gradient saves (≈170 per training step) through Identity,
+  // which the wasm backend implements as a copy. tfjs tensors are immutable and no kernel here
+  // writes into its inputs, so the clone can share the buffer as Reshape does (and the cpu
+  // backend's Identity): one reference more instead of a copy.
+  replace('Identity', original, ({ inputs, backend }) => {
+    const { x } = inputs;
+    if (!x || x.dtype === 'string') return undefined;
+    (backend as WasmBackendLike).incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  });
   replace('BatchMatMul', original, ({ inputs, backend, attrs }) => {
     const { a, b } = inputs;
     if (!a || !b || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;

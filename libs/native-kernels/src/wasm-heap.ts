@@ -9,6 +9,7 @@ export interface WasmBackendLike {
   wasm: { HEAPU8: Uint8Array };
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  incRef(dataId: object): void;
 }
 
 /** Byte offset of a tensor's data in the wasm heap. */

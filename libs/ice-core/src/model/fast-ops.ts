@@ -1,5 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { nativeKernelsActive } from '@ice/native-kernels';
+import {
+  fusedAttention,
+  fusedAttentionGrad,
+  fusedColSum,
+  fusedGelu,
+  fusedGeluGrad,
+  fusedLayerNorm,
+  fusedLayerNormGrad,
+  nativeKernelsActive,
+} from '@ice/native-kernels';
 
 /**
  * The ViT's building blocks on 2-D row stacks. They are the training hot path, so their
@@ -9,9 +18,10 @@ import { nativeKernelsActive } from '@ice/native-kernels';
  * formulations (fast-ops.spec.ts checks the gradients against autodiff of those). Saved tensors go
  * through `save` (never a closure): the caller's tidy scopes may free intermediates before backprop.
  *
- * With the native kernels (@ice/native-kernels: GEMM on oneDNN/OpenBLAS under the wasm backend)
- * the products use the GEMM's transpose flags and a fused bias; without them, the stock
- * formulation below is the fastest one measured on plain wasm (explicit transposes, XNNPACK).
+ * With the native kernels (@ice/native-kernels under the wasm backend) the products use the
+ * GEMM's transpose flags and a fused bias, and LayerNorm, GELU and the attention core are one
+ * native kernel forward and one backward each; without them, the stock formulation below is the
+ * fastest one measured on plain wasm (explicit transposes, XNNPACK). The choice is made per call.
  */
 
 // ---------------------------------------------------------------- linear
@@ -50,7 +60,7 @@ const linearBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     value: y,
     gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
       ...linearGrads(dy, xs as tf.Tensor2D, ws as tf.Tensor2D), // [M, in], [in, out]
-      tf.sum(dy, 0), // db [out]
+      nativeKernelsActive() ? fusedColSum(dy) : tf.sum(dy, 0), // db [out]
     ],
   };
 });
@@ -82,12 +92,28 @@ function makeLayerNorm(eps: number): (x: tf.Tensor2D, gamma: tf.Tensor1D, beta: 
   });
 }
 
-const layerNormByEps = new Map<number, ReturnType<typeof makeLayerNorm>>();
+/** The same as one native kernel each way; the backward recomputes x̂ from x, the mean and 1/σ. */
+function makeNativeLayerNorm(eps: number): ReturnType<typeof makeLayerNorm> {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, gamma, beta, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc]; // x [M, D]
+    const [y, mean, rstd] = fusedLayerNorm(x, gamma, beta, eps); // [M, D], [M], [M]
+    save([x, gamma, mean, rstd]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor2D, [xs, g, mu, rs]: tf.Tensor[]) =>
+        fusedLayerNormGrad(dy, xs as tf.Tensor2D, g as tf.Tensor1D, mu as tf.Tensor1D, rs as tf.Tensor1D), // [M, D], [D], [D]
+    };
+  });
+}
+
+const layerNormByEps = new Map<string, ReturnType<typeof makeLayerNorm>>();
 
 /** LayerNorm over the last axis with biased variance. x: [M, D]. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
-  let f = layerNormByEps.get(eps);
-  if (!f) layerNormByEps.set(eps, (f = makeLayerNorm(eps)));
+  const native = nativeKernelsActive();
+  const key = `${native ? 'native' : 'stock'}:${eps}`;
+  let f = layerNormByEps.get(key);
+  if (!f) layerNormByEps.set(key, (f = native ? makeNativeLayerNorm(eps) : makeLayerNorm(eps)));
   return f(x, gamma, beta);
 }
 
@@ -120,9 +146,16 @@ const geluOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   };
 });
 
+/** The same formula as one native kernel each way (its exp is a polynomial, not σ/(1 − σ)). */
+const nativeGeluOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  save([x]);
+  return { value: fusedGelu(x), gradFunc: (dy: tf.Tensor, [xs]: tf.Tensor[]) => fusedGeluGrad(dy, xs) };
+});
+
 /** Exact GELU: 0.5·x·(1 + erf(x/√2)) (erf to 1.5e-7). */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return geluOp(x) as T;
+  return (nativeKernelsActive() ? nativeGeluOp(x) : geluOp(x)) as T;
 }
 
 // ---------------------------------------------------------------- attention
@@ -208,7 +241,7 @@ function mergeHeads(o: tf.Tensor3D, B: number, T: number, H: number): tf.Tensor2
 }
 
 /** The whole core qkv [B·T, 3D] → [B·T, D] as one custom gradient (no hook possible inside). */
-function fusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
+function stockFusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [qkv, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
     const [q, k, v] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
@@ -234,6 +267,19 @@ function fusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => 
   });
 }
 
+/** The whole core as one native kernel each way: heads are strided blocks of qkv, no transposes. */
+function nativeFusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [qkv, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
+    const [out, p] = fusedAttention(qkv, B, T, H); // [B·T, D], [B·H, T, T]
+    save([qkv, p]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor2D, [q, ps]: tf.Tensor[]) => fusedAttentionGrad(dy, q as tf.Tensor2D, ps as tf.Tensor3D, B, T, H), // [B·T, 3D]
+    };
+  });
+}
+
 /**
  * Multi-head self-attention core. qkv: [B·T, 3D] with timm's column layout (q | k | v, heads
  * inside each, head 0 first). Returns the heads' outputs concatenated, [B·T, D], and the
@@ -253,7 +299,7 @@ export function attentionCore(
     // only if read, which training never does. Read it in the scope that owns the outputs.
     let attn: tf.Tensor4D | undefined;
     return {
-      out: fusedAttention(B, T, H)(qkv),
+      out: (nativeKernelsActive() ? nativeFusedAttention : stockFusedAttention)(B, T, H)(qkv),
       get attn(): tf.Tensor4D {
         if (!attn) {
           const [q, k] = splitHeads(qkv, B, T, H);
