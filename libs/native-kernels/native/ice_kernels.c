@@ -120,9 +120,18 @@ static const char *open_openblas(char *err, size_t n) {
   return NULL;
 }
 
+static int n_threads = 1;
+
 static void set_threads(int lib, int threads) {
+  n_threads = threads;
   if (lib == LIB_DNNL && p_omp_set_num_threads) p_omp_set_num_threads(threads);
   if (lib == LIB_OPENBLAS && p_openblas_set_num_threads) p_openblas_set_num_threads(threads);
+}
+
+// OpenMP's thread count is a per-thread setting: a Node worker thread calling in gets it here
+// (a cheap store), instead of OpenMP's default of one thread per core.
+static void apply_threads(void) {
+  if (active == LIB_DNNL && p_omp_set_num_threads) p_omp_set_num_threads(n_threads);
 }
 
 // C[M,N] (row stride ldc) = op(A)·op(B) + beta·C, row-major; op(X) = Xᵀ when the flag is set.
@@ -283,6 +292,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   call_args a;
   if (!get_call_args(env, info, &a, GEMM_NP)) return NULL;
   if (active == LIB_NONE) return throw_msg(env, "ice_native.gemm: no BLAS library loaded");
+  apply_threads();
   const double *p = a.p;
   const int64_t batch = (int64_t)p[0], M = (int64_t)p[1], N = (int64_t)p[2], K = (int64_t)p[3];
   const int ta = p[4] != 0, tb = p[5] != 0;
@@ -611,19 +621,6 @@ MULTIVERSION static void softmax_grad_rows(int64_t T, const float *restrict p, f
   }
 }
 
-static float *scratch;
-static size_t scratch_len;
-
-static float *get_scratch(size_t n) {
-  if (n > scratch_len) {
-    float *s = (float *)realloc(scratch, n * sizeof(float));
-    if (!s) return NULL;
-    scratch = s;
-    scratch_len = n;
-  }
-  return scratch;
-}
-
 #define GEMM_OR_THROW(call)                                                                                                                \
   do {                                                                                                                                     \
     if (call) return throw_msg(env, "ice_native: the BLAS library returned an error");                                                    \
@@ -638,6 +635,7 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   call_args a;
   if (!get_call_args(env, info, &a, 8)) return NULL;
   if (active == LIB_NONE) return throw_msg(env, "ice_native.attention: no BLAS library loaded");
+  apply_threads();
   const int64_t B = (int64_t)a.p[0], T = (int64_t)a.p[1], H = (int64_t)a.p[2], hd = (int64_t)a.p[3];
   const float scale = (float)a.p[4];
   const int64_t D = H * hd, ld = 3 * D;
@@ -668,6 +666,7 @@ static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
   call_args a;
   if (!get_call_args(env, info, &a, 9)) return NULL;
   if (active == LIB_NONE) return throw_msg(env, "ice_native.attentionGrad: no BLAS library loaded");
+  apply_threads();
   const int64_t B = (int64_t)a.p[0], T = (int64_t)a.p[1], H = (int64_t)a.p[2], hd = (int64_t)a.p[3];
   const float scale = (float)a.p[4];
   const int64_t D = H * hd, ld = 3 * D;
@@ -676,20 +675,24 @@ static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
   float *dqkv = region(env, &a, a.p[8], (double)B * T * ld, "attentionGrad dqkv");
   if (!dy || !qkv || !P || !dqkv) return NULL;
   if (B == 0 || T == 0 || H == 0 || hd == 0) return NULL;
-  float *dS = get_scratch((size_t)(T * T));
+  // Per call, not static: Node worker threads may run kernels at the same time.
+  float *dS = (float *)malloc((size_t)(T * T) * sizeof(float));
   if (!dS) return throw_msg(env, "ice_native.attentionGrad: out of memory");
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t h = 0; h < H; h++) {
+  int st = 0;
+  for (int64_t b = 0; b < B && !st; b++)
+    for (int64_t h = 0; h < H && !st; h++) {
       const int64_t off = b * T * ld + h * hd;
       const float *Q = qkv + off, *K = Q + D, *V = Q + 2 * D;
       const float *dO = dy + b * T * D + h * hd, *Pb = P + (b * H + h) * T * T;
       float *dQ = dqkv + off, *dK = dQ + D, *dV = dQ + 2 * D;
-      GEMM_OR_THROW(sgemm(0, 1, T, T, hd, dO, D, V, ld, 0.0f, dS, T));
+      st = sgemm(0, 1, T, T, hd, dO, D, V, ld, 0.0f, dS, T);
+      if (st) break;
       softmax_grad_rows(T, Pb, dS, scale);
-      GEMM_OR_THROW(sgemm(0, 0, T, hd, T, dS, T, K, ld, 0.0f, dQ, ld));
-      GEMM_OR_THROW(sgemm(1, 0, T, hd, T, dS, T, Q, ld, 0.0f, dK, ld));
-      GEMM_OR_THROW(sgemm(1, 0, T, hd, T, Pb, T, dO, D, 0.0f, dV, ld));
+      st = sgemm(0, 0, T, hd, T, dS, T, K, ld, 0.0f, dQ, ld) || sgemm(1, 0, T, hd, T, dS, T, Q, ld, 0.0f, dK, ld) ||
+           sgemm(1, 0, T, hd, T, Pb, T, dO, D, 0.0f, dV, ld);
     }
+  free(dS);
+  if (st) return throw_msg(env, "ice_native.attentionGrad: the BLAS library returned an error");
   return NULL;
 }
 
