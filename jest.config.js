@@ -13,6 +13,7 @@ const swc = [
 ];
 const moduleNameMapper = {
   '^@ice/core$': '<rootDir>/libs/ice-core/src/index.ts',
+  '^@ice/native-kernels$': '<rootDir>/libs/native-kernels/src/index.ts',
   '^@ice/datasets$': '<rootDir>/libs/datasets/src/index.ts',
   '^@ice/evaluation$': '<rootDir>/libs/evaluation/src/index.ts',
   '^@ice/experiments$': '<rootDir>/libs/experiments/src/index.ts',

@@ -1,11 +1,27 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { setNativeKernelsEnabled } from '@ice/native-kernels';
 import { initBackend } from '../backend/tf-backend.service';
 import { attentionCore, bmm, gelu, layerNorm, linear } from './fast-ops';
 
 /**
  * The custom gradients of fast-ops against tfjs autodiff of plain reference formulations
  * (written out below, as the model had them before), on random inputs; and no leaked tensors.
+ * Both formulations are checked: with the native kernels (the default where they load) and the
+ * stock one (native kernels switched off); ICE_NATIVE_KERNELS=off runs the stock one only.
  */
+
+const MODES = process.env.ICE_NATIVE_KERNELS === 'off' ? (['stock'] as const) : (['native', 'stock'] as const);
+
+/** initBackend('wasm') with the native kernels on or off for this block. */
+function useMode(mode: (typeof MODES)[number]): void {
+  beforeAll(async () => {
+    await initBackend('wasm');
+    expect(setNativeKernelsEnabled(mode === 'native')).toBe(mode === 'native');
+  });
+  afterAll(() => {
+    if (MODES.includes('native' as never)) setNativeKernelsEnabled(true);
+  });
+}
 
 const TOL = 1e-5;
 
@@ -93,10 +109,8 @@ function expectNoLeak(f: (...xs: tf.Tensor[]) => tf.Tensor, inputs: tf.Tensor[])
 
 const rand = (shape: number[], seed: number, scale = 1): tf.Tensor => tf.randomNormal(shape, 0, scale, 'float32', seed);
 
-describe('bmm: batched products, per slice when large', () => {
-  beforeAll(async () => {
-    await initBackend('wasm');
-  });
+describe.each(MODES)('bmm: batched products, per slice when large (%s kernels)', (mode) => {
+  useMode(mode);
 
   it.each([
     [3, 5, 4, 6], // one batched call
@@ -118,10 +132,8 @@ describe('bmm: batched products, per slice when large', () => {
   });
 });
 
-describe('fast-ops: custom gradients match autodiff of the plain formulations', () => {
-  beforeAll(async () => {
-    await initBackend('wasm');
-  });
+describe.each(MODES)('fast-ops: custom gradients match autodiff of the plain formulations (%s kernels)', (mode) => {
+  useMode(mode);
 
   it('linear with and without bias', () => {
     const x = rand([7, 5], 1);

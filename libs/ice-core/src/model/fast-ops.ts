@@ -1,4 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
+import {
+  fusedAttention,
+  fusedAttentionGrad,
+  fusedColSum,
+  fusedGelu,
+  fusedGeluGrad,
+  fusedLayerNorm,
+  fusedLayerNormGrad,
+  nativeKernelsActive,
+} from '@ice/native-kernels';
 
 /**
  * The ViT's building blocks on 2-D row stacks. They are the training hot path, so their
@@ -7,35 +17,50 @@ import * as tf from '@tensorflow/tfjs-core';
  * Each op is a tf.customGrad with a hand-written backward pass. The values are those of the plain
  * formulations (fast-ops.spec.ts checks the gradients against autodiff of those). Saved tensors go
  * through `save` (never a closure): the caller's tidy scopes may free intermediates before backprop.
+ *
+ * With the native kernels (@ice/native-kernels under the wasm backend) the products use the
+ * GEMM's transpose flags and a fused bias, and LayerNorm, GELU and the attention core are one
+ * native kernel forward and one backward each; without them, the stock formulation below is the
+ * fastest one measured on plain wasm (explicit transposes, XNNPACK). The choice is made per call.
  */
 
 // ---------------------------------------------------------------- linear
 
-// Why: autodiff of matMul uses transposeA/transposeB, and wasm runs those on a scalar loop
-// (≈7× slower); XNNPACK takes only plain 2-D products, so the transposes are made explicit.
+// Why: autodiff of matMul uses transposeA/transposeB, and stock wasm runs those on a scalar loop
+// (≈7× slower); XNNPACK takes only plain 2-D products, so the stock path makes the transposes
+// explicit. The native GEMM takes the flags at no cost, which saves the transposes.
+function linearGrads(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D] {
+  if (nativeKernelsActive()) return [tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false)]; // dx = dy·wᵀ, dw = xᵀ·dy
+  return [
+    tf.matMul(dy, tf.transpose(w)), // dx = dy·wᵀ   [M, in]
+    tf.matMul(tf.transpose(x), dy), // dw = xᵀ·dy   [in, out]
+  ];
+}
+
 const linearNoBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc]; // x [M, in], w [in, out]
   save([x, w]);
   const y: tf.Tensor2D = tf.matMul(x, w); // [M, out]
   return {
     value: y,
-    gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
-      tf.matMul(dy, tf.transpose(ws)), // dx = dy·wᵀ   [M, in]
-      tf.matMul(tf.transpose(xs), dy), // dw = xᵀ·dy   [in, out]
-    ],
+    gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => linearGrads(dy, xs as tf.Tensor2D, ws as tf.Tensor2D),
   };
 });
 
 const linearBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc]; // b [out]
   save([x, w]);
-  const y: tf.Tensor2D = tf.add(tf.matMul(x, w), b); // [M, out]
+  // One native kernel for product and bias (stock wasm's _FusedMatMul is wrong with a bias in most cases).
+  const y: tf.Tensor2D = nativeKernelsActive()
+    ? tf
+        .engine()
+        .runKernel<tf.Tensor2D>('_FusedMatMul', { a: x, b: w, bias: b }, { transposeA: false, transposeB: false, activation: 'linear' })
+    : tf.add(tf.matMul(x, w), b); // [M, out]
   return {
     value: y,
     gradFunc: (dy: tf.Tensor2D, [xs, ws]: tf.Tensor[]) => [
-      tf.matMul(dy, tf.transpose(ws)), // [M, in]
-      tf.matMul(tf.transpose(xs), dy), // [in, out]
-      tf.sum(dy, 0), // db [out]
+      ...linearGrads(dy, xs as tf.Tensor2D, ws as tf.Tensor2D), // [M, in], [in, out]
+      nativeKernelsActive() ? fusedColSum(dy) : tf.sum(dy, 0), // db [out]
     ],
   };
 });
@@ -67,12 +92,28 @@ function makeLayerNorm(eps: number): (x: tf.Tensor2D, gamma: tf.Tensor1D, beta: 
   });
 }
 
-const layerNormByEps = new Map<number, ReturnType<typeof makeLayerNorm>>();
+/** The same as one native kernel each way; the backward recomputes x̂ from x, the mean and 1/σ. */
+function makeNativeLayerNorm(eps: number): ReturnType<typeof makeLayerNorm> {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, gamma, beta, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc]; // x [M, D]
+    const [y, mean, rstd] = fusedLayerNorm(x, gamma, beta, eps); // [M, D], [M], [M]
+    save([x, gamma, mean, rstd]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor2D, [xs, g, mu, rs]: tf.Tensor[]) =>
+        fusedLayerNormGrad(dy, xs as tf.Tensor2D, g as tf.Tensor1D, mu as tf.Tensor1D, rs as tf.Tensor1D), // [M, D], [D], [D]
+    };
+  });
+}
+
+const layerNormByEps = new Map<string, ReturnType<typeof makeLayerNorm>>();
 
 /** LayerNorm over the last axis with biased variance. x: [M, D]. */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
-  let f = layerNormByEps.get(eps);
-  if (!f) layerNormByEps.set(eps, (f = makeLayerNorm(eps)));
+  const native = nativeKernelsActive();
+  const key = `${native ? 'native' : 'stock'}:${eps}`;
+  let f = layerNormByEps.get(key);
+  if (!f) layerNormByEps.set(key, (f = native ? makeNativeLayerNorm(eps) : makeLayerNorm(eps)));
   return f(x, gamma, beta);
 }
 
@@ -105,9 +146,16 @@ const geluOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   };
 });
 
+/** The same formula as one native kernel each way (its exp is a polynomial, not σ/(1 − σ)). */
+const nativeGeluOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+  save([x]);
+  return { value: fusedGelu(x), gradFunc: (dy: tf.Tensor, [xs]: tf.Tensor[]) => fusedGeluGrad(dy, xs) };
+});
+
 /** Exact GELU: 0.5·x·(1 + erf(x/√2)) (erf to 1.5e-7). */
 export function gelu<T extends tf.Tensor>(x: T): T {
-  return geluOp(x) as T;
+  return (nativeKernelsActive() ? nativeGeluOp(x) : geluOp(x)) as T;
 }
 
 // ---------------------------------------------------------------- attention
@@ -132,6 +180,7 @@ const MAX_SLICES = 12;
  * and so do many slices (a batch of images), where the split itself grows slow.
  */
 export function bmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
+  if (nativeKernelsActive()) return tf.matMul(a, b, transposeA, transposeB); // the native GEMM runs batches and flags well
   const [r, k] = transposeA ? [a.shape[2], a.shape[1]] : [a.shape[1], a.shape[2]];
   const c = transposeB ? b.shape[1] : b.shape[2];
   if (r * k * c < SLICE_MACS || a.shape[0] > MAX_SLICES || tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);
@@ -192,7 +241,7 @@ function mergeHeads(o: tf.Tensor3D, B: number, T: number, H: number): tf.Tensor2
 }
 
 /** The whole core qkv [B·T, 3D] → [B·T, D] as one custom gradient (no hook possible inside). */
-function fusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
+function stockFusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [qkv, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
     const [q, k, v] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
@@ -218,6 +267,19 @@ function fusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => 
   });
 }
 
+/** The whole core as one native kernel each way: heads are strided blocks of qkv, no transposes. */
+function nativeFusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2D) => tf.Tensor2D {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [qkv, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
+    const [out, p] = fusedAttention(qkv, B, T, H); // [B·T, D], [B·H, T, T]
+    save([qkv, p]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor2D, [q, ps]: tf.Tensor[]) => fusedAttentionGrad(dy, q as tf.Tensor2D, ps as tf.Tensor3D, B, T, H), // [B·T, 3D]
+    };
+  });
+}
+
 /**
  * Multi-head self-attention core. qkv: [B·T, 3D] with timm's column layout (q | k | v, heads
  * inside each, head 0 first). Returns the heads' outputs concatenated, [B·T, D], and the
@@ -237,7 +299,7 @@ export function attentionCore(
     // only if read, which training never does. Read it in the scope that owns the outputs.
     let attn: tf.Tensor4D | undefined;
     return {
-      out: fusedAttention(B, T, H)(qkv),
+      out: (nativeKernelsActive() ? nativeFusedAttention : stockFusedAttention)(B, T, H)(qkv),
       get attn(): tf.Tensor4D {
         if (!attn) {
           const [q, k] = splitHeads(qkv, B, T, H);

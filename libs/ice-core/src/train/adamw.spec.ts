@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { nativeKernelsActive, setNativeKernelsEnabled } from '@ice/native-kernels';
 import { initBackend } from '../backend/tf-backend.service';
 import { IceError } from '../errors';
 import { AdamW, GradAccumulator, isNoDecay } from './adamw';
@@ -296,6 +297,66 @@ describe('AdamW', () => {
     X.dispose();
     Y.dispose();
   });
+
+  (process.env.ICE_NATIVE_KERNELS === 'off' ? it.skip : it)(
+    'the fused native update equals the stock tfjs chain to the bit (decay groups, clipping, extreme gradients)',
+    async () => {
+      expect(nativeKernelsActive()).toBe(true);
+      const rng = new Rng(15);
+      // Gradients from 0 and subnormals to 1e30, and parameters across magnitudes, in every tensor.
+      const special = [0, -0, 1e-45, -3e-42, 1e-38, 1e-20, -1e-10, 1e-3, 1, -7.5, 1e10, 1e30];
+      const gradsAt = (t: number): Map<string, tf.Tensor> =>
+        new Map(
+          Object.entries(SHAPES).map(([n, shape]) => {
+            const g = randomValues(rng, shape, 10 ** ((t % 5) - 2));
+            special.forEach((x, i) => {
+              if (i < g.length) g[(i * 7) % g.length] = x;
+            });
+            return [n, tf.tensor(g, shape)];
+          }),
+        );
+      const lrs = [1e-2, 5e-3, 0, 2e-2, 1e-3, 1e-2, 3e-2];
+      const allGrads = lrs.map((_, t) => gradsAt(t));
+      const run = (native: boolean, clip: number | null): Map<string, Uint32Array> => {
+        setNativeKernelsEnabled(native);
+        const params = makeParams(16);
+        const opt = new AdamW(params, { weightDecay: 0.05, clipGradNorm: clip });
+        lrs.forEach((lr, t) => opt.step(allGrads[t], lr));
+        const state = opt.getState();
+        const bits = new Map<string, Uint32Array>();
+        for (const [n, p] of params) {
+          bits.set(n, new Uint32Array(Float32Array.from(p.dataSync()).buffer));
+          bits.set(`m:${n}`, new Uint32Array(Float32Array.from(state.m.get(n)!.dataSync()).buffer));
+          bits.set(`v:${n}`, new Uint32Array(Float32Array.from(state.v.get(n)!.dataSync()).buffer));
+        }
+        disposeAll(state.m, state.v, params);
+        opt.dispose();
+        return bits;
+      };
+      try {
+        for (const clip of [null, 0.5]) {
+          const stock = run(false, clip);
+          const native = run(true, clip);
+          for (const [n, b] of stock) expect({ n, clip, bits: Array.from(native.get(n)!) }).toEqual({ n, clip, bits: Array.from(b) });
+        }
+        // And the native path really is a different kernel: one IceAdamW per parameter instead of the chain.
+        const params = makeParams(17);
+        const opt = new AdamW(params, { weightDecay: 0.05 });
+        const profiled = await tf.profile(() => opt.step(allGrads[0], 1e-2));
+        const names = new Set(profiled.kernels.map((k) => k.name));
+        expect(names).toEqual(new Set(['IceAdamW']));
+        setNativeKernelsEnabled(false);
+        const stockNames = new Set((await tf.profile(() => opt.step(allGrads[0], 1e-2))).kernels.map((k) => k.name));
+        expect(stockNames.has('IceAdamW')).toBe(false);
+        expect(stockNames.has('Sqrt')).toBe(true);
+        opt.dispose();
+        disposeAll(params);
+      } finally {
+        setNativeKernelsEnabled(true);
+        allGrads.forEach((g) => disposeAll(g));
+      }
+    },
+  );
 
   it('does not leak tensors across steps, accumulation and state export', () => {
     const params = makeParams(13);

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedAdamW, nativeKernelsActive } from '@ice/native-kernels';
 import { IceError } from '../errors';
 
 /**
@@ -155,6 +156,9 @@ export class AdamW {
     const t = this.steps + 1;
     const bc1 = 1 - Math.pow(b1, t);
     const sqrtBc2 = Math.sqrt(1 - Math.pow(b2, t));
+    // With the native kernels, one fused loop per parameter does the chain below with the same
+    // float32 operations in the same order (bit-identical results, adamw.spec checks it).
+    const native = nativeKernelsActive();
     tf.tidy(() => {
       // Scalars are built once per step and shared by every parameter's update.
       const sB1 = tf.scalar(b1);
@@ -173,6 +177,24 @@ export class AdamW {
       }
       for (const [name, g0] of byName) {
         const s = this.slots.get(name) as Slot;
+        if (native) {
+          tf.tidy(() => {
+            const [p, m, v] = fusedAdamW(s.param, g0, s.m, s.v, coef, {
+              beta1: b1,
+              oneMinusBeta1: 1 - b1,
+              beta2: b2,
+              oneMinusBeta2: 1 - b2,
+              eps: eps * sqrtBc2,
+              step: (lr * sqrtBc2) / bc1,
+              keep: 1 - lr * wd,
+              decay: s.decay && wd !== 0,
+            });
+            s.m.assign(m);
+            s.v.assign(v);
+            s.param.assign(p);
+          });
+          continue;
+        }
         // One tidy per parameter: its ~10 temporaries are freed before the next parameter's are
         // allocated, so the allocator hands back cache-warm buffers and peak memory stays at one
         // parameter's worth (the update is memory-bound: 13 passes over 4 tensors).

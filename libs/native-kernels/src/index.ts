@@ -1,0 +1,21 @@
+export type { NativeKernelsChoice, NativeKernelsInfo } from './native-kernels';
+export {
+  enableNativeKernels,
+  disableNativeKernels,
+  setNativeKernelsEnabled,
+  nativeKernelsActive,
+  nativeKernelsInfo,
+} from './native-kernels';
+export type { BlasLibrary } from './native-addon';
+export { ADDON_PATH } from './native-addon';
+export type { AdamWScalars } from './fused-ops';
+export {
+  fusedAdamW,
+  fusedAttention,
+  fusedAttentionGrad,
+  fusedColSum,
+  fusedGelu,
+  fusedGeluGrad,
+  fusedLayerNorm,
+  fusedLayerNormGrad,
+} from './fused-ops';

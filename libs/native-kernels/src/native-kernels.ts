@@ -1,0 +1,153 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { registerFusedKernels } from './fused-ops';
+import { isSupportedActivation, nativeMatMul } from './gemm.kernel';
+import { BlasLibrary, loadAddon, NativeAddon } from './native-addon';
+import { WasmBackendLike } from './wasm-heap';
+
+/**
+ * Native kernels under tfjs's wasm backend. `enableNativeKernels` loads the addon and a BLAS
+ * library and re-registers the wasm backend's BatchMatMul, _FusedMatMul and Identity; the replacements hand
+ * anything they do not handle (non-float32 operands, native kernels switched off) to the original
+ * kernels. It also registers the fused kernels (fused-ops.ts) under new names. Other backends
+ * (cpu, tensorflow) are never touched.
+ */
+export type NativeKernelsChoice = 'off' | BlasLibrary | 'auto';
+
+export interface NativeKernelsInfo {
+  /** The library the GEMM runs on, or 'off' (stock wasm kernels). */
+  kernels: BlasLibrary | 'off';
+  threads: number;
+  /** Path and version of the library; absent when off. */
+  path?: string;
+  version?: string;
+  /** Why the kernels are off (asked for, addon not built, no library found). */
+  reason?: string;
+}
+
+interface State {
+  addon: NativeAddon;
+  info: NativeKernelsInfo;
+  /** The kernels registered by the wasm backend itself, for what the native ones do not handle. */
+  original: Map<string, tf.KernelConfig>;
+}
+
+let state: State | undefined;
+let active = false;
+let lastInfo: NativeKernelsInfo = { kernels: 'off', threads: 0, reason: 'not enabled' };
+
+/** True when the native kernels are loaded, switched on, and the current backend is wasm. */
+export function nativeKernelsActive(): boolean {
+  return active && state !== undefined && tf.getBackend() === 'wasm';
+}
+
+/** What the last enable/disable did. */
+export function nativeKernelsInfo(): NativeKernelsInfo {
+  return lastInfo;
+}
+
+/**
+ * Loads the addon and `choice`'s library (auto: oneDNN, else OpenBLAS) with `threads` threads and
+ * switches the native kernels on. With 'auto', a missing addon or library gives kernels: 'off' and
+ * the reason; naming a library that cannot be loaded throws. Needs the wasm backend registered.
+ */
+export function enableNativeKernels(choice: NativeKernelsChoice, threads = 1): NativeKernelsInfo {
+  if (!Number.isInteger(threads) || threads < 1) throw new Error(`native kernels: threads must be a positive integer, got ${threads}`);
+  if (choice === 'off') return disableNativeKernels('ICE_NATIVE_KERNELS=off');
+  const off = (reason: string): NativeKernelsInfo => {
+    if (choice !== 'auto') throw new Error(`native kernels (${choice}) unavailable: ${reason}`);
+    return disableNativeKernels(reason);
+  };
+  const { addon, error } = loadAddon();
+  if (!addon) return off(error ?? 'the addon does not load');
+  let lib;
+  try {
+    lib = addon.load(choice, threads);
+  } catch (e) {
+    return off((e as Error).message);
+  }
+  if (!tf.getKernel('BatchMatMul', 'wasm')) return off('the wasm backend is not registered');
+  const original = state?.original ?? registerKernels();
+  if (!state) registerFusedKernels(addon);
+  state = { addon, original, info: { kernels: lib.library, threads: lib.threads, path: lib.path, version: lib.version } };
+  active = true;
+  lastInfo = state.info;
+  return lastInfo;
+}
+
+/** Back to the stock wasm kernels (the replacements stay registered and delegate). */
+export function disableNativeKernels(reason = 'switched off'): NativeKernelsInfo {
+  active = false;
+  lastInfo = { kernels: 'off', threads: 0, reason };
+  return lastInfo;
+}
+
+/**
+ * Switches loaded native kernels on or off without unloading them (benchmarks and tests compare
+ * both in one process). Returns whether they are now active.
+ */
+export function setNativeKernelsEnabled(on: boolean): boolean {
+  if (on && !state) throw new Error('native kernels: not loaded (call enableNativeKernels first)');
+  active = on;
+  lastInfo = on && state ? state.info : { kernels: 'off', threads: 0, reason: 'switched off' };
+  return nativeKernelsActive();
+}
+
+// ---------------------------------------------------------------- kernel registration
+
+type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
+
+function replace(name: string, original: Map<string, tf.KernelConfig>, handle: (args: KernelArgs) => tf.TensorInfo | undefined): void {
+  const orig = tf.getKernel(name, 'wasm');
+  if (!orig) throw new Error(`the wasm backend has no ${name} kernel to replace`);
+  original.set(name, orig);
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({
+    kernelName: name,
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const out = active && state ? handle(args) : undefined;
+      return out ?? orig.kernelFunc(args);
+    },
+  });
+}
+
+function registerKernels(): Map<string, tf.KernelConfig> {
+  const original = new Map<string, tf.KernelConfig>();
+  // The engine clones every tensor a gradient saves (≈170 per training step) through Identity,
+  // which the wasm backend implements as a copy. tfjs tensors are immutable and no kernel here
+  // writes into its inputs, so the clone can share the buffer as Reshape does (and the cpu
+  // backend's Identity): one reference more instead of a copy.
+  replace('Identity', original, ({ inputs, backend }) => {
+    const { x } = inputs;
+    if (!x || x.dtype === 'string') return undefined;
+    (backend as WasmBackendLike).incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  });
+  replace('BatchMatMul', original, ({ inputs, backend, attrs }) => {
+    const { a, b } = inputs;
+    if (!a || !b || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+    return nativeMatMul(state!.addon, backend as WasmBackendLike, {
+      a,
+      b,
+      transposeA: Boolean(attrs?.transposeA),
+      transposeB: Boolean(attrs?.transposeB),
+    });
+  });
+  replace('_FusedMatMul', original, ({ inputs, backend, attrs }) => {
+    const { a, b, bias, preluActivationWeights } = inputs;
+    const activation = (attrs?.activation as string | undefined) ?? 'linear';
+    if (!a || !b || a.dtype !== 'float32' || b.dtype !== 'float32' || !isSupportedActivation(activation)) return undefined;
+    if ((bias && bias.dtype !== 'float32') || (activation === 'prelu' && preluActivationWeights?.dtype !== 'float32')) return undefined;
+    return nativeMatMul(state!.addon, backend as WasmBackendLike, {
+      a,
+      b,
+      transposeA: Boolean(attrs?.transposeA),
+      transposeB: Boolean(attrs?.transposeB),
+      bias,
+      activation,
+      preluWeights: preluActivationWeights,
+      leakyreluAlpha: attrs?.leakyreluAlpha as number | undefined,
+    });
+  });
+  return original;
+}
