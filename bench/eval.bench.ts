@@ -5,10 +5,19 @@
  * side by side in one run (interleaved repeats, best of each), printed as JSON.
  *
  *   npm run bench:eval -- [--preset digits-micro] [--images 64] [--weights file] [--repeat 3] [--batch N]
+ *                         [--voc-images 300] [--voc-size 96] [--skip-voc]
  *
  * Without --weights the preset's random initialisation is used: speed does not depend on the values.
+ *
+ * The VOC protocols (jaccard, corloc) are timed end to end on a VOC-layout set that the digits
+ * export writes (`--voc-images` test images at `--voc-size`², every explainer): wall seconds per
+ * hundred images including reading, resizing and scoring, and the process's peak RSS.
  */
-import { EXPLAINER_NAMES, IceVit, initBackend, vitConfig } from '@ice/core';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { EXPLAINER_NAMES, IceVit, initBackend, vitConfig, writeSafetensors } from '@ice/core';
+import { exportDigitsToVoc } from '@ice/datasets';
 import { defaultEvalBatch, runEvaluation } from '@ice/evaluation';
 
 function arg(name: string, fallback: string): string {
@@ -57,7 +66,51 @@ async function main(): Promise<void> {
       return [`batch_${b}`, { methods, min_ice_speedup_vs_gradient_methods: round(Math.min(...gradient)) }];
     }),
   );
-  console.log(JSON.stringify({ bench: 'eval', preset, images, repeat, backend: backend.name, ...report }, null, 2));
+  const voc = process.argv.includes('--skip-voc') ? undefined : await vocProtocols(preset, weights);
+  console.log(
+    JSON.stringify({ bench: 'eval', preset, images, repeat, backend: backend.name, ...report, ...(voc ? { voc } : {}) }, null, 2),
+  );
+}
+
+/** jaccard and corloc over an exported VOC-layout set, every method, timed end to end. */
+async function vocProtocols(preset: string, weights: string): Promise<Record<string, unknown>> {
+  const n = Number(arg('voc-images', '300'));
+  const size = Number(arg('voc-size', '96'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-bench-voc-'));
+  const model = weights ? undefined : IceVit.create(vitConfig(preset, { iceHead: 'official' }), 0);
+  try {
+    const file = model ? path.join(dir, 'random.safetensors') : weights;
+    if (model) writeSafetensors(file, await model.stateDict());
+    const t0 = performance.now();
+    await exportDigitsToVoc({ outDir: dir, splits: ['test'], limit: n, canvasSize: size });
+    const exportSeconds = (performance.now() - t0) / 1000;
+    const out: Record<string, unknown> = { images: n, image_size: size, export_seconds: round(exportSeconds) };
+    for (const protocol of ['jaccard', 'corloc'] as const) {
+      const t = performance.now();
+      const result = await runEvaluation({
+        protocol,
+        format: 'voc',
+        root: dir,
+        split: 'test',
+        // The weights file (or a random model) at the protocol's size: jaccard asks for its own.
+        weights: file,
+        modelSpec: preset,
+        methods: [...EXPLAINER_NAMES],
+      });
+      const seconds = (performance.now() - t) / 1000;
+      out[protocol] = {
+        input_size: result.model.imgSize,
+        methods: result.rows.length,
+        wall_seconds: round(seconds),
+        seconds_per_100_images_all_methods: round((seconds * 100) / n),
+        peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+      };
+    }
+    return out;
+  } finally {
+    model?.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 main().catch((e: unknown) => {

@@ -17,6 +17,7 @@ import {
   initBackend,
   isExplainerName,
   loadModel,
+  resolveModelConfig,
   type VitConfig,
 } from '@ice/core';
 import { DigitsDataset, type FileDataset, openDataset, type VisionDataset } from '@ice/datasets';
@@ -41,8 +42,9 @@ import { normalizationStats, type PreparedSample, prepareSample } from './sample
 import { displayMap, type SavedImageMaps, writeSavedMaps } from './save-maps.util';
 import { segmentationProtocol } from './segmentation.protocol';
 
-/** Intriguing Properties of ViTs evaluates VOC at 512² (position embedding resampled). */
+/** Intriguing Properties of ViTs evaluates VOC at 512² (position embedding resampled), for ViTs trained at 224². */
 export const VOC_JACCARD_SIZE = 512;
+const VOC_JACCARD_TRAINED_AT = 224;
 const MAX_BATCH = 256;
 /** Attention kept per batch by the gradient methods (probabilities, gradients and the tape's copies). */
 const ATTENTION_BUDGET_BYTES = 256 * 2 ** 20;
@@ -75,10 +77,24 @@ export function defaultSplit(format: EvaluationFormat, protocol: EvaluationProto
   }
 }
 
-/** The input size asked of the model loader: the option, else 512 for Jaccard on VOC, else the model's own (undefined). */
-export function requestedImgSize(protocol: EvaluationProtocol, format: EvaluationFormat | 'custom', imgSize?: number): number | undefined {
+/**
+ * The input size asked of the model loader: the option, else for Jaccard on VOC the reference's
+ * 512² — that is 512/224 ≈ 2.29× the training size of the 224² ViTs it was written for — else the
+ * model's own (undefined). A model trained at another size (`native`, e.g. the 32² and 64² digits
+ * models) gets the same 2.29× upscaling rounded to its patch: 72² and 144². Asking a 32² model
+ * for 512² would mean a 64×64 grid from a 4×4 position embedding, and 4,097 tokens per image.
+ */
+export function requestedImgSize(
+  protocol: EvaluationProtocol,
+  format: EvaluationFormat | 'custom',
+  imgSize?: number,
+  native?: Pick<VitConfig, 'imgSize' | 'patchSize'>,
+): number | undefined {
   if (imgSize !== undefined) return imgSize;
-  return protocol === 'jaccard' && format === 'voc' ? VOC_JACCARD_SIZE : undefined;
+  if (protocol !== 'jaccard' || format !== 'voc') return undefined;
+  if (!native || native.imgSize === VOC_JACCARD_TRAINED_AT) return VOC_JACCARD_SIZE;
+  const grid = Math.max(1, Math.round((native.imgSize * VOC_JACCARD_SIZE) / VOC_JACCARD_TRAINED_AT / native.patchSize));
+  return grid * native.patchSize;
 }
 
 export function defaultNormalization(format: EvaluationFormat | 'custom', protocol: EvaluationProtocol): NormalizationChoice {
@@ -202,7 +218,7 @@ function loadEvaluationModel(o: EvaluationOptions, format: EvaluationFormat | 'c
     return { model: o.model, own: false, notes: [] };
   }
   const overrides: Partial<VitConfig> = {};
-  const size = requestedImgSize(o.protocol, format, o.imgSize);
+  const size = requestedImgSize(o.protocol, format, o.imgSize, resolveModelConfig(o.modelSpec!));
   if (size !== undefined) overrides.imgSize = size;
   // The project's training checkpoints carry AdamW's moments beside the weights: not model weights.
   const loaded = loadModel(o.weights!, o.modelSpec!, overrides, { ignore: ['optimizer.*'] });

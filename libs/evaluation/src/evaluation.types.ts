@@ -58,7 +58,7 @@ export interface EvaluationOptions {
    * mixes nothing across images); 1 runs each image on its own, as the reference code.
    */
   batchSize?: number;
-  /** Input side S. Default: 512 for jaccard on VOC (Intriguing), else the model's. */
+  /** Input side S. Default: for jaccard on VOC 512 (Intriguing) for 224² models, else ×512/224 of the model's size; otherwise the model's. */
   imgSize?: number;
   /** Default: segmentation 'half', other protocols 'imagenet'; 'model' for digits. */
   normalization?: NormalizationChoice;

@@ -128,4 +128,12 @@ describe('jaccard protocol on a VOC-layout data set', () => {
     expect(requestedImgSize('jaccard', 'digits')).toBeUndefined();
     expect(requestedImgSize('segmentation', 'voc')).toBeUndefined();
   });
+
+  it('scales VOC for models trained at other sizes as the reference scales 224² ViTs (×512/224, to the patch)', () => {
+    expect(requestedImgSize('jaccard', 'voc', undefined, { imgSize: 224, patchSize: 16 })).toBe(512);
+    expect(requestedImgSize('jaccard', 'voc', undefined, { imgSize: 224, patchSize: 8 })).toBe(512);
+    expect(requestedImgSize('jaccard', 'voc', undefined, { imgSize: 32, patchSize: 8 })).toBe(72);
+    expect(requestedImgSize('jaccard', 'voc', undefined, { imgSize: 64, patchSize: 8 })).toBe(144);
+    expect(requestedImgSize('jaccard', 'voc', 96, { imgSize: 64, patchSize: 8 })).toBe(96);
+  });
 });

@@ -286,7 +286,11 @@ export function registerEvalCommand(program: Command): void {
     .option('--json', 'print the result as JSON')
     .option('--save-maps <dir>', 'write overlays (image + map, jet at 50%) and a contact sheet for the first images')
     .option('--save-maps-count <k>', 'how many images --save-maps draws (default 8)', int('--save-maps-count', 1))
-    .option('--img-size <n>', "input side S (default: the model's; 512 for jaccard on voc)", int('--img-size', 1))
+    .option(
+      '--img-size <n>',
+      "input side S (default: the model's; for jaccard on voc 512 for 224² models, else ×512/224 of the model's size)",
+      int('--img-size', 1),
+    )
     .option(
       '--normalization <half|imagenet|model>',
       'input normalisation (default: half for segmentation as the released code, imagenet otherwise, model for digits)',
