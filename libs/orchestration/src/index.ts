@@ -13,3 +13,5 @@ export * from './validation/data-roots';
 export * from './threads/thread-task';
 export * from './threads/thread-runner';
 export * from './orchestration.module';
+export * from './allreduce/ring-gradient.reducer';
+export * from './allreduce/ring-group';

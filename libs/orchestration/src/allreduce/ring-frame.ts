@@ -1,0 +1,187 @@
+import type { IceErrorCode } from '@ice/core';
+
+/**
+ * The wire format of the ring all-reduce: length-prefixed binary frames over one TCP connection
+ * per ring neighbour. Every frame is a 16-byte little-endian header and a payload:
+ *
+ *   u32 payload bytes | u8 type | u8 protocol version | u16 ring step | u32 update step | u32 index
+ *
+ * DATA payloads are float32 (little-endian, as every platform Node runs on) segments of the
+ * gradient; HELLO/WELCOME/REJECT payloads are UTF-8 JSON; BEGIN carries the gradient length in
+ * `index`; HEARTBEAT and BYE are empty.
+ *
+ * Hand-written rather than taken from a library: the framing is 80 lines, and the packages that
+ * do it (frame-stream, length-prefixed-stream, it-length-prefixed) allocate a Buffer per message
+ * and hide the socket's backpressure behind stream piping, while zeromq brings a native addon
+ * (a build step in every image) whose message copies and high-water marks would sit between the
+ * gradient and the socket. Here a DATA payload goes to the socket as a view of the gradient and
+ * arrives as a view of the socket's read buffer.
+ */
+export const FRAME_HEADER_BYTES = 16;
+export const PROTOCOL_VERSION = 1;
+
+export const FrameType = {
+  Hello: 1,
+  Welcome: 2,
+  Reject: 3,
+  Begin: 4,
+  Data: 5,
+  Heartbeat: 6,
+  Bye: 7,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+const TYPES = new Set<number>(Object.values(FrameType));
+
+export interface FrameHeader {
+  type: FrameType;
+  /** Ring step s of the all-reduce, 0 … 2(W−1)−1 (DATA only). */
+  ringStep: number;
+  /** The optimizer update the frame belongs to (BEGIN, DATA). */
+  step: number;
+  /** DATA: segment index within its chunk; BEGIN: float32 elements of the sender's gradient. */
+  index: number;
+  /** Payload bytes. */
+  length: number;
+}
+
+/** A failure of the ring with the IceError code the reducer reports it under (no @ice/core at run time: the transport thread stays light). */
+export class RingError extends Error {
+  constructor(
+    readonly code: IceErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'RingError';
+  }
+}
+
+const U32 = 0xffff_ffff;
+
+export function encodeHeader(h: Omit<FrameHeader, 'length'>, length: number): Buffer {
+  for (const [k, v, max] of [
+    ['ringStep', h.ringStep, 0xffff],
+    ['step', h.step, U32],
+    ['index', h.index, U32],
+    ['length', length, U32],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > max)
+      throw new RingError('INPUT_INVALID', `frame ${k} ${v} does not fit its field (0 … ${max})`);
+  }
+  const b = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  b.writeUInt32LE(length, 0);
+  b.writeUInt8(h.type, 4);
+  b.writeUInt8(PROTOCOL_VERSION, 5);
+  b.writeUInt16LE(h.ringStep, 6);
+  b.writeUInt32LE(h.step, 8);
+  b.writeUInt32LE(h.index, 12);
+  return b;
+}
+
+function decodeHeader(b: Buffer, at: number, maxPayload: number): FrameHeader {
+  const length = b.readUInt32LE(at);
+  const type = b.readUInt8(at + 4);
+  const version = b.readUInt8(at + 5);
+  if (version !== PROTOCOL_VERSION) {
+    throw new RingError(
+      'CONFIG_INVALID',
+      `all-reduce peer speaks protocol version ${version}, this rank ${PROTOCOL_VERSION}: the workers run different code versions (or the port is not an all-reduce peer)`,
+    );
+  }
+  if (!TYPES.has(type)) throw new RingError('INPUT_INVALID', `all-reduce frame of unknown type ${type}`);
+  if (length > maxPayload) throw new RingError('INPUT_INVALID', `all-reduce frame of ${length} bytes exceeds the limit of ${maxPayload}`);
+  return {
+    type: type as FrameType,
+    length,
+    ringStep: b.readUInt16LE(at + 6),
+    step: b.readUInt32LE(at + 8),
+    index: b.readUInt32LE(at + 12),
+  };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Cuts a byte stream into frames. `onFrame` gets each frame's payload as a view that is valid only
+ * during the call (of the socket's chunk when the payload lies in one, else of a reused scratch
+ * buffer): a consumer that keeps it copies it.
+ */
+export class FrameDecoder {
+  private readonly head = Buffer.alloc(FRAME_HEADER_BYTES);
+  private headFill = 0;
+  private current: FrameHeader | undefined;
+  private scratch = EMPTY;
+  private fill = 0;
+
+  constructor(
+    private readonly onFrame: (h: FrameHeader, payload: Buffer) => void,
+    private readonly maxPayload: number,
+  ) {}
+
+  /** Feeds bytes; throws RingError on a malformed stream (the connection is then unusable). */
+  push(chunk: Buffer): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (!this.current) {
+        if (this.headFill === 0 && chunk.length - at >= FRAME_HEADER_BYTES) {
+          this.current = decodeHeader(chunk, at, this.maxPayload);
+          at += FRAME_HEADER_BYTES;
+        } else {
+          const n = Math.min(FRAME_HEADER_BYTES - this.headFill, chunk.length - at);
+          chunk.copy(this.head, this.headFill, at, at + n);
+          this.headFill += n;
+          at += n;
+          if (this.headFill < FRAME_HEADER_BYTES) return;
+          this.headFill = 0;
+          this.current = decodeHeader(this.head, 0, this.maxPayload);
+        }
+        if (this.current.length === 0) this.deliver(EMPTY);
+        continue;
+      }
+      const h = this.current;
+      if (this.fill === 0 && chunk.length - at >= h.length) {
+        // The whole payload in this chunk: no copy.
+        this.deliver(chunk.subarray(at, at + h.length));
+        at += h.length;
+        continue;
+      }
+      if (this.scratch.length < h.length) this.scratch = Buffer.from(new ArrayBuffer(h.length)); // own ArrayBuffer: 4-byte aligned
+      const n = Math.min(h.length - this.fill, chunk.length - at);
+      chunk.copy(this.scratch, this.fill, at, at + n);
+      this.fill += n;
+      at += n;
+      if (this.fill === h.length) {
+        this.fill = 0;
+        this.deliver(this.scratch.subarray(0, h.length));
+      }
+    }
+  }
+
+  private deliver(payload: Buffer): void {
+    const h = this.current!;
+    this.current = undefined;
+    this.onFrame(h, payload);
+  }
+}
+
+/** A float32 view of a DATA payload, copying only when the bytes are not 4-byte aligned. */
+export function floatsOf(payload: Buffer): Float32Array {
+  if (payload.length % 4 !== 0)
+    throw new RingError('INPUT_INVALID', `all-reduce data frame of ${payload.length} bytes is not whole float32s`);
+  if (payload.byteOffset % 4 === 0) return new Float32Array(payload.buffer, payload.byteOffset, payload.length / 4);
+  const copy = new Float32Array(payload.length / 4);
+  new Uint8Array(copy.buffer).set(payload);
+  return copy;
+}
+
+export function jsonPayload(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}
+
+export function parseJsonPayload<T>(payload: Buffer, what: string): T {
+  try {
+    return JSON.parse(payload.toString('utf8')) as T;
+  } catch {
+    throw new RingError('INPUT_INVALID', `malformed all-reduce ${what} (not JSON)`);
+  }
+}
