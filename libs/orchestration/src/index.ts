@@ -5,7 +5,6 @@ export * from './queue/evaluation-spec';
 export * from './queue/job-queue';
 export * from './queue/job-handler';
 export * from './queue/redis';
-export * from './allreduce/redis-gradient.reducer';
 export * from './events/event-bus';
 export * from './events/sse-reader';
 export * from './artifacts/artifact-store';

@@ -1,5 +1,5 @@
 import { executeRun, parseRunConfig, type RunProgress, type RunResult } from '@ice/experiments';
-import { defineThreadTask, RedisGradientReducer } from '@ice/orchestration';
+import { defineThreadTask, RingGradientReducer, type RingGradientReducerOptions } from '@ice/orchestration';
 
 /** Runs in a worker thread: the CPU-bound training loop of one run (or one rank of it), with progress posted back. */
 export interface TrainRunInput {
@@ -8,8 +8,8 @@ export interface TrainRunInput {
   progressIntervalMs: number;
   /** This job's data-parallel rank (of config.worldSize). */
   rank: number;
-  /** Where the ranks exchange gradients; only for worldSize > 1 (one rank alone never talks to Redis). */
-  allReduce?: { redisUrl: string; keyPrefix: string; runId: string; timeoutMs: number };
+  /** How the ranks meet (Redis rendezvous) and reach each other (TCP ring); only for worldSize > 1 (one rank alone talks to nobody). */
+  allReduce?: Omit<RingGradientReducerOptions, 'rank' | 'worldSize' | 'log'>;
 }
 
 export type TrainRunMessage = { kind: 'progress'; progress: RunProgress } | { kind: 'log'; message: string };
@@ -17,10 +17,11 @@ export type TrainRunMessage = { kind: 'progress'; progress: RunProgress } | { ki
 export default defineThreadTask<TrainRunInput, RunResult, TrainRunMessage>(async (input, ctx) => {
   // Validated in the handler already; parsing again restores defaults lost in structured cloning (none today) and costs nothing.
   const config = parseRunConfig(input.config);
-  // The reducer's connection lives in this thread: waiting for the other ranks blocks it, not the handler's thread.
+  const log = (message: string): void => ctx.post({ kind: 'log', message });
+  // The reducer's sockets and heartbeats live in a thread of its own, started from here: the training steps block this one.
   const reducer =
     input.allReduce && config.worldSize > 1
-      ? new RedisGradientReducer({ ...input.allReduce, rank: input.rank, worldSize: config.worldSize })
+      ? new RingGradientReducer({ ...input.allReduce, rank: input.rank, worldSize: config.worldSize, log })
       : undefined;
   try {
     return await executeRun(config, {
@@ -30,7 +31,7 @@ export default defineThreadTask<TrainRunInput, RunResult, TrainRunMessage>(async
       signal: ctx.signal,
       progressIntervalMs: input.progressIntervalMs,
       onProgress: (progress) => ctx.post({ kind: 'progress', progress }),
-      log: (message) => ctx.post({ kind: 'log', message }),
+      log,
     });
   } finally {
     await reducer?.close();

@@ -31,8 +31,9 @@ export interface Round {
  * ranks in it) — a complete round that a rank joins again is over: one of its members is an
  * earlier incarnation of the joining rank. A member that fails to connect to the others abandons
  * the round (only if it is still current), and everyone waiting on it joins the next. All keys
- * expire (`ttlSeconds`, refreshed while ranks wait), and when every rank leaves a round cleanly
- * (its run finished) the last one deletes them.
+ * expire (`ttlSeconds`, refreshed while ranks wait); a round that is superseded is deleted by the
+ * rank that supersedes it, and when every rank leaves a round cleanly (its run finished) the last
+ * one deletes what is left.
  */
 export class RingRendezvous {
   constructor(
@@ -121,6 +122,8 @@ local cur = redis.call('HMGET', KEYS[1], 'gen', 'id')
 local gen = tonumber(cur[1]) or 0
 local id = cur[2]
 if (not id) or redis.call('HLEN', ARGV[1] .. id) >= tonumber(ARGV[3]) then
+  -- The complete round is over (its members connected long ago, or are finding out that one of them is gone): drop it.
+  if id then redis.call('DEL', ARGV[1] .. id, ARGV[1] .. id .. ':left') end
   gen = gen + 1
   id = ARGV[6]
   redis.call('HSET', KEYS[1], 'gen', gen, 'id', id)
@@ -136,6 +139,7 @@ return {gen, id}
 const ABANDON = `
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'id')
 if cur[2] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1] .. ':' .. ARGV[1], KEYS[1] .. ':' .. ARGV[1] .. ':left')
 redis.call('HSET', KEYS[1], 'gen', (tonumber(cur[1]) or 0) + 1, 'id', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
