@@ -99,69 +99,75 @@ function decodeHeader(b: Buffer, at: number, maxPayload: number): FrameHeader {
   };
 }
 
-const EMPTY = Buffer.alloc(0);
-
 /**
- * Cuts a byte stream into frames. `onFrame` gets each frame's payload as a view that is valid only
- * during the call (of the socket's chunk when the payload lies in one, else of a reused scratch
- * buffer): a consumer that keeps it copies it.
+ * Cuts a byte stream into frames, in one contiguous buffer of its own: bytes are written (by the
+ * socket's read, through space()/commit(), or copied in by push()) right behind the unread ones,
+ * so a frame is always whole in one place and its payload is a view, never a copy. Every frame is
+ * a multiple of 4 bytes (JSON payloads are padded), so payloads sit 4-byte aligned and float32
+ * views of them are free. When the free space runs short, the incomplete frame at the front is
+ * moved to the start (at most one frame, rarely); a frame larger than the buffer grows it.
+ * `onFrame` gets each payload as a view valid only during the call: a consumer that keeps it copies it.
  */
 export class FrameDecoder {
-  private readonly head = Buffer.alloc(FRAME_HEADER_BYTES);
-  private headFill = 0;
-  private current: FrameHeader | undefined;
-  private scratch = EMPTY;
-  private fill = 0;
+  private buf: Buffer;
+  private start = 0;
+  private end = 0;
 
   constructor(
     private readonly onFrame: (h: FrameHeader, payload: Buffer) => void,
     private readonly maxPayload: number,
-  ) {}
+    /** Bytes of free space offered to each read. */
+    private readonly minRead = 64 << 10,
+  ) {
+    this.buf = alignedBuffer(Math.max(4 * (maxPayload + FRAME_HEADER_BYTES), 4 * minRead));
+  }
 
-  /** Feeds bytes; throws RingError on a malformed stream (the connection is then unusable). */
+  /** Where the next read may write (at least `minRead` bytes). */
+  space(): Buffer {
+    if (this.buf.length - this.end < this.minRead) {
+      const live = this.end - this.start;
+      if (live + this.minRead > this.buf.length) {
+        const bigger = alignedBuffer(2 * (live + this.minRead));
+        this.buf.copy(bigger, 0, this.start, this.end);
+        this.buf = bigger;
+      } else {
+        this.buf.copyWithin(0, this.start, this.end);
+      }
+      this.start = 0;
+      this.end = live;
+    }
+    return this.buf.subarray(this.end);
+  }
+
+  /** `n` bytes were written at space(); delivers every frame now complete. Throws RingError on a malformed stream. */
+  commit(n: number): void {
+    this.end += n;
+    while (this.end - this.start >= FRAME_HEADER_BYTES) {
+      const h = decodeHeader(this.buf, this.start, this.maxPayload);
+      const total = FRAME_HEADER_BYTES + h.length;
+      if (this.end - this.start < total) break;
+      const at = this.start + FRAME_HEADER_BYTES;
+      this.start += total;
+      this.onFrame(h, this.buf.subarray(at, at + h.length));
+    }
+    if (this.start === this.end) this.start = this.end = 0;
+  }
+
+  /** Feeds bytes that arrived elsewhere (a socket's 'data' event): copied in, then decoded. */
   push(chunk: Buffer): void {
-    let at = 0;
-    while (at < chunk.length) {
-      if (!this.current) {
-        if (this.headFill === 0 && chunk.length - at >= FRAME_HEADER_BYTES) {
-          this.current = decodeHeader(chunk, at, this.maxPayload);
-          at += FRAME_HEADER_BYTES;
-        } else {
-          const n = Math.min(FRAME_HEADER_BYTES - this.headFill, chunk.length - at);
-          chunk.copy(this.head, this.headFill, at, at + n);
-          this.headFill += n;
-          at += n;
-          if (this.headFill < FRAME_HEADER_BYTES) return;
-          this.headFill = 0;
-          this.current = decodeHeader(this.head, 0, this.maxPayload);
-        }
-        if (this.current.length === 0) this.deliver(EMPTY);
-        continue;
-      }
-      const h = this.current;
-      if (this.fill === 0 && chunk.length - at >= h.length) {
-        // The whole payload in this chunk: no copy.
-        this.deliver(chunk.subarray(at, at + h.length));
-        at += h.length;
-        continue;
-      }
-      if (this.scratch.length < h.length) this.scratch = Buffer.from(new ArrayBuffer(h.length)); // own ArrayBuffer: 4-byte aligned
-      const n = Math.min(h.length - this.fill, chunk.length - at);
-      chunk.copy(this.scratch, this.fill, at, at + n);
-      this.fill += n;
+    for (let at = 0; at < chunk.length;) {
+      const room = this.space();
+      const n = Math.min(room.length, chunk.length - at);
+      chunk.copy(room, 0, at, at + n);
       at += n;
-      if (this.fill === h.length) {
-        this.fill = 0;
-        this.deliver(this.scratch.subarray(0, h.length));
-      }
+      this.commit(n);
     }
   }
+}
 
-  private deliver(payload: Buffer): void {
-    const h = this.current!;
-    this.current = undefined;
-    this.onFrame(h, payload);
-  }
+/** A Buffer on an ArrayBuffer of its own (so offset 0 is aligned for any typed view). */
+function alignedBuffer(bytes: number): Buffer {
+  return Buffer.from(new ArrayBuffer(bytes));
 }
 
 /** A float32 view of a DATA payload, copying only when the bytes are not 4-byte aligned. */
@@ -174,8 +180,12 @@ export function floatsOf(payload: Buffer): Float32Array {
   return copy;
 }
 
+/** JSON, padded with spaces to a multiple of 4 bytes so that the frames after it stay aligned. */
 export function jsonPayload(value: unknown): Buffer {
-  return Buffer.from(JSON.stringify(value), 'utf8');
+  const json = Buffer.from(JSON.stringify(value), 'utf8');
+  const padded = Buffer.alloc(Math.ceil(json.length / 4) * 4, 0x20);
+  json.copy(padded);
+  return padded;
 }
 
 export function parseJsonPayload<T>(payload: Buffer, what: string): T {

@@ -60,7 +60,8 @@ export const DEFAULT_RENDEZVOUS_TTL_SECONDS = 600;
 /**
  * The data-parallel group of one rank, for one attempt of its job: meets the other ranks through
  * the Redis rendezvous, connects into a ring over TCP (every rank listens; rank r connects to
- * r+1 and accepts r−1), and runs one ring all-reduce per optimizer update (see RingReduction).
+ * r−1, which sends it the ring's data, and accepts r+1, to which it sends), and runs one ring
+ * all-reduce per optimizer update (see RingReduction).
  *
  * Failure is final for a group: a peer that dies (its sockets close), goes silent (heartbeat
  * timeout), leaves, or sends nonsense, a step that takes longer than `timeoutMs`, and a cancel
@@ -379,7 +380,12 @@ export class RingGroup {
     }
   }
 
-  /** Connects to the successor and takes the predecessor's connection, both for round `round`. */
+  /**
+   * Connects to the predecessor and takes the successor's connection, both for round `round`. The
+   * ring's data flows from the accepting rank to the connecting one: the receiving end is the
+   * socket this rank created, which reads into one reused buffer (`onread`) instead of a fresh
+   * Buffer per read — at hundreds of MB/s those allocations cost as much as the sums in GC.
+   */
   private async connectRing(
     round: Round,
     members: Map<number, RendezvousEntry>,
@@ -403,10 +409,10 @@ export class RingGroup {
     });
     timedOut.catch(() => undefined);
     try {
-      const [out, inc] = await Promise.race([
+      const [inc, out] = await Promise.race([
         Promise.all([
-          this.connectTo(members.get(this.succ)!, hello, links),
-          this.acceptFrom(round, members.get(this.pred)!, step, length, links),
+          this.connectTo(members.get(this.pred)!, hello, links),
+          this.acceptFrom(round, members.get(this.succ)!, step, length, links),
         ]),
         aborted,
         timedOut,
@@ -426,7 +432,7 @@ export class RingGroup {
       link.onFailure((f) => this.onLinkFailure(link, f));
       link.startHeartbeats();
     }
-    // The successor only ever sends heartbeats (and BYE) on this connection; the predecessor's frames are the ring's.
+    // The successor only ever sends heartbeats (and BYE) on its connection; the predecessor's frames are the ring's.
     this.toNext.onFrame = (h) =>
       this.toNext?.fail({
         kind: 'protocol',
@@ -435,9 +441,22 @@ export class RingGroup {
   }
 
   private async connectTo(peer: RendezvousEntry, hello: Hello, links: RingLink[]): Promise<RingLink> {
-    const socket = net.connect({ host: peer.host, port: peer.port, noDelay: true });
-    const link = new RingLink(socket, this.linkOptions(peer.rank));
+    // Reads land in the link's frame decoder directly (see FrameDecoder): no Buffer per read, frames whole and aligned.
+    // The socket is created first and connected once the link exists: its handle asks for the first read buffer on connect.
+    const reader: { link?: RingLink } = {};
+    const onread: net.OnReadOpts = {
+      buffer: () => reader.link!.readSpace(),
+      callback: (n) => {
+        reader.link!.readDone(n);
+        return true;
+      },
+    };
+    // net.connect hands `onread` to this constructor; @types/node declares it on the connect options only.
+    const socket = new net.Socket({ onread } as net.SocketConstructorOpts);
+    const link = new RingLink(socket, { ...this.linkOptions(peer.rank), externalReads: true });
+    reader.link = link;
     links.push(link);
+    socket.connect({ host: peer.host, port: peer.port, noDelay: true });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       link.onFailure((f) =>
@@ -450,7 +469,8 @@ export class RingGroup {
       );
       link.onFrame = (h, payload) => {
         if (h.type === FrameType.Welcome) {
-          link.onFrame = () => undefined;
+          // The predecessor may start its first step right behind the WELCOME, in the same read.
+          link.onFrame = (fh, p) => this.fromPredecessor(fh, p);
           return resolve(link);
         }
         if (h.type === FrameType.Reject) {
@@ -486,7 +506,6 @@ export class RingGroup {
         accepted = true;
         links.push(c.link);
         c.link.peerRank = peer.rank;
-        c.link.onFrame = (fh, payload) => this.fromPredecessor(fh, payload);
         c.link.send(FrameType.Welcome);
         resolve(c.link);
       };

@@ -10,6 +10,12 @@ export interface RingLinkOptions {
   maxPayloadBytes: number;
   /** Bytes handed to the socket before waiting for 'drain' (the kernel buffer comes on top). */
   sendWindowBytes?: number;
+  /**
+   * The socket was created with `onread: { buffer: () => link.readSpace(), callback: (n) => link.readDone(n) }`:
+   * it reads straight into the decoder's buffer. Otherwise the link listens to 'data' (a fresh
+   * Buffer per read, copied into the decoder): fine for the little that flows that way.
+   */
+  externalReads?: boolean;
 }
 
 /** Why a link stopped: the peer closed or reset it, went silent, said goodbye, or spoke nonsense. */
@@ -60,17 +66,7 @@ export class RingLink {
       if (h.type === FrameType.Bye) return this.fail({ kind: 'bye', lastStep: h.index === 1 ? h.step : undefined });
       this.onFrame(h, p);
     }, o.maxPayloadBytes);
-    socket.on('data', (chunk: Buffer) => {
-      this.lastHeard = Date.now();
-      this.bytesReceived += chunk.length;
-      if (this.failure) return;
-      try {
-        this.decoder.push(chunk);
-      } catch (e) {
-        const error = e instanceof RingError ? e : new RingError('INPUT_INVALID', (e as Error).message);
-        this.fail({ kind: 'protocol', error });
-      }
-    });
+    if (!o.externalReads) socket.on('data', (chunk: Buffer) => this.received(chunk));
     socket.on('error', (e: NodeJS.ErrnoException) =>
       this.fail({ kind: 'closed', detail: e.code === 'ECONNRESET' || e.code === 'EPIPE' ? 'connection reset' : e.message }),
     );
@@ -79,6 +75,33 @@ export class RingLink {
       this.waitingForDrain = false;
       this.pump();
     });
+  }
+
+  /** Bytes from the peer, through a 'data' event. */
+  received(chunk: Buffer): void {
+    this.decode(chunk.length, () => this.decoder.push(chunk));
+  }
+
+  /** Where the socket's next read writes (`onread.buffer`). */
+  readSpace(): Buffer {
+    return this.decoder.space();
+  }
+
+  /** The socket wrote `n` bytes at readSpace() (`onread.callback`). */
+  readDone(n: number): void {
+    this.decode(n, () => this.decoder.commit(n));
+  }
+
+  private decode(n: number, feed: () => void): void {
+    this.lastHeard = Date.now();
+    this.bytesReceived += n;
+    if (this.failure) return;
+    try {
+      feed();
+    } catch (e) {
+      const error = e instanceof RingError ? e : new RingError('INPUT_INVALID', (e as Error).message);
+      this.fail({ kind: 'protocol', error });
+    }
   }
 
   /** The rank at the other end; -1 until an incoming connection has said who it is. */
