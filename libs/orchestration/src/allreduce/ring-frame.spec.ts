@@ -17,7 +17,7 @@ function stream(): { bytes: Buffer; frames: { h: Omit<FrameHeader, 'length'>; pa
     { h: { type: FrameType.Heartbeat, ringStep: 0, step: 0, index: 0 }, payload: Buffer.alloc(0) },
     { h: { type: FrameType.Begin, ringStep: 0, step: 4_000_000_000, index: 5_717_416 }, payload: Buffer.alloc(0) },
     { h: { type: FrameType.Data, ringStep: 5, step: 17, index: 2 }, payload: Buffer.from(floats.buffer) },
-    // An odd-length JSON payload shifts everything after it off 4-byte alignment.
+    // JSON of an odd length: padded to a multiple of 4, so the frames behind it stay aligned.
     { h: { type: FrameType.Reject, ringStep: 0, step: 0, index: 0 }, payload: jsonPayload({ reason: 'x' }) },
     { h: { type: FrameType.Data, ringStep: 65535, step: 1, index: 0 }, payload: Buffer.from(floats.subarray(3, 10).slice().buffer) },
     { h: { type: FrameType.Bye, ringStep: 0, step: 0, index: 0 }, payload: Buffer.alloc(0) },
@@ -67,6 +67,30 @@ describe('ring frames', () => {
     }
   });
 
+  it('keeps frames whole and aligned in its buffer through compaction and growth, and hands out views (no copies)', () => {
+    const got: { h: FrameHeader; payload: Buffer; aligned: boolean }[] = [];
+    // A 256-byte buffer offering 64 bytes per read: the stream's 4 KB frame must grow it, the small ones move it.
+    const d = new FrameDecoder(
+      (h, payload) => got.push({ h, payload: Buffer.from(payload), aligned: payload.byteOffset % 4 === 0 }),
+      1 << 20,
+      64,
+      256,
+    );
+    let s = 99;
+    for (let at = 0; at < bytes.length;) {
+      const room = d.space();
+      expect(room.length).toBeGreaterThanOrEqual(64);
+      s = (s * 1103515245 + 12345) >>> 0;
+      // Reads of odd sizes, as loopback's 65483-byte segments give.
+      const n = Math.min(room.length, bytes.length - at, 1 + (s % 97));
+      bytes.copy(room, 0, at, at + n);
+      at += n;
+      d.commit(n);
+    }
+    expectFrames(got);
+    expect(got.every((g) => g.aligned)).toBe(true);
+  });
+
   it('reads float payloads as views when aligned and copies them when not', () => {
     const aligned = Buffer.from(new Float32Array([1, 2, 3]).buffer);
     const view = floatsOf(aligned);
@@ -97,5 +121,7 @@ describe('ring frames', () => {
     expect(() => encodeHeader({ type: FrameType.Data, ringStep: 70_000, step: 0, index: 0 }, 0)).toThrow(RingError);
     expect(() => encodeHeader({ type: FrameType.Data, ringStep: 0, step: 2 ** 32, index: 0 }, 0)).toThrow(/step/);
     expect(FRAME_HEADER_BYTES).toBe(16);
+    expect(jsonPayload({ reason: 'x' }).length % 4).toBe(0);
+    expect(JSON.parse(jsonPayload({ reason: 'x' }).toString())).toEqual({ reason: 'x' });
   });
 });

@@ -118,8 +118,10 @@ export class FrameDecoder {
     private readonly maxPayload: number,
     /** Bytes of free space offered to each read. */
     private readonly minRead = 64 << 10,
+    /** Initial size of the buffer (it grows for a frame that does not fit). */
+    capacity = 2 * minRead,
   ) {
-    this.buf = alignedBuffer(Math.max(4 * (maxPayload + FRAME_HEADER_BYTES), 4 * minRead));
+    this.buf = alignedBuffer(Math.max(capacity, 2 * minRead));
   }
 
   /** Where the next read may write (at least `minRead` bytes). */

@@ -1,5 +1,5 @@
 import type * as net from 'node:net';
-import { encodeHeader, FrameDecoder, FrameType, RingError, type FrameHeader } from './ring-frame';
+import { encodeHeader, FRAME_HEADER_BYTES, FrameDecoder, FrameType, RingError, type FrameHeader } from './ring-frame';
 
 export interface RingLinkOptions {
   /** The rank at the other end (for messages). */
@@ -61,11 +61,17 @@ export class RingLink {
     private readonly o: RingLinkOptions,
   ) {
     socket.setNoDelay(true);
-    this.decoder = new FrameDecoder((h, p) => {
-      if (h.type === FrameType.Heartbeat) return;
-      if (h.type === FrameType.Bye) return this.fail({ kind: 'bye', lastStep: h.index === 1 ? h.step : undefined });
-      this.onFrame(h, p);
-    }, o.maxPayloadBytes);
+    this.decoder = new FrameDecoder(
+      (h, p) => {
+        if (h.type === FrameType.Heartbeat) return;
+        if (h.type === FrameType.Bye) return this.fail({ kind: 'bye', lastStep: h.index === 1 ? h.step : undefined });
+        this.onFrame(h, p);
+      },
+      o.maxPayloadBytes,
+      64 << 10,
+      // A link that carries the ring's data reads a few segments at a time; the others carry heartbeats.
+      o.externalReads ? 4 * (o.maxPayloadBytes + FRAME_HEADER_BYTES) : 128 << 10,
+    );
     if (!o.externalReads) socket.on('data', (chunk: Buffer) => this.received(chunk));
     socket.on('error', (e: NodeJS.ErrnoException) =>
       this.fail({ kind: 'closed', detail: e.code === 'ECONNRESET' || e.code === 'EPIPE' ? 'connection reset' : e.message }),
