@@ -30,6 +30,17 @@ export interface RingGradientReducerOptions {
 
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 10_000;
 
+/**
+ * The mean divides once, after the sum: the same operation on the same bits on every rank. (A
+ * function of its own, so that V8 optimises the loop once rather than running it in the
+ * interpreter inside the long async caller: 10 ms instead of 100+ for 6 M floats.)
+ */
+function meanOf(sum: Float32Array, worldSize: number): Float32Array {
+  const mean = new Float32Array(sum.length);
+  for (let i = 0; i < sum.length; i++) mean[i] = sum[i] / worldSize;
+  return mean;
+}
+
 interface Pending {
   resolve: () => void;
   reject: (e: Error) => void;
@@ -91,11 +102,7 @@ export class RingGradientReducer implements GradientReducer {
       const t1 = performance.now();
       await this.ring(step, sum, signal);
       const t2 = performance.now();
-      // The mean divides once, after the sum: the same operation on the same bits on every rank.
-      const mean = new Float32Array(sum.length);
-      const W = this.worldSize;
-      for (let i = 0; i < sum.length; i++) mean[i] = sum[i] / W;
-      const out = unflattenGradients(layout, mean);
+      const out = unflattenGradients(layout, meanOf(sum, this.worldSize));
       this.lastTimings.flattenMs = t1 - t0;
       this.lastTimings.ringMs = t2 - t1;
       this.lastTimings.unflattenMs = performance.now() - t2;
