@@ -177,6 +177,25 @@ describe('RingGroup (TCP ring, Redis rendezvous)', () => {
     expect(Date.now() - t1).toBeLessThan(5000);
   });
 
+  it('gives up at the timeout when a rank advertises an address nobody can reach, and says what to check', async () => {
+    const runId = randomUUID();
+    const o = { timeoutMs: 1500, heartbeatTimeoutMs: 400 };
+    // Rank 1 listens on 127.0.0.1 but tells the others to come to 127.0.0.2 (nothing listens there).
+    const [a, b] = [group(runId, 0, 2, o), group(runId, 1, 2, { ...o, advertiseHost: '127.0.0.2' })];
+    const t0 = Date.now();
+    const [ea, eb] = await Promise.all(
+      [a.allReduceSum(0, new Float32Array(4)), b.allReduceSum(0, new Float32Array(4))].map((p) => p.catch((e: unknown) => e)),
+    );
+    expect(Date.now() - t0).toBeLessThan(6000);
+    expect(ea).toMatchObject({
+      code: 'RANK_TIMEOUT',
+      message: expect.stringMatching(
+        /could not connect the all-reduce ring at step 0 within 1500 ms; last problem: cannot connect to rank 1 at 127\.0\.0\.2:\d+: .*ALLREDUCE_ADVERTISE_HOST/,
+      ) as unknown,
+    });
+    expect(eb).toMatchObject({ code: 'RANK_TIMEOUT', message: expect.stringMatching(/could not connect the all-reduce ring/) as unknown });
+  });
+
   it('binds the first free ports of a fixed range, and says so when the range is full', async () => {
     const probe = net.createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));

@@ -295,17 +295,26 @@ export class RingGroup {
     const entry: RendezvousEntry = { rank: this.rank, ...this.listening!, step, length, session: this.session };
     // Set before the connections exist: the predecessor may send its first step as soon as the ring is connected.
     this.length = length;
+    let problem: string | undefined;
+    // After a round that did not connect, running out of time is that problem's doing, whatever the rank waits for then.
+    const unconnected = (tries: number): RingError =>
+      this.rankError(`could not connect the all-reduce ring at step ${step} within ${this.o.timeoutMs} ms; last problem: ${problem}`, {
+        step,
+        tries,
+      });
     for (let tries = 1; ; tries++) {
       if (signal?.aborted) throw this.cancelled(step);
+      if (problem && Date.now() >= deadline) throw unconnected(tries - 1);
       const round = await this.rendezvous.join(entry, randomUUID());
       this.joined = round;
-      const members = await this.waitForRound(round, step, deadline, signal);
+      const members = await this.waitForRound(round, step, deadline, signal, problem ? () => unconnected(tries) : undefined);
       if (!members) continue;
       this.checkMembers(members, step, length);
       try {
         await this.connectRing(round, members, step, length, deadline, signal);
       } catch (e) {
         if (!(e instanceof FormationFailure)) throw e;
+        problem = e.message;
         this.o.log?.(`all-reduce round ${round.gen} abandoned: ${e.message}`);
         await this.rendezvous.abandon(round.id, randomUUID());
         continue;
@@ -332,6 +341,7 @@ export class RingGroup {
     step: number,
     deadline: number,
     signal: AbortSignal | undefined,
+    timeoutError?: () => RingError,
   ): Promise<Map<number, RendezvousEntry> | null> {
     const pollMs = this.o.pollMs ?? 100;
     let refreshed = Date.now();
@@ -340,6 +350,7 @@ export class RingGroup {
       if (!current || current.id !== round.id) return null;
       if (members.size >= this.worldSize) return members;
       if (Date.now() >= deadline) {
+        if (timeoutError) throw timeoutError();
         const missing = Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => !members.has(r));
         throw this.rankError(
           `waited ${this.o.timeoutMs} ms at step ${step} for rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${this.worldSize}) to join the all-reduce group; is a worker free for every rank?`,
@@ -404,15 +415,22 @@ export class RingGroup {
     });
     aborted.catch(() => undefined);
     let timer: NodeJS.Timeout | undefined;
+    const pending = { fromPred: true, fromSucc: true };
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FormationFailure(`the ring did not connect within ${bound} ms`)), bound);
+      timer = setTimeout(() => {
+        const missing = [
+          pending.fromPred ? `no WELCOME from rank ${this.pred}` : '',
+          pending.fromSucc ? `no connection from rank ${this.succ}` : '',
+        ].filter(Boolean);
+        reject(new FormationFailure(`the ring did not connect within ${bound} ms (${missing.join(', ')})`));
+      }, bound);
     });
     timedOut.catch(() => undefined);
     try {
       const [inc, out] = await Promise.race([
         Promise.all([
-          this.connectTo(members.get(this.pred)!, hello, links),
-          this.acceptFrom(round, members.get(this.succ)!, step, length, links),
+          this.connectTo(members.get(this.pred)!, hello, links).then((l) => ((pending.fromPred = false), l)),
+          this.acceptFrom(round, members.get(this.succ)!, step, length, links).then((l) => ((pending.fromSucc = false), l)),
         ]),
         aborted,
         timedOut,
@@ -460,7 +478,12 @@ export class RingGroup {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       link.onFailure((f) =>
-        reject(new FormationFailure(`cannot connect to rank ${peer.rank} at ${peer.host}:${peer.port}: ${describeFailure(f)}`)),
+        reject(
+          new FormationFailure(
+            `cannot connect to rank ${peer.rank} at ${peer.host}:${peer.port}: ${describeFailure(f)}; if that rank is alive, ` +
+              'its ALLREDUCE_ADVERTISE_HOST / ALLREDUCE_HOST is not reachable from here (or a firewall blocks ALLREDUCE_PORTS)',
+          ),
+        ),
       );
     });
     return new Promise<RingLink>((resolve, reject) => {
