@@ -11,7 +11,8 @@
  * tensors: the read-back is all that overlapping it with the ring could hide (issue point 3).
  *
  * One rank uses one core (the wasm backend is single-threaded in Node), so 2 ranks need 2 idle
- * cores: on a busy machine the efficiency says more about the load than about the all-reduce.
+ * cores: on a busy machine the efficiency says more about the load than about the all-reduce,
+ * which `allreduce_share_of_step` and `efficiency_ceiling_from_allreduce` isolate.
  * Cases are preset:globalBatch:steps. Prints one JSON document.
  */
 import { spawn } from 'node:child_process';
@@ -160,6 +161,11 @@ async function main(): Promise<void> {
       },
       scaling_efficiency: Math.round((twoImg / (2 * oneImg)) * 1000) / 1000,
       scaling_efficiency_vs_faster_one_rank: Math.round((twoImg / (2 * oneBest)) * 1000) / 1000,
+      // What the all-reduce alone costs: its share of the two-rank step, and the efficiency it would leave if each rank's
+      // compute at half the batch took half the one-rank step (true on 2 idle cores, not on a loaded machine).
+      allreduce_share_of_step: Math.round(((part('readback') + part('ring') + part('mean')) / twoMs) * 1000) / 1000,
+      efficiency_ceiling_from_allreduce:
+        Math.round((oneMs / 2 / (oneMs / 2 + part('readback') + part('ring') + part('mean'))) * 1000) / 1000,
     });
   }
   load.after = loadavg().map(r1);
