@@ -50,13 +50,15 @@ interface RunAttempt {
  * resumes where the last checkpoint left off, and the guarded updates of the repository make sure
  * only the first finished attempt writes the result.
  *
- * A data-parallel run (worldSize W) is W jobs, one per rank, averaging gradients through Redis.
+ * A data-parallel run (worldSize W) is W jobs, one per rank, averaging gradients over a TCP ring
+ * (Redis only for the rendezvous).
  * Rank 0 owns the run's row (status, progress, result); the other ranks write nothing but a final
  * failure, which fails the run. Every rank watches the row, so a cancel or another rank's final
- * failure stops it even while it waits for the others. A rank that waits longer than the
- * all-reduce timeout fails its attempt (RANK_TIMEOUT, retried like any other failure) and
- * BullMQ retries it from its last checkpoint; since all ranks checkpoint at the same steps, the
- * retried ranks meet again at the common checkpoint.
+ * failure stops it even while it waits for the others. A rank whose ring neighbour dies or
+ * stalls (seconds), or that waits longer than the all-reduce timeout, fails its attempt
+ * (RANK_TIMEOUT, retried like any other failure) and BullMQ retries it from its last checkpoint;
+ * since all ranks checkpoint at the same steps, the retried ranks meet again at the common
+ * checkpoint, in a new group that forms as soon as the last rank is back.
  */
 @Injectable()
 @HandlesJob('run.train')
@@ -144,6 +146,11 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
               keyPrefix: `${this.config.queuePrefix}:allreduce`,
               runId: a.runId,
               timeoutMs: w.allReduceTimeoutMs,
+              heartbeatTimeoutMs: w.allReduceHeartbeatTimeoutMs,
+              host: w.allReduceHost,
+              advertiseHost: w.allReduceAdvertiseHost ?? undefined,
+              ports: w.allReducePorts,
+              attempt: { number: a.ctx.job.attemptsMade + 1, of: a.ctx.job.opts.attempts ?? 1 },
             }
           : undefined,
     };

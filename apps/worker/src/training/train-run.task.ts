@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { parseInput } from '@ice/core';
 import { executeRun, RunConfigSchema, type RunProgress, type RunResult } from '@ice/experiments';
-import { defineThreadTask, RedisGradientReducer } from '@ice/orchestration';
+import { defineThreadTask, RingGradientReducer } from '@ice/orchestration';
 
 /** What the handler hands the thread; parsed once on arrival (the thread's boundary), the RunConfig with it. */
 const TrainRunInputSchema = z
@@ -12,9 +12,26 @@ const TrainRunInputSchema = z
     progressIntervalMs: z.number().int().min(0),
     /** This job's data-parallel rank (of config.worldSize). */
     rank: z.number().int().min(0),
-    /** Where the ranks exchange gradients; only for worldSize > 1 (one rank alone never talks to Redis). */
+    /** How the ranks meet (Redis rendezvous) and reach each other (TCP ring); only for worldSize > 1 (one rank alone talks to nobody). */
     allReduce: z
-      .object({ redisUrl: z.string().min(1), keyPrefix: z.string().min(1), runId: z.uuid(), timeoutMs: z.number().int().positive() })
+      .object({
+        redisUrl: z.string().min(1),
+        keyPrefix: z.string().min(1),
+        runId: z.uuid(),
+        timeoutMs: z.number().int().positive(),
+        heartbeatTimeoutMs: z.number().int().positive().optional(),
+        host: z.string().min(1).optional(),
+        advertiseHost: z.string().min(1).optional(),
+        ports: z
+          .object({ from: z.number().int().min(1).max(65535), to: z.number().int().min(1).max(65535) })
+          .strict()
+          .nullable()
+          .optional(),
+        attempt: z
+          .object({ number: z.number().int().min(1), of: z.number().int().min(1) })
+          .strict()
+          .optional(),
+      })
       .strict()
       .optional(),
   })
@@ -26,10 +43,11 @@ export type TrainRunMessage = { kind: 'progress'; progress: RunProgress } | { ki
 export default defineThreadTask<z.output<typeof TrainRunInputSchema>, RunResult, TrainRunMessage>(
   async (input, ctx) => {
     const { config } = input;
-    // The reducer's connection lives in this thread: waiting for the other ranks blocks it, not the handler's thread.
+    const log = (message: string): void => ctx.post({ kind: 'log', message });
+    // The reducer's sockets and heartbeats live in a thread of its own, started from here: the training steps block this one.
     const reducer =
       input.allReduce && config.worldSize > 1
-        ? new RedisGradientReducer({ ...input.allReduce, rank: input.rank, worldSize: config.worldSize })
+        ? new RingGradientReducer({ ...input.allReduce, rank: input.rank, worldSize: config.worldSize, log })
         : undefined;
     try {
       return await executeRun(config, {
@@ -39,7 +57,7 @@ export default defineThreadTask<z.output<typeof TrainRunInputSchema>, RunResult,
         signal: ctx.signal,
         progressIntervalMs: input.progressIntervalMs,
         onProgress: (progress) => ctx.post({ kind: 'progress', progress }),
-        log: (message) => ctx.post({ kind: 'log', message }),
+        log,
       });
     } finally {
       await reducer?.close();

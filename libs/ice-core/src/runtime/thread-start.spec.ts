@@ -63,7 +63,8 @@ describe('startThread', () => {
           if (e.name !== 'node_modules' && e.name !== 'fixtures') walk(p);
         } else if (/\.(ts|js)$/.test(e.name) && !e.name.endsWith('.spec.ts')) {
           const src = fs.readFileSync(p, 'utf8');
-          if (/eval:\s*true|new Function\(|\beval\(/.test(src)) offenders.push(path.relative(REPO, p));
+          // `(?<![.\w])`: a method named eval (ioredis runs Lua scripts with redis.eval) is not JavaScript's eval.
+          if (/eval:\s*true|new Function\(|(?<![.\w])eval\(/.test(src)) offenders.push(path.relative(REPO, p));
           if (/new Worker\(/.test(src) && p !== path.join(__dirname, 'thread-start.ts')) offenders.push(path.relative(REPO, p));
         }
       }

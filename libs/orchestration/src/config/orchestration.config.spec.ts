@@ -24,4 +24,34 @@ describe('loadOrchestrationConfig', () => {
   it('resolves data roots', () => {
     expect(loadOrchestrationConfig('worker', { ...base, DATA_ROOTS: '/data/a,/data/b' }).dataRoots).toEqual(['/data/a', '/data/b']);
   });
+
+  it('reads the all-reduce bind address, advertised address, port range and heartbeat', () => {
+    const d = loadOrchestrationConfig('worker', base).worker;
+    expect(d).toMatchObject({
+      allReduceHost: '127.0.0.1',
+      allReduceAdvertiseHost: null,
+      allReducePorts: null,
+      allReduceHeartbeatTimeoutMs: 10_000,
+    });
+    const c = loadOrchestrationConfig('worker', {
+      ...base,
+      ALLREDUCE_HOST: '0.0.0.0',
+      ALLREDUCE_ADVERTISE_HOST: 'gpu-node-3.cluster',
+      ALLREDUCE_PORTS: '29400-29407',
+      ALLREDUCE_HEARTBEAT_TIMEOUT_MS: '5000',
+    }).worker;
+    expect(c).toMatchObject({
+      allReduceHost: '0.0.0.0',
+      allReduceAdvertiseHost: 'gpu-node-3.cluster',
+      allReducePorts: { from: 29400, to: 29407 },
+    });
+    expect(c.allReduceHeartbeatTimeoutMs).toBe(5000);
+    expect(loadOrchestrationConfig('worker', { ...base, ALLREDUCE_PORTS: '29400' }).worker.allReducePorts).toEqual({
+      from: 29400,
+      to: 29400,
+    });
+    expect(() => loadOrchestrationConfig('worker', { ...base, ALLREDUCE_PORTS: '29407-29400' })).toThrow(/ALLREDUCE_PORTS: 29407-29400/);
+    expect(() => loadOrchestrationConfig('worker', { ...base, ALLREDUCE_PORTS: '70000' })).toThrow(/ALLREDUCE_PORTS/);
+    expect(() => loadOrchestrationConfig('worker', { ...base, ALLREDUCE_PORTS: 'any' })).toThrow(/ALLREDUCE_PORTS/);
+  });
 });

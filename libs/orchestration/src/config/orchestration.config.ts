@@ -44,6 +44,13 @@ const EnvSchema = z.object({
   RUN_BACKOFF_MS: intFromEnv(0).default(5000),
   CANCEL_GRACE_MS: intFromEnv(0).default(3000),
   ALLREDUCE_TIMEOUT_MS: intFromEnv(100).default(300_000),
+  ALLREDUCE_HOST: z.string().default('127.0.0.1'),
+  ALLREDUCE_ADVERTISE_HOST: z.string().optional(),
+  ALLREDUCE_PORTS: z
+    .string()
+    .regex(/^\d{1,5}(-\d{1,5})?$/, 'a port or a range like 29400-29431')
+    .optional(),
+  ALLREDUCE_HEARTBEAT_TIMEOUT_MS: intFromEnv(100).default(10_000),
   CODE_VERSION: z.string().optional(),
   WORKER_ID: z.string().optional(),
 });
@@ -77,6 +84,14 @@ export interface OrchestrationConfig {
      * must be running within it.
      */
     allReduceTimeoutMs: number;
+    /** Where a data-parallel rank listens for its ring neighbour (bind address). */
+    allReduceHost: string;
+    /** The address the other ranks connect to, when it is not the bind address (binding 0.0.0.0, NAT, several NICs). */
+    allReduceAdvertiseHost: string | null;
+    /** Fixed ports for the ring listeners (firewalls); null: ephemeral. A worker needs one per rank job it runs at once. */
+    allReducePorts: { from: number; to: number } | null;
+    /** A ring neighbour silent this long (no data, no heartbeat) fails the step. */
+    allReduceHeartbeatTimeoutMs: number;
   };
   codeVersion: string;
 }
@@ -110,6 +125,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
   if (role === 'api' && apiKeys.length === 0) {
     throw new IceError('CONFIG_INVALID', 'API_KEYS: at least one key is required (comma-separated) to accept mutating requests');
   }
+  const allReducePorts = e.ALLREDUCE_PORTS ? parsePortRange(e.ALLREDUCE_PORTS) : null;
   const dataRoots = (e.DATA_ROOTS ? csv(e.DATA_ROOTS) : ['data']).map((p) => path.resolve(p));
   return {
     role,
@@ -137,9 +153,20 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       backoffMs: e.RUN_BACKOFF_MS,
       cancelGraceMs: e.CANCEL_GRACE_MS,
       allReduceTimeoutMs: e.ALLREDUCE_TIMEOUT_MS,
+      allReduceHost: e.ALLREDUCE_HOST,
+      allReduceAdvertiseHost: e.ALLREDUCE_ADVERTISE_HOST ?? null,
+      allReducePorts,
+      allReduceHeartbeatTimeoutMs: e.ALLREDUCE_HEARTBEAT_TIMEOUT_MS,
     },
     codeVersion: e.CODE_VERSION ?? detectCodeVersion(),
   };
+}
+
+function parsePortRange(raw: string): { from: number; to: number } {
+  const [from, to = from] = raw.split('-').map(Number);
+  if (!(from >= 1 && to <= 65535 && from <= to))
+    throw new IceError('CONFIG_INVALID', `ALLREDUCE_PORTS: ${raw} is not a port or a range of ports (1-65535, low-high)`);
+  return { from, to };
 }
 
 /** The embedded server's address as a connection string (what the workers use when DATABASE_URL is unset). */

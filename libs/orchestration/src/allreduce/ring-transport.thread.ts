@@ -1,0 +1,82 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import IORedis from 'ioredis';
+import { RingGroup, type RingGroupOptions } from './ring-group';
+
+/**
+ * The all-reduce transport's own thread (started by RingGradientReducer): it owns the rendezvous
+ * connection, the listener, the ring sockets and their heartbeats, so that they keep running
+ * while the training thread is inside a synchronous tfjs step for seconds — a peer that computes
+ * is never mistaken for a stalled one, and a dead peer is noticed while this rank computes.
+ * It loads no tfjs. The gradient arrives in a SharedArrayBuffer and is summed in place.
+ */
+export type TransportOptions = Omit<RingGroupOptions, 'redis' | 'log'> & { redisUrl: string };
+
+export type ToTransport =
+  | { type: 'reduce'; id: number; step: number; length: number; buffer: SharedArrayBuffer }
+  | { type: 'abort'; id: number }
+  | { type: 'close' };
+
+export type FromTransport =
+  | { type: 'log'; message: string }
+  | { type: 'reduced'; id: number; formMs?: number }
+  | { type: 'failed'; id: number; error: { name: string; message: string; code?: string; details?: Record<string, unknown> } }
+  | { type: 'closed' };
+
+function main(): void {
+  const port = parentPort;
+  if (!port) throw new Error('ring-transport.thread must run in a worker thread');
+  // Started by startThread, whose bootstrap hands the caller's data as workerData.data (read here
+  // directly, as threadData() does: importing @ice/core would load TensorFlow.js into this thread).
+  const { options } = (workerData as { data: { options: TransportOptions } }).data;
+  const post = (m: FromTransport): void => port.postMessage(m);
+  const { redisUrl, ...rest } = options;
+  // A few commands per group formation; fail them (and so the attempt) rather than queue them forever while Redis is away.
+  const redis = new IORedis(redisUrl, { connectionName: `ice-allreduce-${options.runId}-${options.rank}`, maxRetriesPerRequest: 3 });
+  redis.on('error', () => undefined); // reported through the commands that fail
+  const group = new RingGroup({ ...rest, redis, log: (message) => post({ type: 'log', message }) });
+  const running = new Map<number, AbortController>();
+  let formed = false;
+
+  port.on('message', (m: ToTransport) => {
+    switch (m.type) {
+      case 'reduce': {
+        const ac = new AbortController();
+        running.set(m.id, ac);
+        group
+          .allReduceSum(m.step, new Float32Array(m.buffer, 0, m.length), ac.signal)
+          .then(
+            () => {
+              const first = !formed;
+              formed = true;
+              post({ type: 'reduced', id: m.id, formMs: first ? group.stats.formMs : undefined });
+            },
+            (e: unknown) => {
+              const err = e as Error & { code?: string; details?: Record<string, unknown> };
+              post({
+                type: 'failed',
+                id: m.id,
+                error: { name: err.name ?? 'Error', message: err.message ?? String(e), code: err.code, details: err.details },
+              });
+            },
+          )
+          .finally(() => running.delete(m.id));
+        return;
+      }
+      case 'abort':
+        running.get(m.id)?.abort();
+        return;
+      case 'close':
+        for (const ac of running.values()) ac.abort();
+        void group
+          .close()
+          .finally(() => redis.quit().catch(() => redis.disconnect()))
+          .finally(() => {
+            post({ type: 'closed' });
+            port.close();
+          });
+        return;
+    }
+  });
+}
+
+main();
