@@ -68,7 +68,10 @@ describe('sweeps and cancellation (e2e)', () => {
     const table = await http(api.url, 'GET', `/sweeps/${id}/table?rows=alpha,lambda_class&metrics=top1,miou&format=json`);
     expect(table.status).toBe(200);
     expect(table.body.rows).toEqual(['alpha', 'lambda_class']);
-    expect(table.body.metrics).toEqual(['top1', 'miou']);
+    // ICE runs: the foreground IoU and fraction are always shown, and every line says whether its maps are degenerate.
+    expect(table.body.metrics).toEqual(['top1', 'miou', 'iou_fg', 'fg_fraction']);
+    for (const l of table.body.lines) expect(l).toHaveProperty('degenerate');
+    expect(table.body.notes).toEqual(expect.any(Array));
     expect(table.body.lines.map((l: { key: unknown }) => l.key)).toEqual([
       { alpha: 0.5, lambda_class: 0.5 },
       { alpha: 0.5, lambda_class: 1 },
@@ -79,7 +82,7 @@ describe('sweeps and cancellation (e2e)', () => {
 
     const md = await http(api.url, 'GET', `/sweeps/${id}/table?rows=alpha,lambda_class&metrics=top1&format=markdown`);
     expect(md.headers.get('content-type')).toMatch(/text\/markdown/);
-    expect(md.text.split('\n')[0]).toBe('| alpha | lambda_class | top1 | runs |');
+    expect(md.text.split('\n')[0]).toBe('| alpha | lambda_class | top1 | iou_fg | fg_fraction | runs | flag |');
     const csv = await http(api.url, 'GET', `/sweeps/${id}/table?metrics=top1&format=csv`);
     expect(csv.headers.get('content-type')).toMatch(/text\/csv/);
     expect(csv.text.split('\n')).toHaveLength(6); // header, 4 cells, trailing newline

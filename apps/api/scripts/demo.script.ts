@@ -48,7 +48,7 @@ const SWEEP = (weights: string) => ({
   grid: { alpha: [0.25, 0.5, 1], lambda_class: [0.5, 0.975] },
   seeds: QUICK ? [0] : [0, 1],
 });
-const TABLE_METRICS = 'ice_top1,top1,pix_acc,miou,map,fg_fraction';
+const TABLE_METRICS = 'ice_top1,top1,pix_acc,miou,iou_fg,map,fg_fraction,ice_no_fg';
 const COMMITTED_BACKBONE = path.join(ROOT, 'assets', 'digits-micro-pretrained.safetensors');
 
 const children: { name: string; proc: ChildProcess }[] = [];

@@ -1,6 +1,10 @@
 /**
  * The ablation table of a sweep, like the paper's Table 6: one row per grid cell, one column per
- * metric, mean ± sample standard deviation over the cell's seeds.
+ * metric, mean ± sample standard deviation over the cell's seeds. A table never hides a collapse:
+ * for ICE runs it always shows the foreground IoU and fraction, flags every cell with a degenerate
+ * run (an all-foreground, empty or otherwise constant map: its mIoU is then background IoU alone
+ * and its mAP 0.5, so such a cell can look like a win) and every metric that is exactly constant
+ * across seeds, in every format.
  */
 export interface RunOutcome {
   values: Record<string, number | string | boolean>;
@@ -13,16 +17,56 @@ export interface TableCell {
   mean: number | null;
   std: number | null;
   n: number;
+  /** Two or more seeds with exactly the same value: a metric that does not respond to the run. */
+  constant?: true;
+}
+
+/** Why a finished ICE run's maps say nothing about localisation. */
+export type DegeneracyReason = 'all-foreground' | 'empty' | 'constant maps';
+
+/** How many of a cell's finished runs are degenerate, and why. */
+export interface CellDegeneracy {
+  runs: number;
+  of: number;
+  reasons: DegeneracyReason[];
+}
+
+export interface TableLine {
+  key: Record<string, number | string | boolean>;
+  runs: number;
+  finished: number;
+  cells: Record<string, TableCell>;
+  /** Present when the runs report ICE maps (fg_fraction): null when no finished run is degenerate. */
+  degenerate?: CellDegeneracy | null;
 }
 
 export interface AblationTable {
   rows: string[];
   metrics: string[];
-  lines: { key: Record<string, number | string | boolean>; runs: number; finished: number; cells: Record<string, TableCell> }[];
+  lines: TableLine[];
+}
+
+/** Metrics every ICE table shows, asked for or not: the foreground IoU and fraction. */
+export const ALWAYS_SHOWN_METRICS = ['iou_fg', 'fg_fraction'] as const;
+
+/**
+ * A finished run's maps are degenerate when every evaluated image's map is constant: all
+ * foreground (fg_fraction 1), empty (0), or a mix of both (ice_const_maps 1). Null when the run is
+ * not degenerate, or reports no ICE maps.
+ */
+export function runDegeneracy(metrics: Readonly<Record<string, number>> | null): DegeneracyReason | null {
+  const fg = metrics?.fg_fraction;
+  if (typeof fg !== 'number') return null;
+  if (fg >= 1) return 'all-foreground';
+  if (fg <= 0) return 'empty';
+  return metrics?.ice_const_maps === 1 ? 'constant maps' : null;
 }
 
 export function buildAblationTable(outcomes: readonly RunOutcome[], rows: readonly string[], metrics?: readonly string[]): AblationTable {
-  const metricNames = metrics?.length ? [...metrics] : [...new Set(outcomes.flatMap((o) => Object.keys(o.metrics ?? {})))].sort();
+  const reported = new Set(outcomes.flatMap((o) => Object.keys(o.metrics ?? {})));
+  const asked = metrics?.length ? [...metrics] : [...reported].sort();
+  const metricNames = [...asked, ...ALWAYS_SHOWN_METRICS.filter((m) => reported.has(m) && !asked.includes(m))];
+  const hasMaps = outcomes.some((o) => typeof o.metrics?.fg_fraction === 'number');
   const groups = new Map<string, RunOutcome[]>();
   for (const o of outcomes) {
     const key = JSON.stringify(rows.map((r) => o.values[r] ?? null));
@@ -40,9 +84,16 @@ export function buildAblationTable(outcomes: readonly RunOutcome[], rows: readon
             ? 0
             : null;
       cells[m] = { mean, std, n: xs.length };
+      if (xs.length > 1 && xs.every((x) => x === xs[0])) cells[m].constant = true;
     }
     const key = Object.fromEntries(rows.map((r) => [r, runs[0].values[r]]));
-    return { key, runs: runs.length, finished: runs.filter((r) => r.metrics).length, cells };
+    const finished = runs.filter((r) => r.metrics);
+    const line: TableLine = { key, runs: runs.length, finished: finished.length, cells };
+    if (hasMaps) {
+      const reasons = finished.map((r) => runDegeneracy(r.metrics)).filter((r): r is DegeneracyReason => r !== null);
+      line.degenerate = reasons.length ? { runs: reasons.length, of: finished.length, reasons: [...new Set(reasons)] } : null;
+    }
+    return line;
   });
   const cmp = (a: unknown, b: unknown): number =>
     typeof a === 'number' && typeof b === 'number' ? a - b : String(a).localeCompare(String(b));
@@ -56,30 +107,75 @@ export function buildAblationTable(outcomes: readonly RunOutcome[], rows: readon
   return { rows: [...rows], metrics: metricNames, lines };
 }
 
+/** The marks the text formats put on a constant metric and on a degenerate cell. */
+export const CONSTANT_MARK = '‡';
+export const DEGENERATE_MARK = '⚠';
+
 function fmt(c: TableCell, digits: number): string {
   if (c.mean === null) return '–';
-  return c.n > 1 && c.std !== null ? `${c.mean.toFixed(digits)} ± ${c.std.toFixed(digits)}` : c.mean.toFixed(digits);
+  const v = c.n > 1 && c.std !== null ? `${c.mean.toFixed(digits)} ± ${c.std.toFixed(digits)}` : c.mean.toFixed(digits);
+  return c.constant ? `${v} ${CONSTANT_MARK}` : v;
+}
+
+/** "⚠ all-foreground 2/2", or '' for a sound cell. */
+export function degeneracyText(d: CellDegeneracy | null | undefined): string {
+  return d ? `${DEGENERATE_MARK} ${d.reasons.join(', ')} ${d.runs}/${d.of}` : '';
+}
+
+function hasFlags(t: AblationTable): boolean {
+  return t.lines.some((l) => l.degenerate !== undefined);
+}
+
+/** The lines under a text table that say what its marks mean (none when nothing is marked). */
+export function tableNotes(t: AblationTable): string[] {
+  const notes: string[] = [];
+  const bad = t.lines.filter((l) => l.degenerate);
+  if (bad.length) {
+    const cells = bad.map((l) => t.rows.map((r) => `${r}=${String(l.key[r])}`).join(' '));
+    notes.push(
+      `${DEGENERATE_MARK} degenerate: ${bad.length} of ${t.lines.length} cells have runs whose every map is constant (${cells.join('; ')}); ` +
+        'an all-foreground or empty map localises nothing (its mIoU is background IoU alone, its mAP 0.5): these cells are not results.',
+    );
+  }
+  if (t.lines.some((l) => Object.values(l.cells).some((c) => c.constant)))
+    notes.push(`${CONSTANT_MARK} exactly the same value for every seed of the cell: the metric does not respond to the run.`);
+  return notes;
 }
 
 export function tableToMarkdown(t: AblationTable, digits = 4): string {
-  const head = [...t.rows, ...t.metrics, 'runs'];
+  const flags = hasFlags(t);
+  const head = [...t.rows, ...t.metrics, 'runs', ...(flags ? ['flag'] : [])];
   const out = [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`];
-  for (const l of t.lines)
-    out.push(
-      `| ${[...t.rows.map((r) => String(l.key[r])), ...t.metrics.map((m) => fmt(l.cells[m], digits)), `${l.finished}/${l.runs}`].join(' | ')} |`,
-    );
-  return out.join('\n');
+  for (const l of t.lines) {
+    const cols = [...t.rows.map((r) => String(l.key[r])), ...t.metrics.map((m) => fmt(l.cells[m], digits)), `${l.finished}/${l.runs}`];
+    if (flags) cols.push(degeneracyText(l.degenerate));
+    out.push(`| ${cols.join(' | ')} |`);
+  }
+  const notes = tableNotes(t);
+  return [...out, ...(notes.length ? ['', ...notes] : [])].join('\n');
 }
 
 export function tableToCsv(t: AblationTable): string {
   const esc = (v: string): string => (/[",\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
-  const head = [...t.rows, ...t.metrics.flatMap((m) => [`${m}_mean`, `${m}_std`, `${m}_n`]), 'finished', 'runs'];
+  const flags = hasFlags(t);
+  const constant = t.lines.some((l) => Object.values(l.cells).some((c) => c.constant));
+  const head = [
+    ...t.rows,
+    ...t.metrics.flatMap((m) => [`${m}_mean`, `${m}_std`, `${m}_n`, ...(constant ? [`${m}_constant`] : [])]),
+    'finished',
+    'runs',
+    ...(flags ? ['degenerate_runs', 'degenerate'] : []),
+  ];
   const lines = t.lines.map((l) =>
     [
       ...t.rows.map((r) => String(l.key[r])),
-      ...t.metrics.flatMap((m) => [l.cells[m].mean ?? '', l.cells[m].std ?? '', l.cells[m].n].map(String)),
+      ...t.metrics.flatMap((m) => [
+        ...[l.cells[m].mean ?? '', l.cells[m].std ?? '', l.cells[m].n].map(String),
+        ...(constant ? [l.cells[m].constant ? 'true' : 'false'] : []),
+      ]),
       String(l.finished),
       String(l.runs),
+      ...(flags ? [String(l.degenerate?.runs ?? 0), l.degenerate?.reasons.join(';') ?? ''] : []),
     ]
       .map(esc)
       .join(','),

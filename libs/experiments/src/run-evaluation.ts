@@ -9,7 +9,9 @@ import { loadSamples } from './run-data';
  * CLS head and, for ICE models, the class-agnostic foreground mask (nearest-upsampled to the
  * image) against the ground-truth masks with the ImageNet-Segmentation protocol's pooled
  * pixel accuracy, IoUs and mAP, the ICE head's own top-1 (`ice_top1`, see iceClassPredictions)
- * and the share of images with no foreground patch (`ice_no_fg`, counted wrong in ice_top1).
+ * and the share of images with no foreground patch (`ice_no_fg`, counted wrong in ice_top1), and
+ * the share of images whose map is constant (`ice_const_maps`: all foreground or all background,
+ * which the segmentation protocol scores as all background; see runDegeneracy).
  * The CLS head's `top1` says little after ICE fine-tuning: the released loss trains it with weight 0.
  */
 export async function evaluateRun(
@@ -27,6 +29,7 @@ export async function evaluateRun(
   let noFg = 0;
   let fg = 0;
   let cells = 0;
+  let constMaps = 0;
   for (let start = 0; start < n; start += B) {
     const samples = await loadSamples(
       ds,
@@ -53,8 +56,11 @@ export async function evaluateRun(
       iceCorrect += icePredicted[i] === batch.labels[i] ? 1 : 0;
       noFg += icePredicted[i] === NO_ICE_CLASS ? 1 : 0;
       const map = maskData.subarray(i * H * W, (i + 1) * H * W);
-      map.forEach((v) => (fg += v));
+      let imageFg = 0;
+      map.forEach((v) => (imageFg += v));
+      fg += imageFg;
       cells += H * W;
+      if (imageFg === 0 || imageFg === H * W) constMaps++;
       if (s.mask) seg.add(map, s.mask);
     });
   }
@@ -63,6 +69,7 @@ export async function evaluateRun(
     metrics.fg_fraction = fg / cells;
     metrics.ice_top1 = iceCorrect / n;
     metrics.ice_no_fg = noFg / n;
+    metrics.ice_const_maps = constMaps / n;
     const r = seg.result();
     if (r.images > 0) Object.assign(metrics, { pix_acc: r.pixAcc, iou_fg: r.iouFg, iou_bg: r.iouBg, miou: r.mIoU, map: r.mAP });
   }

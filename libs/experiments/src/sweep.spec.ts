@@ -1,5 +1,5 @@
 import { IceError } from '@ice/core';
-import { buildAblationTable, tableToCsv, tableToMarkdown } from './ablation-table';
+import { buildAblationTable, runDegeneracy, tableNotes, tableToCsv, tableToMarkdown } from './ablation-table';
 import { parseRunConfig } from './run.contract';
 import { batchIndices } from './run-data';
 import { expandSweep } from './sweep';
@@ -62,6 +62,60 @@ describe('ablation table', () => {
     expect(md).toContain('| 0.5 | 0.5 | 0.600 ± 0.141 | 2/2 |');
     expect(md).toContain('| 1 | 0.5 | – | 0/1 |');
     expect(tableToCsv(t).split('\n')[0]).toBe('alpha,lambda_class,miou_mean,miou_std,miou_n,finished,runs');
+  });
+});
+
+describe('ablation table: collapses are shown, never hidden', () => {
+  const ice = (alpha: number, seed: number, fg: number, constMaps: number, miou: number) => ({
+    values: { alpha },
+    seed,
+    status: 'succeeded',
+    metrics: { miou, map: fg === 1 ? 0.5 : 0.7, fg_fraction: fg, iou_fg: fg === 1 ? 0.07 : 0.4, ice_const_maps: constMaps },
+  });
+  const outcomes = [ice(0.5, 0, 1, 1, 0.467), ice(0.5, 1, 1, 1, 0.467), ice(1, 0, 0.3, 0.1, 0.55), ice(1, 1, 0.25, 1, 0.5)];
+
+  it('classifies a run by its maps', () => {
+    expect(runDegeneracy({ fg_fraction: 1 })).toBe('all-foreground');
+    expect(runDegeneracy({ fg_fraction: 0, ice_const_maps: 1 })).toBe('empty');
+    expect(runDegeneracy({ fg_fraction: 0.4, ice_const_maps: 1 })).toBe('constant maps');
+    expect(runDegeneracy({ fg_fraction: 0.4, ice_const_maps: 0.9 })).toBeNull();
+    expect(runDegeneracy({ top1: 0.9 })).toBeNull();
+    expect(runDegeneracy(null)).toBeNull();
+  });
+
+  it('always shows iou_fg and fg_fraction, flags degenerate cells and constant metrics in JSON, markdown and CSV', () => {
+    const t = buildAblationTable(outcomes, ['alpha'], ['miou', 'map']);
+    expect(t.metrics).toEqual(['miou', 'map', 'iou_fg', 'fg_fraction']);
+    expect(t.lines[0].degenerate).toEqual({ runs: 2, of: 2, reasons: ['all-foreground'] });
+    expect(t.lines[1].degenerate).toEqual({ runs: 1, of: 2, reasons: ['constant maps'] });
+    expect(t.lines[0].cells.map).toMatchObject({ mean: 0.5, std: 0, constant: true });
+    expect(t.lines[1].cells.map.constant).toBe(true);
+    expect(t.lines[1].cells.miou.constant).toBeUndefined();
+
+    const md = tableToMarkdown(t, 4).split('\n');
+    expect(md[0]).toBe('| alpha | miou | map | iou_fg | fg_fraction | runs | flag |');
+    expect(md[2]).toBe(
+      '| 0.5 | 0.4670 ± 0.0000 ‡ | 0.5000 ± 0.0000 ‡ | 0.0700 ± 0.0000 ‡ | 1.0000 ± 0.0000 ‡ | 2/2 | ⚠ all-foreground 2/2 |',
+    );
+    expect(md[3]).toMatch(/ \| 2\/2 \| ⚠ constant maps 1\/2 \|$/);
+    expect(md.slice(4).join('\n')).toMatch(/⚠ degenerate: 2 of 2 cells .*alpha=0\.5; alpha=1.*these cells are not results/);
+    expect(md.slice(4).join('\n')).toMatch(/‡ exactly the same value for every seed/);
+
+    const csv = tableToCsv(t).split('\n');
+    expect(csv[0]).toBe(
+      'alpha,miou_mean,miou_std,miou_n,miou_constant,map_mean,map_std,map_n,map_constant,iou_fg_mean,iou_fg_std,iou_fg_n,iou_fg_constant,' +
+        'fg_fraction_mean,fg_fraction_std,fg_fraction_n,fg_fraction_constant,finished,runs,degenerate_runs,degenerate',
+    );
+    expect(csv[1].endsWith(',2,2,2,all-foreground')).toBe(true);
+    expect(tableNotes(t)).toHaveLength(2);
+  });
+
+  it('adds nothing to tables of runs without ICE maps', () => {
+    const t = buildAblationTable([{ values: { lr: 1 }, seed: 0, status: 'succeeded', metrics: { top1: 0.9 } }], ['lr']);
+    expect(t.metrics).toEqual(['top1']);
+    expect(t.lines[0].degenerate).toBeUndefined();
+    expect(tableToMarkdown(t)).toBe('| lr | top1 | runs |\n| --- | --- | --- |\n| 1 | 0.9000 | 1/1 |');
+    expect(tableNotes(t)).toEqual([]);
   });
 });
 

@@ -1,7 +1,7 @@
 import { Injectable, NotFoundException, type MessageEvent } from '@nestjs/common';
 import type { Observable } from 'rxjs';
 import { IceError } from '@ice/core';
-import { AXIS_ALIASES, buildAblationTable, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
+import { AXIS_ALIASES, buildAblationTable, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
 import {
   EventBus,
   isTerminalSweepStatus,
@@ -109,7 +109,7 @@ export class SweepsService {
     const table = buildAblationTable(outcomes, rows, q.metrics);
     switch (q.format) {
       case 'json':
-        return { format: 'json', body: { sweepId: id, status: sweep.status, ...table } };
+        return { format: 'json', body: { sweepId: id, status: sweep.status, ...table, notes: tableNotes(table) } };
       case 'csv':
         return { format: 'csv', body: tableToCsv(table) };
       case 'markdown':
