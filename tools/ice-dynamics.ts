@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { iceLoss, IceTrainer, IceVit, initBackend, readWeights, vitConfig, type IceLossConfig } from '@ice/core';
+import { iceLoss, IceTrainer, IceVit, initBackend, lossConfigAt, readWeights, vitConfig, type IceLossConfig } from '@ice/core';
 import { evaluateRun, openRunData, parseRunConfig, TrainBatchStream, trainConfigFor, type RunConfig } from '@ice/experiments';
 
 interface Options {
@@ -24,8 +24,6 @@ interface Options {
   evalEvery: string;
   probe: string;
   out?: string;
-  lambdaStart?: string;
-  lambdaWarmup?: string;
 }
 
 /** `a.b=1` → sets config.a.b = 1 (JSON value, else string). */
@@ -72,8 +70,6 @@ async function main(): Promise<void> {
     .option('--eval-every <n>', 'score the probe every n updates', '50')
     .option('--probe <n>', 'test images in the probe', '128')
     .option('--out <file>', 'write the record as JSON')
-    .option('--lambda-start <v>', 'experimental: λ_class at step 0, moved linearly to the config value')
-    .option('--lambda-warmup <n>', 'experimental: updates over which λ_class moves to the config value')
     .parse(process.argv)
     .opts<Options>();
   const raw = JSON.parse(fs.readFileSync(o.config, 'utf8')) as Record<string, unknown>;
@@ -89,7 +85,11 @@ async function main(): Promise<void> {
   const base = vitConfig(config.model.preset);
   const { train, evaluation } = openRunData(config, base.imgSize);
   const model = IceVit.create(
-    vitConfig(config.model.preset, { numClasses: train.classes.length, iceHead: config.model.head, dropPathRate: config.model.dropPathRate }),
+    vitConfig(config.model.preset, {
+      numClasses: train.classes.length,
+      iceHead: config.model.head,
+      dropPathRate: config.model.dropPathRate,
+    }),
     config.seed,
   );
   if (config.model.weights) {
@@ -102,9 +102,9 @@ async function main(): Promise<void> {
   const trainer = new IceTrainer(model, trainConfig);
   const vars = trainer.optimizer.trainableVariables();
   const headNames = model.specs.filter((s) => !s.backbone).map((s) => s.name);
-  const bgColumnOf = (name: string): number | undefined => (name === 'mlp_head.weight' || name === 'ice_head.fc2.weight' ? train.classes.length : undefined);
+  const bgColumnOf = (name: string): number | undefined =>
+    name === 'mlp_head.weight' || name === 'ice_head.fc2.weight' ? train.classes.length : undefined;
   const classOnly: IceLossConfig = { ...trainConfig.loss, lambdaClass: 1 };
-  const wIce = trainConfig.loss.variant === 'official' ? 1 : trainConfig.loss.lambdaClass;
   const smoothing = trainConfig.mixup.labelSmoothing;
 
   const { mean, std, imgSize } = model.config;
@@ -114,7 +114,15 @@ async function main(): Promise<void> {
   try {
     const probe = async (step: number): Promise<void> => {
       const m = await evaluateRun(model, evaluation, probeConfig);
-      const row = { kind: 'probe', step, fg_fraction: m.fg_fraction, iou_fg: m.iou_fg, miou: m.miou, ice_top1: m.ice_top1, ice_no_fg: m.ice_no_fg };
+      const row = {
+        kind: 'probe',
+        step,
+        fg_fraction: m.fg_fraction,
+        iou_fg: m.iou_fg,
+        miou: m.miou,
+        ice_top1: m.ice_top1,
+        ice_no_fg: m.ice_no_fg,
+      };
       record.push(row);
       console.log(JSON.stringify(row));
     };
@@ -125,15 +133,17 @@ async function main(): Promise<void> {
       try {
         if (trainer.step % every === 0) {
           const k = train.classes.length;
-          const targets = tf.tidy(() => tf.add(tf.mul(tf.oneHot(batch.labels, k), 1 - smoothing), smoothing / k) as tf.Tensor2D);
-          const gTotal = lossGrads(model, x, targets, trainConfig.loss, vars);
+          const targets = tf.tidy(() => tf.add<tf.Tensor2D>(tf.mul(tf.oneHot(batch.labels, k), 1 - smoothing), smoothing / k));
+          const loss = lossConfigAt(trainConfig, trainer.step);
+          const gTotal = lossGrads(model, x, targets, loss, vars);
           const gIce = lossGrads(model, x, targets, classOnly, vars);
           const stats = tf.tidy(() => {
-            const l = iceLoss(model.forward(x).zIce!, targets, trainConfig.loss);
+            const l = iceLoss(model.forward(x).zIce!, targets, loss);
             return { gate: l.gate.dataSync()[0], clsPer: l.clsPer.dataSync()[0], lIce: l.lIce.dataSync()[0], lBg: l.lBg.dataSync()[0] };
           });
           targets.dispose();
           const names = [...gTotal.keys()];
+          const wIce = loss.variant === 'official' ? 1 : loss.lambdaClass;
           const ice = names.map((n) => tf.mul(gIce.get(n)!, wIce));
           const bg = names.map((n, i) => tf.sub(gTotal.get(n)!, ice[i]));
           const head = names.map((n, i) => (headNames.includes(n) ? i : -1)).filter((i) => i >= 0);
@@ -149,6 +159,7 @@ async function main(): Promise<void> {
             kind: 'grad',
             step: trainer.step,
             lr: trainer.lr(),
+            lambda_class: loss.lambdaClass,
             l_ice: stats.lIce,
             l_bg: stats.lBg,
             gate: stats.gate,
@@ -165,11 +176,6 @@ async function main(): Promise<void> {
           tf.dispose([...gTotal.values(), ...gIce.values(), ...ice, ...bg, ...iceCol, ...bgColT]);
           record.push(row);
           console.log(JSON.stringify(row));
-        }
-        if (o.lambdaStart !== undefined) {
-          const t = Math.min(1, trainer.step / Number(o.lambdaWarmup ?? 1));
-          const l0 = Number(o.lambdaStart);
-          (trainer.config as { loss: IceLossConfig }).loss = { ...trainConfig.loss, lambdaClass: l0 + t * (trainConfig.loss.lambdaClass - l0) };
         }
         trainer.trainStep(x, batch.labels);
       } finally {

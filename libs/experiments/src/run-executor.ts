@@ -101,6 +101,7 @@ export function trainConfigFor(config: RunConfig): TrainConfig {
     accumSteps: o.accumSteps,
     frozenBackbone: config.model.head === 'icef' && config.mode === 'ice',
     seed: config.seed,
+    lambdaWarmup: config.loss.lambdaWarmup,
   };
 }
 

@@ -11,6 +11,7 @@ describe('the run contract', () => {
       variant: 'official',
       alpha: ICE_LOSS_PRESETS.official.alpha,
       lambdaClass: ICE_LOSS_PRESETS.official.lambdaClass,
+      lambdaWarmup: null,
     });
     expect(RUN_ICE_HEADS).toEqual(['official', 'icef', 'paper']);
     expect(() => parseRunConfig({ model: { head: 'none' } })).toThrow(/model\.head/);
@@ -35,6 +36,16 @@ describe('the run contract', () => {
       /loss\.lambdaClass: lambdaClass must be in \(0, 1\] for the official variant/,
     );
     expect(parseRunConfig({ loss: { variant: 'paper', lambdaClass: 0 } }).loss.lambdaClass).toBe(0);
+  });
+
+  it('takes a warm-up of λ_class, checked like λ_class and named by its field', () => {
+    const c = parseRunConfig({ loss: { lambdaClass: 0.975, lambdaWarmup: { from: 0.8, steps: 200 } } });
+    expect(trainConfigFor(c).lambdaWarmup).toEqual({ from: 0.8, steps: 200 });
+    expect(() => parseRunConfig({ loss: { lambdaWarmup: { from: 0, steps: 10 } } })).toThrow(
+      /loss\.lambdaWarmup\.from: lambdaWarmup\.from must be in \(0, 1\]/,
+    );
+    expect(() => parseRunConfig({ loss: { lambdaWarmup: { from: 0.5, steps: -1 } } })).toThrow(/loss\.lambdaWarmup\.steps/);
+    expect(() => parseRunConfig({ loss: { lambdaWarmup: { from: 0.5 } } })).toThrow(/loss\.lambdaWarmup\.steps/);
   });
 
   it("gates the background loss with the variant's preset unless the run sets a threshold", () => {

@@ -50,12 +50,27 @@ const LossSchema = z
       .describe(`λ_class: weight of L_ICE against L_bg, ${ICE_LOSS_RULES.lambdaClass} (> 0 for the official variant)`),
     /** The released code's background-loss gate (fraction of foreground patches); 0 = off. Default: the variant's preset. */
     gateThreshold: z.number().optional().describe(`background-loss gate, ${ICE_LOSS_RULES.gateThreshold}; default: the variant's preset`),
+    /** λ_class moves from `from` to lambdaClass over the first `steps` updates (core's LambdaWarmup); null: none (the released code). */
+    lambdaWarmup: z
+      .object({
+        from: z.number().describe(`λ_class at the first update, ${ICE_LOSS_RULES.lambdaClass} (> 0 for the official variant)`),
+        steps: z.number().int().min(0).describe('optimizer updates over which λ_class reaches lambdaClass'),
+      })
+      .strict()
+      .nullable()
+      .default(null)
+      .describe('warm-up of the background term: a stronger background loss while the ICE head is young (docs/collapse.md)'),
   })
   .strict()
   // The ranges are core's, stated once (iceLossConfigIssues); each issue names its field.
   .superRefine((loss, ctx) => {
     for (const i of iceLossConfigIssues(runLossConfig(loss)))
       ctx.addIssue({ code: 'custom', path: [i.field], message: `${i.field} must be ${i.rule}` });
+    if (loss.lambdaWarmup)
+      for (const i of iceLossConfigIssues({ ...runLossConfig(loss), lambdaClass: loss.lambdaWarmup.from }).filter(
+        (x) => x.field === 'lambdaClass',
+      ))
+        ctx.addIssue({ code: 'custom', path: ['lambdaWarmup', 'from'], message: `lambdaWarmup.from must be ${i.rule}` });
   });
 
 export const RunConfigSchema = z

@@ -7,7 +7,7 @@ import { IceError } from '../errors';
 import { vitConfig } from '../model/vit.config';
 import { IceVit } from '../model/vit.model';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint';
-import { IceTrainer, TrainConfig, TRAIN_PRESETS } from './trainer';
+import { IceTrainer, lossConfigAt, TrainConfig, TRAIN_PRESETS, validateTrainConfig } from './trainer';
 
 const cfg = (over: Partial<TrainConfig> = {}): TrainConfig => ({
   ...TRAIN_PRESETS.iceReleased,
@@ -59,6 +59,35 @@ describe('IceTrainer', () => {
     x.dispose();
     trainer.dispose();
     model.dispose();
+  });
+
+  it('warms λ_class up linearly from lambdaWarmup.from to the loss value, then keeps it', () => {
+    const c = cfg({ loss: { ...TRAIN_PRESETS.iceReleased.loss, lambdaClass: 0.975 }, lambdaWarmup: { from: 0.5, steps: 100 } });
+    expect(lossConfigAt(c, 0).lambdaClass).toBe(0.5);
+    expect(lossConfigAt(c, 50).lambdaClass).toBeCloseTo(0.7375, 12);
+    expect(lossConfigAt(c, 100)).toBe(c.loss);
+    expect(lossConfigAt(c, 5000)).toBe(c.loss);
+    expect(lossConfigAt({ ...c, lambdaWarmup: null }, 0)).toBe(c.loss);
+    expect(lossConfigAt({ ...c, lambdaWarmup: { from: 0.5, steps: 0 } }, 0)).toBe(c.loss);
+    expect(() => validateTrainConfig({ ...c, lambdaWarmup: { from: 0, steps: 10 } })).toThrow(/lambdaWarmup.from must be in \(0, 1\]/);
+    expect(() => validateTrainConfig({ ...c, lambdaWarmup: { from: 0.5, steps: 1.5 } })).toThrow(/lambdaWarmup.steps/);
+  });
+
+  it('trains its first update with the warm-up λ: the same weights as a run at that λ', async () => {
+    const at = (lambdaClass: number, lambdaWarmup: TrainConfig['lambdaWarmup']) => {
+      const model = IceVit.create(vitConfig('golden-micro'), 4);
+      const trainer = new IceTrainer(model, cfg({ loss: { ...TRAIN_PRESETS.iceReleased.loss, lambdaClass }, lambdaWarmup }));
+      run(trainer, 0, 1);
+      trainer.dispose();
+      return model;
+    };
+    const warmed = at(0.975, { from: 0.5, steps: 10 });
+    const plain = at(0.5, null);
+    const released = at(0.975, null);
+    const [w, p, r] = await Promise.all([weights(warmed), weights(plain), weights(released)]);
+    expect(w.get('mlp_head.weight')).toEqual(p.get('mlp_head.weight'));
+    expect(w.get('mlp_head.weight')).not.toEqual(r.get('mlp_head.weight'));
+    [warmed, plain, released].forEach((m) => m.dispose());
   });
 
   it('leaks no tensors across training steps', () => {

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
-import { ICE_LOSS_PRESETS, iceLoss, IceLossConfig, validateIceLossConfig } from '../loss/ice-loss';
+import { ICE_LOSS_PRESETS, iceLoss, IceLossConfig, iceLossConfigIssues, validateIceLossConfig } from '../loss/ice-loss';
 import { IceVit } from '../model/vit.model';
 import { ADAMW_PRESETS, AdamW, AdamWConfig, GradAccumulator } from './adamw';
 import { CosineLrSchedule, CosineStepConfig } from './lr-schedule';
@@ -28,6 +28,29 @@ export interface TrainConfig {
   /** ICE-f: only the ICE head learns. */
   frozenBackbone: boolean;
   seed: number;
+  /** A warm-up of the background term (see LambdaWarmup); absent or null: the loss's λ_class from the first update. */
+  lambdaWarmup?: LambdaWarmup | null;
+}
+
+/**
+ * λ_class moves linearly from `from` to the loss's λ_class over the first `steps` optimizer
+ * updates, then stays there: a stronger background term while the ICE head is young. From a random
+ * head almost every patch is foreground, and with every patch foreground both terms of the loss see
+ * only the image's mean patch, so nothing separates one patch from another; at the released λ the
+ * background term is too weak to pull any patch across, and the maps stay all-foreground
+ * (docs/collapse.md has the evidence). The released code has no warm-up (null).
+ */
+export interface LambdaWarmup {
+  from: number;
+  steps: number;
+}
+
+/** The loss in force at optimizer update `step` (0-based): the configured one, λ_class warmed up. */
+export function lossConfigAt(c: Pick<TrainConfig, 'loss' | 'lambdaWarmup'>, step: number): IceLossConfig {
+  const w = c.lambdaWarmup;
+  if (!w || w.steps === 0 || step >= w.steps) return c.loss;
+  const t = Math.max(0, step) / w.steps;
+  return { ...c.loss, lambdaClass: w.from + t * (c.loss.lambdaClass - w.from) };
 }
 
 export const TRAIN_PRESETS = {
@@ -62,6 +85,13 @@ export function validateTrainConfig(c: TrainConfig): void {
   if (!Number.isInteger(c.accumSteps) || c.accumSteps < 1)
     throw new IceError('CONFIG_INVALID', `accumSteps must be a positive integer, got ${c.accumSteps}`);
   if (!Number.isInteger(c.seed)) throw new IceError('CONFIG_INVALID', `seed must be an integer, got ${c.seed}`);
+  const w = c.lambdaWarmup;
+  if (w) {
+    if (!Number.isInteger(w.steps) || w.steps < 0)
+      throw new IceError('CONFIG_INVALID', `lambdaWarmup.steps must be an integer ≥ 0, got ${w.steps}`);
+    const bad = iceLossConfigIssues({ ...c.loss, lambdaClass: w.from }).find((i) => i.field === 'lambdaClass');
+    if (bad) throw new IceError('CONFIG_INVALID', `lambdaWarmup.from must be ${bad.rule}, got ${String(w.from)}`);
+  }
 }
 
 /** The loss of one micro-batch and, in ICE mode, its terms and the foreground fraction (see iceLoss). */
@@ -142,7 +172,7 @@ export class IceTrainer {
           const ce: tf.Scalar = tf.neg(tf.mean(tf.sum(tf.mul(mixed.targets, tf.logSoftmax(out.clsLogits)), -1)));
           return ce;
         }
-        const l = iceLoss(out.zIce!, mixed.targets, this.config.loss);
+        const l = iceLoss(out.zIce!, mixed.targets, lossConfigAt(this.config, this.step));
         diag.push(tf.keep(l.lIce), tf.keep(l.lBg), tf.keep(l.clsPer));
         return l.total;
       }, this.trainable);
