@@ -15,7 +15,51 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { iceLoss, IceTrainer, IceVit, initBackend, lossConfigAt, readWeights, vitConfig, type IceLossConfig } from '@ice/core';
-import { evaluateRun, openRunData, parseRunConfig, TrainBatchStream, trainConfigFor, type RunConfig } from '@ice/experiments';
+import { batchNCHW, type VisionDataset } from '@ice/datasets';
+import { evaluateRun, loadSamples, openRunData, parseRunConfig, TrainBatchStream, trainConfigFor, type RunConfig } from '@ice/experiments';
+
+/**
+ * Per-patch margins of the ICE head on the first `n` images: m_p = max_k z_pk − z_p,bg (a patch is
+ * foreground iff m_p > 0), split by the ground truth (a patch is an object patch when ≥ 10 % of its
+ * pixels are digit ink). A head that ranks object patches above clutter but puts every margin above
+ * 0 gives an all-foreground map with a positive gap.
+ */
+async function patchMargins(model: IceVit, ds: VisionDataset, n: number): Promise<Record<string, number>> {
+  const samples = await loadSamples(
+    ds,
+    Array.from({ length: Math.min(n, ds.length) }, (_, i) => i),
+  );
+  const { patchSize: P, imgSize: S, numClasses: c } = model.config;
+  const g = S / P;
+  const batch = batchNCHW(samples, model.config.mean, model.config.std);
+  const margins = tf.tidy(() => {
+    const z = model.forward(tf.tensor4d(batch.x, batch.shape)).zIce!; // [B, N, c+1]
+    const cls = tf.max(tf.slice(z, [0, 0, 0], [-1, -1, c]), -1); // [B, N]
+    return tf.sub(cls, tf.squeeze(tf.slice(z, [0, 0, c], [-1, -1, 1]), [2])).dataSync(); // [B, N]
+  });
+  const obj: number[] = [];
+  const clutter: number[] = [];
+  samples.forEach((s, b) => {
+    const mask = (s as { mask?: Uint8Array }).mask!;
+    for (let p = 0; p < g * g; p++) {
+      const [r, col] = [Math.floor(p / g), p % g];
+      let ink = 0;
+      for (let y = r * P; y < (r + 1) * P; y++) for (let x = col * P; x < (col + 1) * P; x++) ink += mask[y * S + x];
+      (ink >= 0.1 * P * P ? obj : clutter).push(margins[b * g * g + p]);
+    }
+  });
+  const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const sd = (xs: number[]): number => Math.sqrt(mean(xs.map((x) => (x - mean(xs)) ** 2)));
+  const all = [...obj, ...clutter];
+  return {
+    margin_obj: mean(obj),
+    margin_clutter: mean(clutter),
+    margin_gap: mean(obj) - mean(clutter),
+    margin_sd: sd(all),
+    fg_obj: obj.filter((m) => m > 0).length / Math.max(1, obj.length),
+    fg_clutter: clutter.filter((m) => m > 0).length / Math.max(1, clutter.length),
+  };
+}
 
 interface Options {
   config: string;
@@ -117,6 +161,7 @@ async function main(): Promise<void> {
       const row = {
         kind: 'probe',
         step,
+        ...(await patchMargins(model, evaluation, 64)),
         fg_fraction: m.fg_fraction,
         iou_fg: m.iou_fg,
         miou: m.miou,
