@@ -5,7 +5,7 @@ import { API, ErrorLine, Section, StatusBadge, When } from './components';
 import { useEvents, useLoad } from './hooks';
 import { RunTable } from './overview-page';
 import type { AblationTable, Run, StreamEvent, SweepDetail } from './types';
-import { axisPlot, cellText, degeneracyText, fmt, isFinished, plotAxes } from './view-model';
+import { axisPlot, cellText, degeneracyText, isFinished, plotAxes } from './view-model';
 
 /** A sweep: live status of its runs (SSE), its ablation table and a metric against α or λ_class. */
 export function SweepPage({ id }: { id: string }) {
@@ -114,7 +114,7 @@ export function AblationTableView({ table }: { table: AblationTable }) {
             <tr key={i} class={l.degenerate ? 'degenerate' : ''} data-degenerate={l.degenerate ? 'true' : undefined}>
               {table.rows.map((r) => (
                 <td key={r} data-axis={r}>
-                  {typeof l.key[r] === 'number' ? fmt(l.key[r]) : String(l.key[r])}
+                  {String(l.key[r])}
                 </td>
               ))}
               <td>

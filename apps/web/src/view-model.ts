@@ -137,7 +137,7 @@ export function gallery(files: readonly string[], methods: readonly string[]): G
 
 /** Statuses that will not change any more. */
 export function isFinished(status: string): boolean {
-  return ['succeeded', 'completed', 'failed', 'cancelled'].includes(status);
+  return ['succeeded', 'partial', 'failed', 'cancelled'].includes(status);
 }
 
 export interface ChartSeries {
