@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { RESULTS_PAGE_DIR } from '../apps/api/src/common/results-page';
-import { cellText } from '../apps/web/src/view-model';
+import { cellText, degeneracyText } from '../apps/web/src/view-model';
 import type { AblationTable } from '../apps/web/src/types';
 import {
   createTestEnv,
@@ -134,6 +134,7 @@ describe('results page in Chromium (e2e)', () => {
       expect(text).toBe(cellText(line.cells[metric]));
       expect(text).toMatch(/^-?\d/);
       expect(await tr.getAttribute('data-degenerate')).toBe(line.degenerate ? 'true' : null);
+      if (line.degenerate !== undefined) expect((await tr.locator('td.flag').textContent()) ?? '').toBe(degeneracyText(line));
     }
     process.stdout.write(
       `results page table: ${metric} at alpha=${apiTable.lines[0].key.alpha} lambda_class=${apiTable.lines[0].key.lambda_class} reads "${await lines.nth(0).locator(`td[data-metric="${metric}"]`).textContent()}"\n`,

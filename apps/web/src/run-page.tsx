@@ -38,7 +38,7 @@ export function RunPage({ id }: { id: string }) {
   });
 
   const r = run.data ? { ...run.data, ...patch } : undefined;
-  const groups = useMemo(() => seriesGroups(Object.keys(series.data?.series ?? {})), [series.data]);
+  const groups = useMemo(() => seriesGroups(series.data?.series ?? {}), [series.data]);
   const chart = (names: string[]) => alignSteps(names.map((n) => ({ label: n, points: series.data!.series[n] })));
   return (
     <>
@@ -83,9 +83,10 @@ export function RunPage({ id }: { id: string }) {
         <ErrorLine error={series.error} />
         {series.data && !Object.keys(series.data.series).length && <p class="muted">No points yet.</p>}
         {groups.loss.length > 0 && <Chart title="loss" xLabel="step" {...chart(groups.loss)} testId="loss-chart" />}
-        {groups.metrics.length > 0 && <Chart title="metrics" xLabel="step" {...chart(groups.metrics)} testId="metrics-chart" />}
-        {groups.other.length > 0 && (
-          <Chart title="learning rate and throughput" xLabel="step" {...chart(groups.other)} testId="other-chart" />
+        {groups.metrics.length > 0 && <Chart title="metric curves" xLabel="step" {...chart(groups.metrics)} testId="metrics-chart" />}
+        {groups.lr.length > 0 && <Chart title="learning rate" xLabel="step" {...chart(groups.lr)} testId="lr-chart" />}
+        {groups.throughput.length > 0 && (
+          <Chart title="throughput (images/s)" xLabel="step" {...chart(groups.throughput)} testId="throughput-chart" />
         )}
       </Section>
       {r?.metrics && (

@@ -5,7 +5,7 @@ import { API, ErrorLine, Section, StatusBadge, When } from './components';
 import { useEvents, useLoad } from './hooks';
 import { RunTable } from './overview-page';
 import type { AblationTable, Run, StreamEvent, SweepDetail } from './types';
-import { axisPlot, cellText, degeneracyText, isFinished, plotAxes } from './view-model';
+import { axisPlot, cellText, defaultPlotMetric, degeneracyText, isFinished, plotAxes } from './view-model';
 
 /** A sweep: live status of its runs (SSE), its ablation table and a metric against α or λ_class. */
 export function SweepPage({ id }: { id: string }) {
@@ -106,7 +106,7 @@ export function AblationTableView({ table }: { table: AblationTable }) {
             {table.metrics.map((m) => (
               <th key={m}>{m}</th>
             ))}
-            {flagged && <th>maps</th>}
+            {flagged && <th>degenerate maps</th>}
           </tr>
         </thead>
         <tbody>
@@ -159,7 +159,7 @@ function AxisPlots({ table }: { table: AblationTable }) {
   const [axis, setAxis] = useState<string>();
   const [metric, setMetric] = useState<string>();
   const x = axis && axes.includes(axis) ? axis : axes[0];
-  const m = metric && table.metrics.includes(metric) ? metric : table.metrics[0];
+  const m = metric && table.metrics.includes(metric) ? metric : defaultPlotMetric(table.metrics);
   const plot = useMemo(() => (x && m ? axisPlot(table, x, m) : null), [table, x, m]);
   if (!axes.length || !table.metrics.length) return null;
   return (

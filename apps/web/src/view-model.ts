@@ -88,16 +88,33 @@ export function axisPlot(t: Pick<AblationTable, 'rows' | 'lines'>, xAxis: string
   return { x, series };
 }
 
-/** A run's series split into the plots the run page shows: the loss terms, the evaluation metrics, the rest. */
-export function seriesGroups(names: readonly string[]): { loss: string[]; metrics: string[]; other: string[] } {
-  const isLoss = (n: string): boolean => n === 'loss' || /^l_|_loss$|^loss_|cls_per/.test(n);
-  const isOther = (n: string): boolean => n === 'lr' || n === 'img_per_sec';
-  const sorted = [...names].sort();
+/**
+ * A run's series split into the charts the run page draws, each on its own scale: the loss terms,
+ * the learning rate, the throughput, and any other series with at least two points. The final
+ * scores (`final.*`, one point at the last step) are not curves: the page lists them as a table.
+ */
+export function seriesGroups(series: Readonly<Record<string, readonly unknown[]>>): {
+  loss: string[];
+  lr: string[];
+  throughput: string[];
+  metrics: string[];
+} {
+  const names = Object.keys(series).sort();
+  const isLoss = (n: string): boolean => n === 'loss' || /^l_|_loss$|^loss_|^cls_per$/.test(n);
+  const special = (n: string): boolean => isLoss(n) || n === 'lr' || n === 'img_per_sec';
   return {
-    loss: sorted.filter(isLoss),
-    metrics: sorted.filter((n) => !isLoss(n) && !isOther(n)),
-    other: sorted.filter((n) => !isLoss(n) && isOther(n)),
+    loss: names.filter(isLoss),
+    lr: names.filter((n) => n === 'lr'),
+    throughput: names.filter((n) => n === 'img_per_sec'),
+    metrics: names.filter((n) => !special(n) && series[n].length > 1),
   };
+}
+
+/** The metric a sweep's plot starts on: a localisation or accuracy score when the table has one. */
+export function defaultPlotMetric(metrics: readonly string[]): string | undefined {
+  return (
+    ['miou', 'iou_fg', 'map', 'top1', 'pix_acc'].find((m) => metrics.includes(m)) ?? metrics.find((m) => m !== 'eval_images') ?? metrics[0]
+  );
 }
 
 /** The name the maps endpoint takes, from whatever the result stores (a path, a relative name or a URL). */
