@@ -2,7 +2,7 @@ import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { getObjectUrl } from './api';
 import type { Progress, Scalar } from './types';
-import { duration, fmt } from './view-model';
+import { duration } from './view-model';
 
 export const API = new URL('../', document.baseURI).pathname;
 
@@ -38,7 +38,7 @@ export function Cell({ cell }: { cell: Record<string, Scalar> | null }) {
   return (
     <>
       {Object.entries(cell)
-        .map(([k, v]) => `${k}=${typeof v === 'number' ? fmt(v) : String(v)}`)
+        .map(([k, v]) => `${k}=${String(v)}`)
         .join(' ')}
     </>
   );
