@@ -18,10 +18,7 @@ export async function createApiApp(
   app.enableShutdownHooks();
   const doc = new DocumentBuilder()
     .setTitle('ICE orchestrator')
-    .setDescription(
-      'Fine-tuning runs, ablation sweeps and evaluations of ICE vision transformers. Mutating requests need an API key. ' +
-        'The results page (sweeps, tables, plots, map galleries) is at [/ui](/ui/).',
-    )
+    .setDescription('Fine-tuning runs, ablation sweeps and evaluations of ICE vision transformers. Mutating requests need an API key.')
     .setVersion(config.codeVersion)
     .addApiKey({ type: 'apiKey', in: 'header', name: API_KEY_HEADER }, 'api-key')
     .build();
