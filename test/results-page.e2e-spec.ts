@@ -122,14 +122,17 @@ describe('results page in Chromium (e2e)', () => {
     // The table the page shows is the API's: every line, its cells as mean ± std, its marks.
     const apiTable = (await http<AblationTable>(api.url, 'GET', `/sweeps/${sweepId}/table`)).body;
     expect(apiTable.lines).toHaveLength(4);
+    // The table names the axes as the API does (the grid's names or their canonical run-config paths).
+    const [alpha, lambda] = apiTable.rows;
+    expect(alpha).toMatch(/alpha/i);
+    expect(lambda).toMatch(/lambda/i);
     const lines = page.locator('[data-testid="ablation-table"] tbody tr');
     await waitFor('the table to show 4 finished cells', async () => (await lines.locator('td', { hasText: '1/1' }).count()) === 4, 15_000);
     expect(await lines.count()).toBe(4);
     const metric = apiTable.metrics.includes('iou_fg') ? 'iou_fg' : apiTable.metrics[0];
     for (const [i, line] of apiTable.lines.entries()) {
       const tr = lines.nth(i);
-      expect(await tr.locator('td[data-axis="alpha"]').textContent()).toBe(String(line.key.alpha));
-      expect(await tr.locator('td[data-axis="lambda_class"]').textContent()).toBe(String(line.key.lambda_class));
+      for (const axis of [alpha, lambda]) expect(await tr.locator(`td[data-axis="${axis}"]`).textContent()).toBe(String(line.key[axis]));
       const text = await tr.locator(`td[data-metric="${metric}"]`).textContent();
       expect(text).toBe(cellText(line.cells[metric]));
       expect(text).toMatch(/^-?\d/);
@@ -137,7 +140,7 @@ describe('results page in Chromium (e2e)', () => {
       if (line.degenerate !== undefined) expect((await tr.locator('td.flag').textContent()) ?? '').toBe(degeneracyText(line));
     }
     process.stdout.write(
-      `results page table: ${metric} at alpha=${apiTable.lines[0].key.alpha} lambda_class=${apiTable.lines[0].key.lambda_class} reads "${await lines.nth(0).locator(`td[data-metric="${metric}"]`).textContent()}"\n`,
+      `results page table: ${metric} at ${alpha}=${apiTable.lines[0].key[alpha]} ${lambda}=${apiTable.lines[0].key[lambda]} reads "${await lines.nth(0).locator(`td[data-metric="${metric}"]`).textContent()}"\n`,
     );
     for (const note of apiTable.notes)
       await page.locator('[data-testid="ablation"] .note', { hasText: note.slice(0, 40) }).waitFor({ timeout: 5_000 });
@@ -146,11 +149,11 @@ describe('results page in Chromium (e2e)', () => {
     // Metric against α (one line per λ_class), then against λ_class.
     const plot = page.locator('[data-testid="axis-plot"]');
     await plot.locator('[data-testid="axis-chart"] canvas').waitFor({ timeout: 10_000 });
-    expect(await plot.locator('[data-testid="plot-axis"]').inputValue()).toBe('alpha');
+    expect(await plot.locator('[data-testid="plot-axis"]').inputValue()).toBe(alpha);
     await plot.locator('[data-testid="plot-metric"]').selectOption(metric);
-    await plot.locator('.u-legend', { hasText: 'lambda_class=0.975' }).waitFor({ timeout: 5_000 });
-    await plot.locator('[data-testid="plot-axis"]').selectOption('lambda_class');
-    await plot.locator('.u-legend', { hasText: 'alpha=0.5' }).waitFor({ timeout: 5_000 });
+    await plot.locator('.u-legend', { hasText: `${lambda}=0.975` }).waitFor({ timeout: 5_000 });
+    await plot.locator('[data-testid="plot-axis"]').selectOption(lambda);
+    await plot.locator('.u-legend', { hasText: `${alpha}=0.5` }).waitFor({ timeout: 5_000 });
     await plot.scrollIntoViewIfNeeded();
     await shot('sweep-plot');
 
