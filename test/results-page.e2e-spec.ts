@@ -9,6 +9,7 @@ import { RESULTS_PAGE_DIR } from '../apps/api/src/common/results-page';
 import { cellText, degeneracyText } from '../apps/web/src/view-model';
 import type { AblationTable } from '../apps/web/src/types';
 import {
+  API_KEY,
   createTestEnv,
   http,
   spawnWorker,
@@ -52,7 +53,8 @@ describe('results page in Chromium (e2e)', () => {
     if (!fs.existsSync(path.join(RESULTS_PAGE_DIR, 'index.html')))
       execFileSync('npm', ['run', 'build:web'], { cwd: ROOT, stdio: 'inherit' });
     fs.mkdirSync(SHOTS, { recursive: true });
-    t = await createTestEnv('ui');
+    // Reads need the key (READ_AUTH=on, where the API has it): the page sends the one typed into its key field.
+    t = await createTestEnv('ui', { READ_AUTH: 'on' });
     api = await startApi(t);
     worker = spawnWorker(t);
     profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-ui-chromium-'));
@@ -71,6 +73,7 @@ describe('results page in Chromium (e2e)', () => {
         '--disable-sync',
       ],
     });
+    await context.addInitScript({ content: `localStorage.setItem('ice.apiKey', ${JSON.stringify(API_KEY)});` });
     page = context.pages()[0] ?? (await context.newPage());
     page.on('pageerror', (e) => pageErrors.push(e.message));
     page.on('console', (m) => {

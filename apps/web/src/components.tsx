@@ -51,7 +51,15 @@ export function When({ at }: { at: string | null | undefined }) {
 }
 
 export function ErrorLine({ error }: { error: string | undefined }) {
-  return error ? <p class="error">{error}</p> : null;
+  if (!error) return null;
+  // 401 on a read: the API wants a key for reads (READ_AUTH=on), which the page sends once it is typed in.
+  const hint = error.startsWith('401') ? ' Type the API key in the field at the top right.' : '';
+  return (
+    <p class="error">
+      {error}
+      {hint}
+    </p>
+  );
 }
 
 export function Section({ title, children, testId }: { title: string; children: ComponentChildren; testId?: string }) {
