@@ -85,6 +85,9 @@ export function OverviewPage() {
             ))}
           </tbody>
         </table>
+        {evals.data?.items.length === 0 && (
+          <p class="muted">No evaluations yet: POST /evaluations with a finished run (saveMaps: N keeps overlays for the gallery).</p>
+        )}
       </Section>
     </>
   );
