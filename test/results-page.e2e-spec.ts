@@ -130,7 +130,11 @@ describe('results page in Chromium (e2e)', () => {
     expect(alpha).toMatch(/alpha/i);
     expect(lambda).toMatch(/lambda/i);
     const lines = page.locator('[data-testid="ablation-table"] tbody tr');
-    await waitFor('the table to show 4 finished cells', async () => (await lines.locator('td', { hasText: '1/1' }).count()) === 4, 15_000);
+    await waitFor(
+      'the table to show 4 finished cells',
+      async () => (await lines.locator('td[data-col="runs"]', { hasText: /^1\/1$/ }).count()) === 4,
+      15_000,
+    );
     expect(await lines.count()).toBe(4);
     const metric = apiTable.metrics.includes('iou_fg') ? 'iou_fg' : apiTable.metrics[0];
     for (const [i, line] of apiTable.lines.entries()) {

@@ -117,7 +117,7 @@ export function AblationTableView({ table }: { table: AblationTable }) {
                   {String(l.key[r])}
                 </td>
               ))}
-              <td>
+              <td data-col="runs">
                 {l.finished}/{l.runs}
               </td>
               {table.metrics.map((m) => (
