@@ -61,7 +61,7 @@ describe('results page in Chromium (e2e)', () => {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      viewport: { width: 1280, height: 900 },
+      viewport: { width: 1600, height: 1000 },
       args: [
         '--headless',
         '--no-sandbox',
