@@ -39,7 +39,12 @@ export class SweepsController {
 
   @Get(':id/table')
   @ApiOperation({ summary: 'Ablation table: rows = grid cells, columns = metrics, mean ± std over seeds' })
-  @ApiQuery({ name: 'rows', required: false, description: 'comma-separated axes, e.g. alpha,lambda_class (default: the grid axes)' })
+  @ApiQuery({
+    name: 'rows',
+    required: false,
+    description:
+      'comma-separated axes: run config paths (loss.alpha,loss.lambdaClass) or their aliases (alpha,lambda_class); default: the grid axes',
+  })
   @ApiQuery({ name: 'metrics', required: false, description: 'comma-separated metric names (default: all)' })
   @ApiQuery({ name: 'format', required: false, enum: ['json', 'csv', 'markdown'] })
   @ApiProduces('application/json', 'text/csv', 'text/markdown')

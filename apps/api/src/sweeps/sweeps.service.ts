@@ -1,7 +1,6 @@
 import { Injectable, NotFoundException, type MessageEvent } from '@nestjs/common';
 import type { Observable } from 'rxjs';
-import { IceError } from '@ice/core';
-import { AXIS_ALIASES, buildAblationTable, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
+import { buildAblationTable, canonicalAxes, rowValueOf, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
 import {
   EventBus,
   isTerminalSweepStatus,
@@ -9,27 +8,12 @@ import {
   RunRepository,
   SweepRepository,
   sweepStatusEvent,
-  type RunEntity,
   type SweepEntity,
 } from '@ice/orchestration';
 import { eventStream } from '../common/sse';
 import { parseRequest, SweepListQuery, TableQuery } from '../common/request-schemas';
 import { SubmissionRules } from '../runs/submission.rules';
 import { runView, sweepView } from '../runs/run.views';
-
-const canonical = (name: string): string => AXIS_ALIASES[name] ?? name;
-
-function valueAt(obj: unknown, dotted: string): unknown {
-  return dotted.split('.').reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), obj);
-}
-
-/** A table row's value for a run: its grid cell's value on that axis, else the value in its config (e.g. seed). */
-function rowValue(run: RunEntity, axes: readonly string[], row: string): number | string | boolean | undefined {
-  const axis = axes.find((a) => canonical(a) === canonical(row));
-  if (axis !== undefined) return run.cell[axis];
-  const v = valueAt(run.config.run, canonical(row));
-  return typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean' ? v : undefined;
-}
 
 export type TableResponse = { format: 'json'; body: unknown } | { format: 'csv' | 'markdown'; body: string };
 
@@ -91,17 +75,10 @@ export class SweepsService {
     const q = parseRequest(TableQuery, rawQuery, 'query');
     const sweep = await this.require(id);
     const runs = await this.runs.ofSweep(id);
-    const rows = q.rows ?? sweep.axes;
-    for (const r of rows) {
-      if (runs.length && runs.every((run) => rowValue(run, sweep.axes, r) === undefined)) {
-        throw new IceError(
-          'INPUT_INVALID',
-          `rows: ${r} is neither a grid axis of this sweep (${sweep.axes.join(', ')}) nor a run config field`,
-        );
-      }
-    }
+    // Aliases and sweeps stored before the one vocabulary come out as config paths; unknown names are a 400 listing the known ones.
+    const rows = canonicalAxes(q.rows ?? sweep.axes, 'rows', 'INPUT_INVALID');
     const outcomes: RunOutcome[] = runs.map((run) => ({
-      values: Object.fromEntries(rows.map((r) => [r, rowValue(run, sweep.axes, r) ?? '–'])),
+      values: Object.fromEntries(rows.map((r) => [r, rowValueOf(run.cell, run.config.run, r) ?? '–'])),
       seed: run.seed,
       status: run.status,
       metrics: run.status === 'succeeded' ? run.metrics : null,
