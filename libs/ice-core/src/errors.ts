@@ -13,6 +13,7 @@ export type IceErrorCode =
   | 'CHECKPOINT_INVALID'
   | 'CANCELLED' // a run stopped on request
   | 'RANK_TIMEOUT' // a data-parallel rank waited too long for the other ranks' gradients
+  | 'NO_CAPACITY' // not enough registered worker slots for a data-parallel run's ranks at once
   | 'IMAGE_CORRUPT'; // an image file that exists but cannot be decoded (pipelines skip and count these)
 
 export class IceError extends Error {

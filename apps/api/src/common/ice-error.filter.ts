@@ -15,6 +15,7 @@ export function httpStatusOf(code: IceErrorCode): number {
     case 'FILE_NOT_FOUND':
       return HttpStatus.NOT_FOUND;
     case 'CANCELLED':
+    case 'NO_CAPACITY':
       return HttpStatus.CONFLICT;
     case 'NON_FINITE_LOSS':
       return HttpStatus.UNPROCESSABLE_ENTITY;

@@ -9,11 +9,19 @@ import {
   type SweepCell,
   type SweepRequest,
 } from '@ice/experiments';
-import { ArtifactStore, assertInsideRoots, ORCHESTRATION_CONFIG, type OrchestrationConfig, type StoredRunConfig } from '@ice/orchestration';
+import {
+  ArtifactStore,
+  assertExists,
+  assertInsideRoots,
+  ORCHESTRATION_CONFIG,
+  type OrchestrationConfig,
+  type StoredRunConfig,
+} from '@ice/orchestration';
 
 /**
  * What a submission must satisfy beyond its schema: files it names inside the configured data
- * roots (weights may also come from the artifact directory, i.e. a finished run's checkpoint),
+ * roots (weights may also come from the artifact directory, i.e. a finished run's checkpoint) and
+ * existing (a missing weights file or data directory is a 400 now, not a failed run later),
  * and, for data-parallel runs, shards that hold a batch. The schema bounds worldSize (≤ 64);
  * data.batchSize is per rank. The request's RunConfig is parsed here, once.
  */
@@ -39,9 +47,14 @@ export class SubmissionRules {
 
   private check(config: RunConfig, prefix: string): void {
     if (config.worldSize > 1) this.checkShards(config, prefix);
-    if (config.data.root) assertInsideRoots(`${prefix}data.root`, config.data.root, this.config.dataRoots);
-    if (config.model.weights)
+    if (config.data.root) {
+      assertInsideRoots(`${prefix}data.root`, config.data.root, this.config.dataRoots);
+      assertExists(`${prefix}data.root`, config.data.root, 'dir');
+    }
+    if (config.model.weights) {
       assertInsideRoots(`${prefix}model.weights`, config.model.weights, [...this.config.dataRoots, this.artifacts.root]);
+      assertExists(`${prefix}model.weights`, config.model.weights, 'file');
+    }
   }
 
   /** Every rank's shard of an epoch must hold at least one batch (the workers would fail on it after queueing). */
