@@ -78,9 +78,10 @@ export class EvaluationsService {
       checkpoint = run.checkpoint;
       model = req.model ?? own.preset ?? ACCURACY_DEFAULT_MODEL;
     } else {
-      assertInsideRoots('weights', req.weights!, fileRoots);
-      assertExists('weights', req.weights!, 'file');
-      checkpoint = req.weights!;
+      // An artifact-relative name (what the API answers for a run's weights) stands for the artifact file.
+      checkpoint = this.artifacts.resolveName(req.weights!);
+      assertInsideRoots('weights', checkpoint, fileRoots);
+      assertExists('weights', checkpoint, 'file');
       model = req.model ?? ACCURACY_DEFAULT_MODEL; // the map protocols require model with weights (schema)
     }
     if (!isVitPreset(model)) {

@@ -52,6 +52,8 @@ export class SubmissionRules {
       assertExists(`${prefix}data.root`, config.data.root, 'dir');
     }
     if (config.model.weights) {
+      // An artifact-relative name (what GET /runs answers) stands for the artifact file; the stored config keeps the path.
+      config.model.weights = this.artifacts.resolveName(config.model.weights);
       assertInsideRoots(`${prefix}model.weights`, config.model.weights, [...this.config.dataRoots, this.artifacts.root]);
       assertExists(`${prefix}model.weights`, config.model.weights, 'file');
     }

@@ -27,6 +27,7 @@ const EnvSchema = z.object({
     .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only')
     .default('ice'),
   API_KEYS: z.string().optional(),
+  READ_AUTH: z.enum(['on', 'off'], { error: 'on or off' }).default('off'),
   DATA_ROOTS: z.string().optional(),
   ARTIFACT_DIR: z.string().min(1).default('artifacts'),
   DATA_DIR: z.string().min(1).default('.data'),
@@ -64,6 +65,8 @@ export interface OrchestrationConfig {
   /** BullMQ key prefix and pub/sub channel prefix: separate deployments (and test files) share one Redis. */
   queuePrefix: string;
   apiKeys: string[];
+  /** READ_AUTH=on: reads (GET, SSE) need a key too, not only mutations; /health stays open for probes. */
+  readAuth: boolean;
   dataRoots: string[];
   artifactDir: string;
   http: { host: string; port: number };
@@ -139,6 +142,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
     apiKeys,
+    readAuth: e.READ_AUTH === 'on',
     dataRoots,
     artifactDir: path.resolve(e.ARTIFACT_DIR),
     http: { host: e.HOST, port: e.PORT },
