@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Param, Post, Query, Res, Sse, type MessageEvent } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Query, Res, Sse, type MessageEvent } from '@nestjs/common';
 import { ApiBody, ApiOperation, ApiProduces, ApiQuery, ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import type { Observable } from 'rxjs';
@@ -60,6 +60,17 @@ export class SweepsController {
         res.type('text/markdown');
         return t.body;
     }
+  }
+
+  @Post(':id/cancel')
+  @HttpCode(202)
+  @ApiSecurity('api-key')
+  @ApiOperation({
+    summary:
+      'Cancel every unfinished run of the sweep in one call: queued runs at once (their jobs leave the queue), running ones stop between two steps',
+  })
+  cancel(@Param('id') id: string) {
+    return this.sweeps.cancel(parseId(id));
   }
 
   @Sse(':id/events')

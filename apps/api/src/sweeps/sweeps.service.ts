@@ -1,4 +1,4 @@
-import { Injectable, NotFoundException, type MessageEvent } from '@nestjs/common';
+import { ConflictException, Injectable, Logger, NotFoundException, type MessageEvent } from '@nestjs/common';
 import type { Observable } from 'rxjs';
 import { buildAblationTable, canonicalAxes, rowValueOf, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
 import {
@@ -6,7 +6,9 @@ import {
   isTerminalSweepStatus,
   JobQueue,
   RunRepository,
+  runStatusEvent,
   SweepRepository,
+  sweepOutcome,
   sweepStatusEvent,
   type SweepEntity,
 } from '@ice/orchestration';
@@ -19,6 +21,8 @@ export type TableResponse = { format: 'json'; body: unknown } | { format: 'csv' 
 
 @Injectable()
 export class SweepsService {
+  private readonly log = new Logger('sweeps');
+
   constructor(
     private readonly sweeps: SweepRepository,
     private readonly runs: RunRepository,
@@ -92,6 +96,44 @@ export class SweepsService {
       case 'markdown':
         return { format: 'markdown', body: tableToMarkdown(table, q.digits) + '\n' };
     }
+  }
+
+  /**
+   * Cancels every unfinished run of a sweep in one call: one UPDATE cancels the queued runs and
+   * flags the running ones, their jobs leave the queue at once (bulk removal), and the running
+   * ones' workers are told to stop (between two training steps). When nothing is left running,
+   * the sweep is settled here; otherwise its finalize job settles it when the last run stops.
+   */
+  async cancel(id: string) {
+    const sweep = await this.require(id);
+    if (isTerminalSweepStatus(sweep.status)) throw new ConflictException(`sweep ${id} has already finished (${sweep.status})`);
+    const t0 = performance.now();
+    const { cancelled, stopping } = await this.runs.requestCancelOfSweep(id);
+    const removedJobs = await this.queue.removeRunJobs(cancelled);
+    await Promise.all(stopping.map((r) => this.bus.requestCancel({ runId: r.id })));
+    // One event per cancelled run would be thousands: the sweep's stream carries the counts, each run's own stream its status.
+    const counts = await this.sweeps.countsOf(id);
+    if (counts.queued === 0 && counts.running === 0 && (await this.sweeps.setStatus(id, sweepOutcome(counts)))) {
+      await this.bus.publish(sweepStatusEvent(id, sweepOutcome(counts), counts));
+    } else {
+      await this.bus.publish(sweepStatusEvent(id, (await this.require(id)).status, counts));
+    }
+    await this.publishRunStatuses(
+      id,
+      cancelled.map((r) => r.id),
+    );
+    this.log.log(
+      `sweep ${id}: cancelled ${cancelled.length} queued runs (${removedJobs} jobs removed) and stopping ${stopping.length} running in ${Math.round(performance.now() - t0)} ms`,
+    );
+    const after = await this.require(id);
+    return { ...sweepView(after, counts), cancelled: cancelled.length, stopping: stopping.length, removedJobs };
+  }
+
+  /** Each cancelled run's status event (so that its own stream ends), from one read of the sweep's rows. */
+  private async publishRunStatuses(sweepId: string, ids: readonly string[]): Promise<void> {
+    const wanted = new Set(ids);
+    const rows = (await this.runs.ofSweep(sweepId)).filter((r) => wanted.has(r.id));
+    for (let i = 0; i < rows.length; i += 500) await Promise.all(rows.slice(i, i + 500).map((r) => this.bus.publish(runStatusEvent(r))));
   }
 
   events(id: string): Observable<MessageEvent> {
