@@ -29,6 +29,7 @@ export class RunsService {
   /** One experiment: validated, stored, queued (one job per data-parallel rank). */
   async submit(raw: unknown) {
     const config = this.rules.runConfig(raw);
+    await this.rules.admit([config]);
     const run = await this.runs.create({ cellKey: '', cell: {}, seed: config.seed, config: this.rules.stored(config) });
     try {
       await this.queue.enqueueRun({ runId: run.id, config });

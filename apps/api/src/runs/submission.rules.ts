@@ -14,6 +14,7 @@ import {
   assertExists,
   assertInsideRoots,
   ORCHESTRATION_CONFIG,
+  WorkerRegistry,
   type OrchestrationConfig,
   type StoredRunConfig,
 } from '@ice/orchestration';
@@ -30,6 +31,7 @@ export class SubmissionRules {
   constructor(
     @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
     private readonly artifacts: ArtifactStore,
+    private readonly workers: WorkerRegistry,
   ) {}
 
   runConfig(raw: unknown, field = ''): RunConfig {
@@ -57,6 +59,27 @@ export class SubmissionRules {
       assertInsideRoots(`${prefix}model.weights`, config.model.weights, [...this.config.dataRoots, this.artifacts.root]);
       assertExists(`${prefix}model.weights`, config.model.weights, 'file');
     }
+  }
+
+  /**
+   * Data-parallel admission: a run of worldSize W needs W training slots free at the same time
+   * (its ranks wait for each other, each holding a worker). Refused with 409 (NO_CAPACITY) when
+   * the live workers' free slots — their slots minus the jobs running and the jobs queued ahead —
+   * are fewer than W, instead of holding workers for minutes and failing later. Single-rank runs
+   * queue as always. For a sweep, its widest cell counts (its cells run one after another).
+   */
+  async admit(configs: readonly RunConfig[]): Promise<void> {
+    const W = configs.reduce((m, c) => Math.max(m, c.worldSize), 1);
+    if (W <= 1) return;
+    const c = await this.workers.capacity('training');
+    if (W <= c.free) return;
+    throw new IceError(
+      'NO_CAPACITY',
+      `worldSize ${W} needs ${W} free training slots at once, and ${c.free} ${c.free === 1 ? 'is' : 'are'} free ` +
+        `(${c.workers} live worker${c.workers === 1 ? '' : 's'} with ${c.slots} slot${c.slots === 1 ? '' : 's'}, ${c.active} running a job, ${c.queued} queued ahead): ` +
+        'its ranks would hold workers waiting for one another. Start more workers (or raise WORKER_CONCURRENCY), wait for the queue to drain, or lower worldSize',
+      { worldSize: W, ...c },
+    );
   }
 
   /** Every rank's shard of an epoch must hold at least one batch (the workers would fail on it after queueing). */

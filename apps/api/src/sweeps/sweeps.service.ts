@@ -34,6 +34,7 @@ export class SweepsService {
   /** A grid of runs as one flow; every (cell, seed) is validated before anything is stored. */
   async submit(raw: unknown) {
     const { request, cells } = this.rules.sweep(raw);
+    await this.rules.admit(cells.map((c) => c.config));
     const { sweep, runs } = await this.sweeps.create({
       name: request.name ?? null,
       spec: request,

@@ -38,6 +38,7 @@ const EnvSchema = z.object({
   PORT: intFromEnv(0, 65535).default(3000),
   WORKER_CONCURRENCY: intFromEnv(1, 64).default(1),
   WORKER_QUEUES: z.string().optional(),
+  WORKER_HEARTBEAT_MS: intFromEnv(100).default(2000),
   LOCK_DURATION_MS: intFromEnv(1000).default(30_000),
   STALLED_INTERVAL_MS: intFromEnv(500).default(30_000),
   PROGRESS_INTERVAL_MS: intFromEnv(100).default(2000),
@@ -75,6 +76,8 @@ export interface OrchestrationConfig {
     /** Queues this worker takes jobs from (default: all). */
     queues: QueueName[];
     concurrency: number;
+    /** How often a worker beats in the registry; 3 missed beats and its jobs are taken back (WorkerRegistry). */
+    heartbeatMs: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
     progressIntervalMs: number;
@@ -150,6 +153,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       id: e.WORKER_ID ?? `${os.hostname()}-${process.pid}`,
       queues: queues as QueueName[],
       concurrency: e.WORKER_CONCURRENCY,
+      heartbeatMs: e.WORKER_HEARTBEAT_MS,
       lockDurationMs: e.LOCK_DURATION_MS,
       stalledIntervalMs: e.STALLED_INTERVAL_MS,
       progressIntervalMs: e.PROGRESS_INTERVAL_MS,
