@@ -123,6 +123,13 @@ describe('ablation table', () => {
     { values: { alpha: 1, lambda_class: 0.5 }, seed: 0, status: 'failed', metrics: null },
   ];
 
+  it('keeps a metric named __proto__ an own field of its line (no prototype is touched)', () => {
+    const t = buildAblationTable(outcomes, ['alpha'], ['__proto__', 'miou']);
+    expect(Object.hasOwn(t.lines[0].cells, '__proto__')).toBe(true);
+    expect(Object.getPrototypeOf(t.lines[0].cells)).toBe(Object.prototype);
+    expect(t.lines[0].cells.miou.mean).toBeCloseTo(0.6, 12);
+  });
+
   it('gives mean ± sample std per cell and marks missing runs', () => {
     const t = buildAblationTable(outcomes, ['alpha', 'lambda_class']);
     expect(t.lines[0].cells.miou.mean).toBeCloseTo(0.6, 12);
