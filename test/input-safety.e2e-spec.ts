@@ -132,6 +132,9 @@ describe('input safety, paths and read access (e2e)', () => {
     const other = await post('/experiments', TINY_RUN);
     await runs.fail(other.body.id, `could not read ${path.join(dir, 'x.bin')}`, true);
     expect((await http(api.url, 'GET', `/runs/${other.body.id}`)).body.error).toBe(`could not read runs/${id}/x.bin`);
+    // SSE events go through the same rule.
+    const failed = await readSse(`${api.url}/runs/${other.body.id}/events`, { timeoutMs: 10_000, until: (e) => e.event === 'run.status' });
+    expect(failed[failed.length - 1].data).toMatchObject({ status: 'failed', error: `could not read runs/${id}/x.bin` });
     const got = await http(api.url, 'GET', `/runs/${id}`);
     expect(got.body).toMatchObject({
       checkpoint: `runs/${id}/final.safetensors`,
