@@ -38,20 +38,22 @@ export class IceErrorFilter implements ExceptionFilter {
     if (res.headersSent) return;
     if (exception instanceof IceError) {
       const status = httpStatusOf(exception.code);
-      res.status(status).json({ statusCode: status, code: exception.code, message: this.paths.redact(exception.message) });
+      res.status(status).json({ statusCode: status, code: exception.code, message: this.paths.redact(exception.message, 'keep') });
       return;
     }
     if (exception instanceof HttpException) {
       const body = exception.getResponse();
       res
         .status(exception.getStatus())
-        .json(this.paths.redact(typeof body === 'string' ? { statusCode: exception.getStatus(), message: body } : body));
+        .json(this.paths.redact(typeof body === 'string' ? { statusCode: exception.getStatus(), message: body } : body, 'keep'));
       return;
     }
     // Body-parser errors (malformed JSON) carry a status but are not HttpExceptions.
     const status = (exception as { status?: unknown }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      res.status(status).json({ statusCode: status, code: 'INPUT_INVALID', message: this.paths.redact((exception as Error).message) });
+      res
+        .status(status)
+        .json({ statusCode: status, code: 'INPUT_INVALID', message: this.paths.redact((exception as Error).message, 'keep') });
       return;
     }
     this.log.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));

@@ -7,6 +7,12 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/** The API's own top-level routes: a string starting with one is a URL, not a server path. */
+const API_ROUTES = new Set(['evaluations', 'runs', 'sweeps', 'experiments', 'queues', 'docs', 'health', 'ui']);
+
+/** An absolute path of two or more segments, at the start of a string or after a space, quote, bracket, = or comma. */
+const OTHER_ABSOLUTE_PATH = /(^|[\s'"(\[=,])(\/([\w.@+-]+)\/(?:[\w.@+-]+\/)*[\w.@+-]*)/g;
+
 function isPlain(v: object): boolean {
   const proto = Object.getPrototypeOf(v) as unknown;
   return proto === Object.prototype || proto === null || Array.isArray(v);
@@ -47,22 +53,32 @@ export class PublicPaths {
     return path.basename(abs);
   }
 
-  /** Every string in a JSON value (objects, arrays, strings; other class instances untouched) with the server's paths made relative. */
-  redact<T>(value: T): T {
-    return this.walk(value) as T;
+  /**
+   * Every string in a JSON value (objects, arrays, strings; other class instances untouched) with
+   * the server's paths made relative to their root. `elsewhere: 'basename'` (bodies and events)
+   * also cuts any other absolute file path down to its name (a library's path in the backend
+   * line, a path in a worker's error); error messages keep them (`'keep'`), since there they echo
+   * the client's own input ("/etc/passwd is outside the configured data roots").
+   */
+  redact<T>(value: T, elsewhere: 'basename' | 'keep' = 'basename'): T {
+    return this.walk(value, elsewhere) as T;
   }
 
-  private walk(v: unknown): unknown {
-    if (typeof v === 'string') return this.text(v);
+  private walk(v: unknown, elsewhere: 'basename' | 'keep'): unknown {
+    if (typeof v === 'string') return this.text(v, elsewhere);
     if (typeof v !== 'object' || v === null) return v;
     if (v instanceof Date || !isPlain(v)) return v;
-    if (Array.isArray(v)) return v.map((x) => this.walk(x));
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.walk(x)]));
+    if (Array.isArray(v)) return v.map((x) => this.walk(x, elsewhere));
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.walk(x, elsewhere)]));
   }
 
-  /** Paths inside the roots, whole strings or inside messages, made relative; anything else (URLs like /evaluations/…) as it is. */
-  private text(s: string): string {
-    return this.pattern ? s.replace(this.pattern, (m) => (m.endsWith(path.sep) ? '' : '.')) : s;
+  /** Paths inside the roots, whole strings or inside messages, made relative; the API's own URLs (/evaluations/…) as they are. */
+  private text(s: string, elsewhere: 'basename' | 'keep'): string {
+    const inRoots = this.pattern ? s.replace(this.pattern, (m) => (m.endsWith(path.sep) ? '' : '.')) : s;
+    if (elsewhere === 'keep') return inRoots;
+    return inRoots.replace(OTHER_ABSOLUTE_PATH, (m: string, before: string, p: string, first: string) =>
+      API_ROUTES.has(first) ? m : `${before}${path.posix.basename(p)}`,
+    );
   }
 }
 
