@@ -11,7 +11,7 @@ function escapeRegExp(s: string): string {
 const API_ROUTES = new Set(['evaluations', 'runs', 'sweeps', 'experiments', 'queues', 'docs', 'health', 'ui']);
 
 /** An absolute path of two or more segments, at the start of a string or after a space, quote, bracket, = or comma. */
-const OTHER_ABSOLUTE_PATH = /(^|[\s'"(\[=,])(\/([\w.@+-]+)\/(?:[\w.@+-]+\/)*[\w.@+-]*)/g;
+const OTHER_ABSOLUTE_PATH = /(^|[\s'"([=,])(\/([\w.@+-]+)\/(?:[\w.@+-]+\/)*[\w.@+-]*)/g;
 
 function isPlain(v: object): boolean {
   const proto = Object.getPrototypeOf(v) as unknown;
