@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { IceError, parseInput } from '@ice/core';
 import { parseRunConfig, type RunConfig } from './run.contract';
-import { canonicalAxes, setConfigPath } from './sweep-axes';
+import { canonicalAxes, knownAxesText, setConfigPath } from './sweep-axes';
 
 export const MAX_CELLS_DEFAULT = 1000;
 
@@ -18,7 +18,8 @@ export const SweepRequestSchema = z
     /** Axis → values; α and λ_class first by convention. */
     grid: z
       .record(z.string(), z.array(z.union([z.number(), z.string(), z.boolean()])).min(1))
-      .refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis'),
+      .refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis')
+      .describe(`axis → values; an axis is a run config path or an alias of one: ${knownAxesText()}`),
     /** Repeats of every cell with these seeds (default: the base seed only). */
     seeds: z.array(z.number().int().min(0)).min(1).optional(),
     /** Required to submit more than MAX_CELLS_DEFAULT cells. */
