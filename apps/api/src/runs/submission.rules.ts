@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { IceError, vitConfig } from '@ice/core';
 import {
   batchesPerEpoch,
@@ -19,6 +19,14 @@ import {
   type StoredRunConfig,
 } from '@ice/orchestration';
 
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 /**
  * What a submission must satisfy beyond its schema: files it names inside the configured data
  * roots (weights may also come from the artifact directory, i.e. a finished run's checkpoint) and
@@ -28,6 +36,8 @@ import {
  */
 @Injectable()
 export class SubmissionRules {
+  private readonly log = new Logger('submission');
+
   constructor(
     @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
     private readonly artifacts: ArtifactStore,
@@ -71,8 +81,12 @@ export class SubmissionRules {
   async admit(configs: readonly RunConfig[]): Promise<void> {
     const W = configs.reduce((m, c) => Math.max(m, c.worldSize), 1);
     if (W <= 1) return;
-    const c = await this.workers.capacity('training');
-    if (W <= c.free) return;
+    const c = await withTimeout(this.workers.capacity('training'), 2000).catch((e: unknown) => {
+      // Redis away: the slots are unknown, and no worker takes a job meanwhile anyway; admit rather than refuse blindly.
+      this.log.warn(`admission of worldSize ${W} without a capacity check: the worker registry did not answer (${(e as Error).message})`);
+      return null;
+    });
+    if (!c || W <= c.free) return;
     throw new IceError(
       'NO_CAPACITY',
       `worldSize ${W} needs ${W} free training slots at once, and ${c.free} ${c.free === 1 ? 'is' : 'are'} free ` +

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { OnApplicationShutdown } from '@nestjs/common';
+import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Job, Queue } from 'bullmq';
 import type { OrchestrationConfig } from '../config/orchestration.config';
 import { QUEUE_NAMES, type QueueName } from '../queue/queues';
@@ -53,6 +53,19 @@ export class WorkerRegistry implements OnApplicationShutdown {
     redis?: Redis,
   ) {
     this.redis = redis ?? createRedis(config.redisUrl, 'ice-worker-registry');
+    if (!redis) {
+      // ioredis retries on its own; say so once per outage, not once per retry (commands that fail report the rest).
+      const log = new Logger('worker-registry');
+      let down = false;
+      this.redis.on('error', (e: Error) => {
+        if (!down) log.warn(`Redis unreachable (${e.message}); retrying`);
+        down = true;
+      });
+      this.redis.on('ready', () => {
+        if (down) log.log('Redis reachable again');
+        down = false;
+      });
+    }
   }
 
   private get hashKey(): string {
@@ -97,6 +110,7 @@ export class WorkerRegistry implements OnApplicationShutdown {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.redis, prefix: this.config.queuePrefix });
+      q.on('error', () => undefined); // the shared connection's errors are reported above
       this.queues.set(name, q);
     }
     return q;
