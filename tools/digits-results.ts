@@ -174,7 +174,7 @@ async function run(config: unknown, dir: string, label: string): Promise<RunResu
 async function ablation(variant: 'official' | 'paper'): Promise<{ table: string; dirs: Map<string, string>; outcomes: RunOutcome[] }> {
   const { cells } = expandSweep({
     base: base({ loss: { variant } }),
-    grid: { alpha: [0.5, 1.0], lambda_class: [0.5, 0.975] },
+    grid: { 'loss.alpha': [0.5, 1.0], 'loss.lambdaClass': [0.5, 0.975] },
     seeds: [0, 1],
   });
   const outcomes: RunOutcome[] = [];
@@ -189,7 +189,7 @@ async function ablation(variant: 'official' | 'paper'): Promise<{ table: string;
     table: tableToMarkdown(
       buildAblationTable(
         outcomes,
-        ['alpha', 'lambda_class'],
+        ['loss.alpha', 'loss.lambdaClass'],
         ['pix_acc', 'miou', 'iou_fg', 'map', 'ice_top1', 'ice_no_fg', 'top1', 'fg_fraction'],
       ),
       4,
@@ -368,7 +368,7 @@ async function main(): Promise<void> {
     path.join(opts.out, 'ice-paper'),
     'ICE paper',
   );
-  const table1Model = official.dirs.get('alpha=0.5,lambda_class=0.975,seed=0')!;
+  const table1Model = official.dirs.get('loss.alpha=0.5,loss.lambdaClass=0.975,seed=0')!;
   const ice = {
     checkpoint: table1Model,
     metrics: (
@@ -409,7 +409,7 @@ async function main(): Promise<void> {
   const degenerate = (test: (m: Record<string, number>) => boolean): string => {
     const hits = [...official.outcomes.map((o) => ({ o, v: 'official' })), ...paperAbl.outcomes.map((o) => ({ o, v: 'paper' }))]
       .filter(({ o }) => o.metrics !== null && test(o.metrics))
-      .map(({ o, v }) => `${v} α ${o.values.alpha} λ ${o.values.lambda_class} seed ${o.seed}`);
+      .map(({ o, v }) => `${v} α ${o.values['loss.alpha']} λ ${o.values['loss.lambdaClass']} seed ${o.seed}`);
     return hits.length ? `${hits.length}: ${hits.join('; ')}` : 'none';
   };
   const fg = (name: string, m: Record<string, number>): string =>

@@ -3,6 +3,7 @@ import {
   EventBus,
   HandlesJob,
   SweepRepository,
+  sweepOutcome,
   sweepStatusEvent,
   type JobHandler,
   type JobPayload,
@@ -10,13 +11,8 @@ import {
   type SweepStatus,
 } from '@ice/orchestration';
 
-export function sweepOutcome(c: StatusCounts): SweepStatus {
-  const total = c.queued + c.running + c.succeeded + c.failed + c.cancelled;
-  if (c.succeeded === total) return 'succeeded';
-  if (c.cancelled === total) return 'cancelled';
-  if (c.succeeded === 0) return 'failed';
-  return 'partial';
-}
+// Shared with the API's bulk cancel, which settles a sweep whose runs are all cancelled at once.
+export { sweepOutcome };
 
 /** The flow's parent: runs when every run of the sweep has finished, and records the sweep's outcome. */
 @Injectable()

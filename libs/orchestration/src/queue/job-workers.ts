@@ -20,6 +20,7 @@ import {
 } from './job-handler';
 import { jobIds, type JobName } from './jobs';
 import type { QueueProcessor } from './queue-processor';
+import { WorkerPresence } from '../workers/worker-presence';
 
 /** The processors of the queues this worker consumes (see QueueModule.forConsumer). */
 export const QUEUE_PROCESSORS = Symbol('QUEUE_PROCESSORS');
@@ -41,13 +42,22 @@ export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShut
     private readonly discovery: DiscoveryService,
     private readonly reflector: Reflector,
     private readonly bus: EventBus,
+    private readonly presence: WorkerPresence,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     const handlers = buildHandlerMap(this.discoverHandlers());
     this.offCancel = await this.bus.onCancel(({ runId }) => this.cancelRun(runId));
     for (const p of this.processors) {
-      p.route((job, token, signal) => dispatchJob(handlers, p.queue, job, token, signal));
+      p.route(async (job, token, signal) => {
+        // The registry knows which jobs this worker holds, so that they are taken back at once if it dies.
+        if (job.id && token) this.presence.hold(p.queue, job.id, token);
+        try {
+          return await dispatchJob(handlers, p.queue, job, token, signal);
+        } finally {
+          if (job.id) this.presence.release(p.queue, job.id);
+        }
+      });
       const { worker } = p;
       worker.on('error', (e) => this.log.error(`${p.queue}: ${e.message}`));
       worker.on('failed', (job, e) => this.log.warn(`${p.queue}: job ${job?.id} failed: ${e.message}`));
