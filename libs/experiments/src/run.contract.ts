@@ -161,7 +161,11 @@ export interface RunProgress extends LossStats {
   lr: number;
   /** The group's images per second (every rank trains at the group's pace). */
   imgPerSec: number;
-  etaSeconds: number;
+  /**
+   * Seconds left at the rate since the previous report; null in a session's first report, whose
+   * window is mostly start-up (kernel compilation, loader warm-up) and would read far too long.
+   */
+  etaSeconds: number | null;
 }
 
 /** The latest report as a run's row keeps it (the series go to the metric points, see progressSeries). */
@@ -201,3 +205,10 @@ export interface RunResult {
   backend: string;
   durationMs: number;
 }
+
+/**
+ * A run's lifecycle, one vocabulary for the API, the workers, the CLI and the tools (a run that
+ * ended well is `succeeded`, everywhere); terminal states never change again.
+ */
+export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];

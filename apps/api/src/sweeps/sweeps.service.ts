@@ -122,7 +122,7 @@ export class SweepsService {
       subscribe: (fn) => this.bus.onSweepEvent(id, fn),
       snapshot: async () => {
         const sweep = await this.require(id);
-        return [sweepStatusEvent(id, sweep.status, await this.sweeps.countsOf(id))];
+        return [sweepStatusEvent(sweep, await this.sweeps.countsOf(id))];
       },
       isEnd: (e) => e.type === 'sweep.status' && isTerminalSweepStatus(e.status),
     });

@@ -43,7 +43,7 @@ export function registerTrainCommands(program: Command): void {
         const label = `[${i + 1}/${cells.length}] ${cell.cellKey} seed ${cell.seed}`;
         try {
           const r = await runOnce(cell.config, dir, label);
-          outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
+          outcomes.push({ values: cell.values, seed: cell.seed, status: 'succeeded', metrics: r.metrics });
         } catch (e) {
           if (e instanceof IceError && e.code === 'CONFIG_INVALID') throw e;
           process.stderr.write(`${label}: failed: ${(e as Error).message}\n`);
