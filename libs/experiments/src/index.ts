@@ -5,3 +5,4 @@ export * from './run-evaluation';
 export * from './sweep';
 export * from './ablation-table';
 export * from './run-once';
+export * from './json-schema';

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { IceError, parseInput } from '@ice/core';
-import { parseRunConfig, type RunConfig } from './run.contract';
+import { parseRunConfig, withoutSchemaRef, type RunConfig } from './run.contract';
 
 export const AXIS_ALIASES: Readonly<Record<string, string>> = {
   alpha: 'loss.alpha',
@@ -58,7 +58,7 @@ function setPath(target: Record<string, unknown>, dotted: string, value: unknown
 
 /** Every (cell, seed) of the grid as a validated run config; errors name the offending cell. */
 export function expandSweep(raw: unknown): { request: SweepRequest; cells: SweepCell[] } {
-  const request = parseInput(SweepRequestSchema, raw, 'CONFIG_INVALID', 'sweep');
+  const request = parseInput(SweepRequestSchema, withoutSchemaRef(raw), 'CONFIG_INVALID', 'sweep');
   const axes = Object.keys(request.grid);
   const base = parseRunConfig(request.base); // the base alone must be valid
   const seeds = request.seeds ?? [base.seed];

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { IceError } from '@ice/core';
-import { buildAblationTable, expandSweep, runOnce, RunOutcome, tableToMarkdown } from '@ice/experiments';
+import { buildAblationTable, expandSweep, RUN_METRICS, runOnce, RunOutcome, tableToMarkdown } from '@ice/experiments';
 
 function readJson(file: string): unknown {
   if (!fs.existsSync(file)) throw new IceError('FILE_NOT_FOUND', `config file ${file} does not exist`);
@@ -17,12 +17,29 @@ function readJson(file: string): unknown {
   }
 }
 
+/** Where a new user finds what a config file may hold: the examples and the JSON Schema (for editors). */
+const CONFIG_HELP = (kind: 'run' | 'sweep'): string => {
+  const schema = kind === 'run' ? 'run-config.json' : 'sweep.json';
+  const examples =
+    kind === 'run'
+      ? 'configs/*.run.json (ICE official, paper head, ICE-f, data-parallel) and\n  configs/digits-pretrain.json (classification pre-training of the digits backbone)'
+      : "configs/alpha-lambda.sweep.json (the paper's α × λ_class ablation, two seeds)";
+  return `
+Examples:
+  ${examples}
+Every field with its default and range: the JSON Schema configs/schema/${schema}
+  (the API serves it at /schemas/${schema}); a file with "$schema": "./schema/${schema}"
+  in configs/ is completed and checked by editors.
+The same file goes to the API with \`ice submit ${kind} FILE\`.`;
+};
+
 export function registerTrainCommands(program: Command): void {
   program
     .command('train')
     .description('run one fine-tuning or pre-training run in this process (config: a RunConfig JSON)')
-    .requiredOption('--config <run.json>', 'run configuration (see libs/experiments/src/run-config.ts)')
+    .requiredOption('--config <run.json>', 'run configuration: a JSON file as in configs/*.run.json')
     .requiredOption('--out <dir>', 'run directory (checkpoints, result.json); an unfinished run there is resumed')
+    .addHelpText('after', CONFIG_HELP('run'))
     .action(async (opts: { config: string; out: string }) => {
       const result = await runOnce(readJson(opts.config), opts.out, 'train');
       console.log(JSON.stringify(result, null, 2));
@@ -31,10 +48,11 @@ export function registerTrainCommands(program: Command): void {
   program
     .command('sweep')
     .description('run every cell of a sweep in this process and print the ablation table')
-    .requiredOption('--config <sweep.json>', '{ "base": RunConfig, "grid": { "alpha": [...], "lambda_class": [...] }, "seeds": [...] }')
+    .requiredOption('--config <sweep.json>', 'a sweep: { "base": run config, "grid": { "loss.alpha": [...], ... }, "seeds": [...] }')
     .requiredOption('--out <dir>', 'sweep directory; finished cells are reused')
     .option('--rows <axes>', 'table rows (default: the grid axes)')
-    .option('--metrics <names>', 'table columns (default: all metrics)')
+    .option('--metrics <names>', `table columns (default: all metrics; known: ${RUN_METRICS.join(', ')})`)
+    .addHelpText('after', CONFIG_HELP('sweep'))
     .action(async (opts: { config: string; out: string; rows?: string; metrics?: string }) => {
       const { request, cells } = expandSweep(readJson(opts.config));
       const outcomes: RunOutcome[] = [];
