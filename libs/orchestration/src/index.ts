@@ -18,3 +18,4 @@ export * from './threads/thread-runner';
 export * from './orchestration.module';
 export * from './allreduce/ring-gradient.reducer';
 export * from './allreduce/ring-group';
+export * from './events/sweep-progress';
