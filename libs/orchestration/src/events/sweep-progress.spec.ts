@@ -1,5 +1,5 @@
 import type { OrchestrationEvent } from './orchestration.events';
-import { formatDuration, SweepProgress } from './sweep-progress';
+import { formatDuration, runProgressLine, SweepProgress } from './sweep-progress';
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 const at = (s: number): string => new Date(T0 + s * 1000).toISOString();
@@ -78,6 +78,21 @@ describe('SweepProgress', () => {
     ]);
     expect(p.counts()).toMatchObject({ finished: 1, total: 2, running: 1 });
     expect(p.running()[0]).toMatchObject({ step: 20, etaSeconds: null });
+  });
+
+  it('says it in lines: run k of n, each running run, the ETA once measured', () => {
+    const p = fresh();
+    p.apply(progress('a', 1, 30), T0 + 30_000);
+    expect(p.summaryLine(T0 + 30_000)).toBe('0 of 2 runs finished, 1 running · ETA measuring…');
+    expect(runProgressLine(p.running()[0])).toBe('alpha=0.5 seed 0: step 1/100, loss 1.0000 · ETA –');
+    p.apply(progress('a', 51, 40), T0 + 40_000);
+    expect(runProgressLine(p.running()[0])).toBe('alpha=0.5 seed 0: step 51/100, loss 0.0196 · ETA 10s');
+    expect(p.summaryLine(T0 + 40_000)).toBe('0 of 2 runs finished, 1 running · ETA 30s');
+    p.apply(status('a', 'succeeded', 50), T0 + 50_000);
+    expect(p.finishedLine(p.all()[0])).toBe('run 1 of 2 finished: alpha=0.5 seed 0 succeeded · top1 0.900');
+    p.apply(status('b', 'failed', 51), T0 + 51_000);
+    expect(p.finishedLine(p.all()[1])).toBe('run 2 of 2 finished: alpha=1 seed 0 failed · boom');
+    expect(p.summaryLine(T0 + 51_000)).toBe('2 of 2 runs finished (1 failed), 0 running · ETA 0s');
   });
 
   it('formats durations', () => {

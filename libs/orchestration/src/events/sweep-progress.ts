@@ -175,6 +175,28 @@ export class SweepProgress {
     const rate = this.overallStepsPerSecond(now);
     return rate ? left / rate : null;
   }
+  /** "3 of 12 runs finished (1 failed), 2 running · ETA 4m10s"; the ETA reads "measuring…" until there is a rate. */
+  summaryLine(now: number = Date.now()): string {
+    const c = this.counts();
+    const bad = [c.failed ? `${c.failed} failed` : '', c.cancelled ? `${c.cancelled} cancelled` : ''].filter(Boolean).join(', ');
+    const eta = this.etaSeconds(now);
+    return `${c.finished} of ${c.total} runs finished${bad ? ` (${bad})` : ''}, ${c.running} running · ETA ${eta === null ? 'measuring…' : formatDuration(eta)}`;
+  }
+
+  /** The line a finished run gets: "run 3 of 12 finished: alpha=0.5 seed 0 succeeded · top1 0.91". */
+  finishedLine(run: TrackedRun): string {
+    const c = this.counts();
+    const m = run.metrics;
+    const scores = m ? ['top1', 'ice_top1', 'miou'].filter((k) => typeof m[k] === 'number').map((k) => `${k} ${m[k].toFixed(3)}`) : [];
+    const tail = [...scores, run.status !== 'succeeded' && run.error ? run.error : ''].filter(Boolean).join(', ');
+    return `run ${c.finished} of ${c.total} finished: ${run.label} ${run.status}${tail ? ` · ${tail}` : ''}`;
+  }
+}
+
+/** "alpha=0.5 seed 0: step 120/500, loss 0.1234 · ETA 1m33s" (ETA "–" until the run's rate is measured). */
+export function runProgressLine(run: TrackedRun): string {
+  const loss = run.loss === null ? '' : `, loss ${run.loss.toFixed(4)}`;
+  return `${run.label}: step ${run.step}/${run.totalSteps}${loss} · ETA ${formatDuration(run.etaSeconds)}`;
 }
 
 /** "1h02m", "3m05s", "42s"; "–" when unknown. */
