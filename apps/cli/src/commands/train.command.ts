@@ -22,7 +22,7 @@ const CONFIG_HELP = (kind: 'run' | 'sweep'): string => {
   const schema = kind === 'run' ? 'run-config.json' : 'sweep.json';
   const examples =
     kind === 'run'
-      ? 'configs/*.run.json (ICE official, paper head, ICE-f, data-parallel) and\n  configs/digits-pretrain.json (classification pre-training of the digits backbone)'
+      ? 'configs/*.run.json (ICE official, paper head, ICE-f, data-parallel) and\n  configs/*-pretrain.json (classification pre-training of the digits backbones)'
       : "configs/alpha-lambda.sweep.json (the paper's α × λ_class ablation, two seeds)";
   return `
 Examples:
