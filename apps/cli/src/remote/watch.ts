@@ -91,9 +91,8 @@ class BarsView implements ProgressView {
       if (run && ['succeeded', 'failed', 'cancelled'].includes(run.status)) this.note(p.finishedLine(run));
     }
     const c = p.counts();
-    const eta = p.etaSeconds();
     const bad = c.failed + c.cancelled ? ` · ${c.failed + c.cancelled} failed/cancelled` : '';
-    this.overall.update(c.finished, { info: `· ${c.running} running${bad} · ETA ${eta === null ? 'measuring…' : formatDuration(eta)}` });
+    this.overall.update(c.finished, { info: `· ${c.running} running${bad} · ETA ${p.etaText()}` });
     const running = new Map(p.running().map((r) => [r.id, r]));
     for (const [id, bar] of this.bars) {
       if (!running.has(id)) {
@@ -107,7 +106,7 @@ class BarsView implements ProgressView {
   private updateRun(r: TrackedRun): void {
     const payload = {
       label: r.label.length > 28 ? `${r.label.slice(0, 27)}…` : r.label.padEnd(28),
-      info: `${r.loss === null ? '' : `· loss ${r.loss.toFixed(4)} `}· ETA ${formatDuration(r.etaSeconds)}`,
+      info: `${r.loss === null ? '' : `· loss ${r.loss.toFixed(4)} `}· ETA ${r.step >= r.totalSteps ? 'scoring…' : formatDuration(r.etaSeconds)}`,
     };
     let bar = this.bars.get(r.id);
     if (!bar) {

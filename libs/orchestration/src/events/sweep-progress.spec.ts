@@ -88,6 +88,9 @@ describe('SweepProgress', () => {
     p.apply(progress('a', 51, 40), T0 + 40_000);
     expect(runProgressLine(p.running()[0])).toBe('alpha=0.5 seed 0: step 51/100, loss 0.0196 · ETA 10s');
     expect(p.summaryLine(T0 + 40_000)).toBe('0 of 2 runs finished, 1 running · ETA 30s');
+    // Every step done, the run is being scored: no "ETA 0s" while it still takes time.
+    p.apply(progress('a', 100, 45), T0 + 45_000);
+    expect(runProgressLine(p.running()[0])).toBe('alpha=0.5 seed 0: step 100/100, loss 0.0100 · ETA scoring…');
     p.apply(status('a', 'succeeded', 50), T0 + 50_000);
     expect(p.finishedLine(p.all()[0])).toBe('run 1 of 2 finished: alpha=0.5 seed 0 succeeded · top1 0.900');
     p.apply(status('b', 'failed', 51), T0 + 51_000);

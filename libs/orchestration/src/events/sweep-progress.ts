@@ -179,8 +179,14 @@ export class SweepProgress {
   summaryLine(now: number = Date.now()): string {
     const c = this.counts();
     const bad = [c.failed ? `${c.failed} failed` : '', c.cancelled ? `${c.cancelled} cancelled` : ''].filter(Boolean).join(', ');
+    return `${c.finished} of ${c.total} runs finished${bad ? ` (${bad})` : ''}, ${c.running} running · ETA ${this.etaText(now)}`;
+  }
+
+  /** The ETA as shown: "measuring…" until there is a rate, "scoring…" once every step is done but runs are still being scored. */
+  etaText(now: number = Date.now()): string {
     const eta = this.etaSeconds(now);
-    return `${c.finished} of ${c.total} runs finished${bad ? ` (${bad})` : ''}, ${c.running} running · ETA ${eta === null ? 'measuring…' : formatDuration(eta)}`;
+    if (eta === 0 && this.all().some((r) => !isTerminalRunStatus(r.status))) return 'scoring…';
+    return eta === null ? 'measuring…' : formatDuration(eta);
   }
 
   /** The line a finished run gets: "run 3 of 12 finished: alpha=0.5 seed 0 succeeded · top1 0.91". */
@@ -193,10 +199,11 @@ export class SweepProgress {
   }
 }
 
-/** "alpha=0.5 seed 0: step 120/500, loss 0.1234 · ETA 1m33s" (ETA "–" until the run's rate is measured). */
+/** "alpha=0.5 seed 0: step 120/500, loss 0.1234 · ETA 1m33s" (ETA "–" until the run's rate is measured, "scoring…" after its last step). */
 export function runProgressLine(run: TrackedRun): string {
   const loss = run.loss === null ? '' : `, loss ${run.loss.toFixed(4)}`;
-  return `${run.label}: step ${run.step}/${run.totalSteps}${loss} · ETA ${formatDuration(run.etaSeconds)}`;
+  const eta = run.step >= run.totalSteps && !isTerminalRunStatus(run.status) ? 'scoring…' : formatDuration(run.etaSeconds);
+  return `${run.label}: step ${run.step}/${run.totalSteps}${loss} · ETA ${eta}`;
 }
 
 /** "1h02m", "3m05s", "42s"; "–" when unknown. */
