@@ -142,12 +142,26 @@ describe('ice remote verbs (e2e)', () => {
       expect(viaCli.err).toContain(String(direct.body.message));
     }
 
+    // An example evaluation file for one of the sweep's runs (--run replaces the weights it names); then cancelled.
+    const evalSubmitted = await ice(['submit', 'eval', path.join(ROOT, 'configs', 'ice-maps.eval.json'), '--run', runId, '--api', api.url]);
+    expect(evalSubmitted).toMatchObject({ code: 0, err: expect.stringMatching(/^submitted evaluation /) });
+    const evalId = evalSubmitted.out.trim();
+    expect((await http(api.url, 'GET', `/evaluations/${evalId}`)).body).toMatchObject({ runId, protocol: 'segmentation' });
+    expect(await ice(['status', evalId, '--api', api.url])).toMatchObject({
+      out: expect.stringMatching(/^evaluation .* \(segmentation of run /),
+    });
+    expect(await ice(['cancel', evalId, '--api', api.url])).toMatchObject({ code: 0, out: `evaluation ${evalId}: cancel requested\n` });
+    expect(await ice(['submit', 'run', sweepFile, '--run', runId, '--api', api.url])).toMatchObject({
+      code: 2,
+      err: /--run only goes with submit eval/,
+    });
+
     const listed = await ice(['ls', 'sweeps', '--api', api.url]);
     expect(listed.out).toMatch(new RegExp(`${id}\\s+succeeded\\s+2/2 finished .* cli-sweep`));
     expect(JSON.parse((await ice(['ls', '--api', api.url, '--json', '--limit', '5'])).out)).toMatchObject({
       sweeps: [expect.objectContaining({ id })],
       runs: expect.any(Array),
-      evaluations: [],
+      evaluations: [expect.objectContaining({ id: evalId })],
     });
   }, 180_000);
 
