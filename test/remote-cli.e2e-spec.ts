@@ -86,7 +86,7 @@ describe('ice remote verbs (e2e)', () => {
       $schema: './schema/sweep.json',
       name: 'cli-sweep',
       base: TINY_RUN,
-      grid: { alpha: [0.5, 1] },
+      grid: { 'loss.alpha': [0.5, 1] },
       seeds: [0],
     });
     const submitted = await ice(['submit', 'sweep', sweepFile, '--api', api.url]);
@@ -99,9 +99,9 @@ describe('ice remote verbs (e2e)', () => {
 
     const watched = await ice(['watch', id, '--api', api.url]);
     expect(watched.code).toBe(0);
-    expect(watched.err).toMatch(/sweep .* \(cli-sweep\): 2 runs over alpha/);
-    expect(watched.err).toMatch(/run 1 of 2 finished: alpha=0\.5 seed 0 succeeded|run 1 of 2 finished: alpha=1 seed 0 succeeded/);
-    expect(watched.err).toMatch(/run 2 of 2 finished: alpha=.* seed 0 succeeded · top1 /);
+    expect(watched.err).toMatch(/sweep .* \(cli-sweep\): 2 runs over loss\.alpha/);
+    expect(watched.err).toMatch(/run 1 of 2 finished: loss\.alpha=(0\.5|1) seed 0 succeeded/);
+    expect(watched.err).toMatch(/run 2 of 2 finished: loss\.alpha=(0\.5|1) seed 0 succeeded · top1 /);
     expect(watched.out).toMatch(/^sweep .*: succeeded since /);
     expect(watched.out).toMatch(/2 of 2 finished \(2 succeeded, 0 failed, 0 cancelled\)/);
 
@@ -124,13 +124,13 @@ describe('ice remote verbs (e2e)', () => {
     const csv = await ice(['table', id, '--api', api.url, '--format', 'csv', '--metrics', 'top1']);
     expect(csv.code).toBe(0);
     const lines = csv.out.trim().split('\n');
-    expect(lines[0]).toMatch(/^alpha,top1_mean,top1_std,top1_n,/);
+    expect(lines[0]).toMatch(/^loss\.alpha,top1_mean,top1_std,top1_n,/);
     expect(lines).toHaveLength(3);
     const md = await ice(['table', id, '--api', api.url, '--metrics', 'top1,miou']);
-    expect(md.out.split('\n')[0]).toBe('| alpha | top1 | miou | iou_fg | fg_fraction | runs | flag |');
+    expect(md.out.split('\n')[0]).toBe('| loss.alpha | top1 | miou | iou_fg | fg_fraction | runs | flag |');
     const saved = path.join(tmp, 'table.json');
     expect((await ice(['table', id, '--api', api.url, '--format', 'json', '--out', saved])).code).toBe(0);
-    expect(JSON.parse(fs.readFileSync(saved, 'utf8'))).toMatchObject({ sweepId: id, rows: ['alpha'] });
+    expect(JSON.parse(fs.readFileSync(saved, 'utf8'))).toMatchObject({ sweepId: id, rows: ['loss.alpha'] });
 
     // An unknown metric is the API's 400, with its list of the known ones; eval_images is a count, not a metric.
     for (const bogus of ['bogus', 'eval_images']) {

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { VIT_PRESETS } from '@ice/core';
 import { RunConfigSchema } from './run.contract';
-import { AXIS_ALIASES, SweepRequestSchema } from './sweep';
+import { SweepRequestSchema } from './sweep';
 
 export type JsonSchema = Record<string, unknown>;
 
@@ -60,10 +60,8 @@ export function sweepJsonSchema(): JsonSchema {
       grid: {
         ...props.grid,
         description:
-          'axis → values. An axis is a run config field by its dotted path (e.g. loss.alpha) or a short alias: ' +
-          Object.entries(AXIS_ALIASES)
-            .map(([a, p]) => `${a} (${p})`)
-            .join(', '),
+          'axis → values. An axis is a run config field by its dotted path (e.g. loss.alpha, loss.lambdaClass, optimizer.lr) ' +
+          'or a short alias of one (alpha, lambda_class, lr, …)',
       },
     },
   };
