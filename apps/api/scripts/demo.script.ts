@@ -308,7 +308,7 @@ async function main(): Promise<void> {
     WORKERS: workers,
   });
   log(`${workers} worker(s) started; logs in ${LOG_DIR}`);
-  log(`results page (live while the demo runs): ${API}/ui`);
+  log(`results page (live while the demo runs): ${API}/ui/`);
 
   let backbone: string;
   if (!QUICK && fs.existsSync(COMMITTED_BACKBONE)) {
@@ -329,8 +329,8 @@ async function main(): Promise<void> {
   const saved = await saveTable(sweep, `rows=alpha,lambda_class&metrics=${TABLE_METRICS}`);
   log(`table saved: ${saved.join(', ')}`);
   log(
-    `results page: ${API}/ui (sweep ${sweep.id}); the demo stops the API now: to browse the results again, run ` +
-      `PORT=${PORT} API_KEYS=${API_KEY} DATA_DIR=${DATA_DIR}${process.env.DATABASE_URL ? ' DATABASE_URL=…' : ''} npm run start:api`,
+    `results page: ${API}/ui/#/sweeps/${sweep.id} (the demo stops the API now; to browse the results again, run ` +
+      `PORT=${PORT} API_KEYS=${API_KEY} DATA_DIR=${DATA_DIR}${process.env.DATABASE_URL ? ' DATABASE_URL=…' : ''} npm run start:api)`,
   );
   await shutdown(0);
 }
