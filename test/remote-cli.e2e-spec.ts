@@ -96,6 +96,7 @@ describe('ice remote verbs (e2e)', () => {
     });
     const id = submitted.out.trim();
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(submitted.err).toContain(`results page: ${api.url}/ui/#/sweeps/${id}`);
 
     const watched = await ice(['watch', id, '--api', api.url]);
     expect(watched.code).toBe(0);

@@ -95,7 +95,8 @@ async function submit(kind: SubmitKind, file: string, opts: ApiOpts & { watch?: 
   const what = kind === 'eval' ? 'evaluation' : kind;
   process.stderr.write(
     `submitted ${what} ${created.id}${created.runCount !== undefined ? ` (${created.runCount} runs)` : ''}: ${created.status}` +
-      `${opts.watch ? '' : `; follow it with: ice watch ${created.id}`}\n`,
+      `${opts.watch ? '' : `; follow it with: ice watch ${created.id}`}\n` +
+      `results page: ${api.target.url}/ui/#/${what}s/${created.id}\n`,
   );
   console.log(created.id);
   if (!opts.watch) return EXIT.ok;
