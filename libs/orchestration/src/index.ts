@@ -21,3 +21,4 @@ export * from './threads/thread-runner';
 export * from './orchestration.module';
 export * from './allreduce/ring-gradient.reducer';
 export * from './allreduce/ring-group';
+export * from './events/sweep-progress';
