@@ -3,7 +3,6 @@
  * when one of them runs: it pulls in @ice/orchestration, which the local commands do not need).
  */
 import * as fs from 'node:fs';
-import { isTerminalRunStatus } from '@ice/orchestration';
 import { IceApiClient } from './api-client';
 import { apiTarget } from './api-target';
 import { CliError, EXIT } from './exit-codes';
@@ -146,20 +145,9 @@ export async function cancel(id: string, opts: ApiOpts): Promise<number> {
       console.log(`evaluation ${id}: cancel requested`);
       return EXIT.ok;
     case 'sweep': {
-      // A sweep is its runs: cancelling it cancels each unfinished one (the sweep then ends as cancelled or partial).
-      const open = (s.view.runs ?? []).filter((r) => !isTerminalRunStatus(r.status));
-      if (!open.length) throw new CliError(EXIT.conflict, `sweep ${id} has already finished (${s.view.status})`);
-      let n = 0;
-      for (const r of open) {
-        try {
-          await api.post(`/runs/${r.id}/cancel`, {});
-          n++;
-        } catch (e) {
-          // Finished between the listing and the request: nothing to cancel.
-          if (!(e instanceof CliError && e.exitCode === EXIT.conflict)) throw e;
-        }
-      }
-      console.log(`sweep ${id}: cancel requested for ${n} of its ${s.view.runCount} runs (the unfinished ones)`);
+      // One call (POST /sweeps/:id/cancel): the API cancels every unfinished run in bulk; 409 when it has already finished.
+      const r = await api.post<{ cancelled: number; stopping: number }>(`/sweeps/${id}/cancel`, {});
+      console.log(`sweep ${id}: ${r.cancelled} queued runs cancelled, ${r.stopping} running ones stopping`);
       return EXIT.ok;
     }
   }
