@@ -18,3 +18,6 @@ export * from './threads/thread-runner';
 export * from './orchestration.module';
 export * from './allreduce/ring-gradient.reducer';
 export * from './allreduce/ring-group';
+export * from './queue/redis-outage';
+export * from './outcomes/outcome.store';
+export * from './queue/cluster-state';
