@@ -21,3 +21,5 @@ export * from './allreduce/ring-group';
 export * from './queue/redis-outage';
 export * from './outcomes/outcome.store';
 export * from './queue/cluster-state';
+export * from './reconcile/reconcile.rules';
+export * from './reconcile/reconciler';

@@ -3,6 +3,7 @@ import {
   EventBus,
   HandlesJob,
   SweepRepository,
+  sweepOutcome,
   sweepStatusEvent,
   type JobHandler,
   type JobPayload,
@@ -10,13 +11,7 @@ import {
   type SweepStatus,
 } from '@ice/orchestration';
 
-export function sweepOutcome(c: StatusCounts): SweepStatus {
-  const total = c.queued + c.running + c.succeeded + c.failed + c.cancelled;
-  if (c.succeeded === total) return 'succeeded';
-  if (c.cancelled === total) return 'cancelled';
-  if (c.succeeded === 0) return 'failed';
-  return 'partial';
-}
+export { sweepOutcome };
 
 /** The flow's parent: runs when every run of the sweep has finished, and records the sweep's outcome. */
 @Injectable()
@@ -29,8 +24,13 @@ export class FinalizeSweepHandler implements JobHandler<'sweep.finalize'> {
     private readonly bus: EventBus,
   ) {}
 
-  async handle({ sweepId }: JobPayload<'sweep.finalize'>): Promise<{ status: SweepStatus; counts: StatusCounts }> {
+  async handle({ sweepId }: JobPayload<'sweep.finalize'>): Promise<{ status: SweepStatus | null; counts: StatusCounts }> {
     const counts = await this.sweeps.countsOf(sweepId);
+    if (counts.queued + counts.running > 0) {
+      // A flow the reconciler re-created for some runs only (after a Redis loss) while others still run: not the end yet.
+      this.log.log(`sweep ${sweepId}: ${counts.queued + counts.running} run(s) not finished; the reconciler finalizes it once they are`);
+      return { status: null, counts };
+    }
     const status = sweepOutcome(counts);
     await this.sweeps.setStatus(sweepId, status);
     const sweep = await this.sweeps.get(sweepId);

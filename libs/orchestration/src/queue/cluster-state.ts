@@ -78,6 +78,16 @@ export class ClusterState implements OnApplicationShutdown {
     await this.redis.eval(RELEASE, 1, `${this.prefix}:lease:${name}`, token);
   }
 
+  /**
+   * Whether every live worker has had time to announce itself: Redis has been up for longer than
+   * a presence lives (after a restart without persistence the registry starts empty).
+   */
+  async registryComplete(): Promise<boolean> {
+    const info = await this.redis.info('server');
+    const uptime = Number(/uptime_in_seconds:(\d+)/.exec(info)?.[1] ?? 0);
+    return uptime * 1000 >= this.presenceTtlMs;
+  }
+
   /** True while the connection is up (a command would not wait for a reconnection). */
   get connected(): boolean {
     return this.redis.status === 'ready';

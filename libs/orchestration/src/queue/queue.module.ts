@@ -6,6 +6,7 @@ import { JobQueue } from './job-queue';
 import { JobWorkers, QUEUE_PROCESSORS } from './job-workers';
 import { QUEUE_NAMES, SWEEP_FLOW, type QueueName } from './queues';
 import { queueProcessor, workerOptions } from './queue-processor';
+import { Reconciler } from '../reconcile/reconciler';
 
 /** One Redis connection setting and one key prefix for every queue, flow producer and worker. */
 function bullRoot(config: OrchestrationConfig): DynamicModule {
@@ -20,7 +21,7 @@ function registerQueues(queues: readonly QueueName[]): DynamicModule {
  * BullMQ through @nestjs/bullmq, with the typed job registry on top. The producer (the API) gets
  * every queue, the sweep flow producer and JobQueue; a consumer (a worker) gets one processor per
  * queue it is configured to take jobs from, and JobWorkers, which checks the handler registry at
- * boot before any of them runs.
+ * boot before any of them runs. Both run the Reconciler (one process at a time).
  */
 @Module({})
 export class QueueModule {
@@ -30,8 +31,8 @@ export class QueueModule {
       module: QueueModule,
       global: true,
       imports: [bullRoot(config), registerQueues(QUEUE_NAMES), BullModule.registerFlowProducer({ name: SWEEP_FLOW })],
-      providers: [JobQueue],
-      exports: [JobQueue],
+      providers: [JobQueue, Reconciler],
+      exports: [JobQueue, Reconciler],
     };
   }
 
@@ -40,12 +41,16 @@ export class QueueModule {
     const processors = config.worker.queues.map((q) => queueProcessor(q, workerOptions(config, q)));
     return {
       module: QueueModule,
-      imports: [bullRoot(config), registerQueues(config.worker.queues), DiscoveryModule],
+      // Every queue and the flow producer too: the worker's reconciler re-adds lost jobs of any queue.
+      imports: [bullRoot(config), registerQueues(QUEUE_NAMES), BullModule.registerFlowProducer({ name: SWEEP_FLOW }), DiscoveryModule],
       providers: [
         ...processors,
         { provide: QUEUE_PROCESSORS, useFactory: (...instances: unknown[]) => instances, inject: processors },
         JobWorkers,
+        JobQueue,
+        Reconciler,
       ],
+      exports: [Reconciler],
     };
   }
 }

@@ -1,4 +1,4 @@
-import type { FindOptionsWhere } from 'typeorm';
+import { In, type FindOptionsWhere } from 'typeorm';
 import type { RunProgressSnapshot, RunResult } from '@ice/experiments';
 import { RunEntity, type RunStatus, type StoredRunConfig } from '../entities';
 import type { OrchestrationDatabase } from '../orchestration.database';
@@ -49,6 +49,11 @@ export class RunRepository extends JobStateRepository<RunEntity> {
     if (filter.sweepId) where.sweepId = filter.sweepId;
     const [items, total] = await this.runs.findAndCount({ where, order: { createdAt: 'DESC' }, take: page.limit, skip: page.offset });
     return { items, total };
+  }
+
+  /** Every queued or running run, oldest first (what the reconciler looks at). */
+  unfinished(): Promise<RunEntity[]> {
+    return this.runs.find({ where: { status: In(['queued', 'running']) }, order: { createdAt: 'ASC' } });
   }
 
   /** A sweep's runs by grid cell and seed. */

@@ -1,10 +1,19 @@
-import type { FindOptionsWhere } from 'typeorm';
+import { In, type FindOptionsWhere } from 'typeorm';
 import { isTerminalSweepStatus, RunEntity, SweepEntity, type RunStatus, type SweepStatus } from '../entities';
 import type { OrchestrationDatabase } from '../orchestration.database';
 import type { Page } from './job-state.repository';
 import type { NewRun } from './run.repository';
 
 export type StatusCounts = Record<RunStatus, number>;
+
+/** A finished sweep's status from its runs' counts (the finalize job and the reconciler decide alike). */
+export function sweepOutcome(c: StatusCounts): SweepStatus {
+  const total = c.queued + c.running + c.succeeded + c.failed + c.cancelled;
+  if (c.succeeded === total) return 'succeeded';
+  if (c.cancelled === total) return 'cancelled';
+  if (c.succeeded === 0) return 'failed';
+  return 'partial';
+}
 
 export interface NewSweep {
   name: string | null;
@@ -47,6 +56,11 @@ export class SweepRepository {
 
   get(id: string): Promise<SweepEntity | null> {
     return this.sweeps.findOneBy({ id });
+  }
+
+  /** Every queued or running sweep, oldest first (what the reconciler looks at). */
+  unfinished(): Promise<SweepEntity[]> {
+    return this.sweeps.find({ where: { status: In(['queued', 'running']) }, order: { createdAt: 'ASC' } });
   }
 
   async list(filter: { status?: SweepStatus; name?: string }, page: Page): Promise<{ items: SweepEntity[]; total: number }> {
