@@ -57,7 +57,11 @@ async function main(): Promise<number> {
     faults.push({ kind, atS: since(), detail });
     process.stderr.write(`[chaos ${since()} s] ${kind}: ${detail}\n`);
   };
-  const [pg, redis] = await Promise.all([startPrivatePostgres(PG_PORT), startPrivateRedis(REDIS_PORT)]);
+  const pg = await startPrivatePostgres(PG_PORT);
+  const redis = await startPrivateRedis(REDIS_PORT).catch(async (e: unknown) => {
+    await pg.destroy();
+    throw e;
+  });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ice-chaos-'));
   fs.mkdirSync(path.join(tmp, 'data'));
   const env: Record<string, string> = {

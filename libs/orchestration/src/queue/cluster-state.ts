@@ -16,8 +16,6 @@ export interface WorkerPresence {
 
 /** Deletes the lease only if this holder still has it. */
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
-/** Extends the lease only if this holder still has it. */
-const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 
 /**
  * The one door to the Redis keys that coordinate processes (besides BullMQ's and pub/sub):
@@ -67,11 +65,6 @@ export class ClusterState implements OnApplicationShutdown {
     const token = randomUUID();
     const ok = await this.redis.set(`${this.prefix}:lease:${name}`, token, 'PX', ttlMs, 'NX');
     return ok === 'OK' ? token : null;
-  }
-
-  /** Extends a held lease; false when it expired and someone else may hold it. */
-  async renew(name: string, token: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.eval(RENEW, 1, `${this.prefix}:lease:${name}`, token, String(ttlMs))) === 1;
   }
 
   async release(name: string, token: string): Promise<void> {
