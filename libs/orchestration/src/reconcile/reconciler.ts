@@ -55,6 +55,7 @@ export class Reconciler implements OnApplicationBootstrap, OnApplicationShutdown
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<ReconcileReport> | null = null;
   private stopped = false;
+  private dbAway = false;
 
   constructor(
     @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
@@ -87,11 +88,14 @@ export class Reconciler implements OnApplicationBootstrap, OnApplicationShutdown
     if (this.running || this.stopped) return;
     try {
       await this.reconcile();
+      if (this.dbAway) this.log.log('the database is back; passes resumed');
+      this.dbAway = false;
     } catch (e) {
-      // The database or Redis away: the next pass tries again.
+      // The database away: the next pass tries again (said once per outage, not per pass).
       const why = (e as Error).message;
-      if (isTransientDbError(e)) this.log.warn(`pass skipped: the database is unreachable (${why})`);
-      else this.log.error(`pass failed: ${why}`);
+      if (!isTransientDbError(e)) this.log.error(`pass failed: ${why}`);
+      else if (!this.dbAway) this.log.warn(`passes skipped while the database is unreachable (${why})`);
+      this.dbAway = isTransientDbError(e);
     }
   }
 
