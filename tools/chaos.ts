@@ -3,7 +3,7 @@
  *
  * On loopback only, with a private redis-server (no persistence) and a private PostgreSQL
  * cluster (CHAOS_REDIS_PORT, CHAOS_PG_PORT; 6393 and 5443 by default), the API and two workers as
- * child processes: submits a 2×2 sweep of tiny digits-micro runs, then kills a worker (SIGKILL)
+ * child processes: submits a 2×2 sweep × 2 seeds of small digits-micro runs (120 steps), then kills a worker (SIGKILL)
  * in the middle of a run and starts a new one, restarts Redis (every key lost), stops the
  * database for a while — each fault while runs are training. Once the sweep has ended (or the
  * time bound CHAOS_TIMEOUT_S, 600 s by default, has passed) it checks: every run `succeeded`,
@@ -24,7 +24,7 @@ const DB_DOWN_S = Number(process.env.CHAOS_DB_DOWN_S ?? 20);
 const REDIS_DOWN_S = Number(process.env.CHAOS_REDIS_DOWN_S ?? 3);
 
 const RUN = {
-  steps: 40,
+  steps: 120,
   checkpointEvery: 10,
   model: { preset: 'digits-micro' },
   data: { batchSize: 8, evalLimit: 16 },
@@ -101,11 +101,13 @@ async function main(): Promise<number> {
     await w.ready;
     return w;
   };
-  /** Waits until a run is training past `step` (and returns it), or the deadline. */
+  /** Waits until a run is training past `step` (and returns it); null when every run has ended, or at the deadline. */
   const trainingRun = async (step: number): Promise<RunRow | null> => {
     while (Date.now() < deadline) {
-      const r = (await runs().catch(() => [])).find((x) => x.status === 'running' && (x.progress?.step ?? 0) >= step);
+      const all = await runs().catch(() => null);
+      const r = all?.find((x) => x.status === 'running' && (x.progress?.step ?? 0) >= step);
       if (r) return r;
+      if (all?.length && all.every((x) => !['queued', 'running'].includes(x.status))) return null;
       await sleep(300);
     }
     return null;
@@ -172,7 +174,7 @@ async function main(): Promise<number> {
     );
     const missingWeights = rows.filter((r) => !r.checkpoint || !fs.existsSync(r.checkpoint)).map((r) => r.id);
     const checks = {
-      everyRunSucceeded: rows.length === 4 && rows.every((r) => r.status === 'succeeded'),
+      everyRunSucceeded: rows.length === 8 && rows.every((r) => r.status === 'succeeded'),
       // Each run's outcome written to its row once: by its worker, or by the reconciler from the stored outcome.
       recordedExactlyOnce: rows.every((r) => recorded[r.id] + fromOutcome[r.id] === 1),
       oneFinalScorePerRun: rows.every((r) => finals.find((f) => f.run_id === r.id)?.n === 1),
