@@ -1,4 +1,4 @@
-/* eslint-disable @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-member-access --
+/* eslint-disable @typescript-eslint/no-unsafe-argument --
    response bodies are untyped JSON of the API under test */
 /**
  * Faults injected into a private PostgreSQL cluster and a private redis-server (never the

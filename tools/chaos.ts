@@ -80,6 +80,7 @@ async function main(): Promise<number> {
     STALLED_INTERVAL_MS: '2000',
   };
   const workers: TestWorker[] = [];
+  const killed = new Set<string>();
   const allWorkers: TestWorker[] = [];
   let api: Awaited<ReturnType<typeof spawnApi>> | null = null;
   const db = (): Client => new Client({ connectionString: pg.url });
@@ -105,7 +106,8 @@ async function main(): Promise<number> {
   const trainingRun = async (step: number): Promise<RunRow | null> => {
     while (Date.now() < deadline) {
       const all = await runs().catch(() => null);
-      const r = all?.find((x) => x.status === 'running' && (x.progress?.step ?? 0) >= step);
+      // A live worker's run (the killed worker's row says running until its job is taken over).
+      const r = all?.find((x) => x.status === 'running' && (x.progress?.step ?? 0) >= step && !killed.has(x.worker_id ?? ''));
       if (r) return r;
       if (all?.length && all.every((x) => !['queued', 'running'].includes(x.status))) return null;
       await sleep(300);
@@ -130,6 +132,7 @@ async function main(): Promise<number> {
       const w = workers.find((x) => x.output().includes(`worker ${victim.worker_id} taking jobs`));
       if (w) {
         await w.kill('SIGKILL');
+        killed.add(victim.worker_id ?? '');
         workers.splice(workers.indexOf(w), 1);
         fault('worker killed (SIGKILL)', `${victim.worker_id} while training run ${victim.id} at step ${victim.progress?.step}`);
         await startWorker('chaos-c');
