@@ -122,6 +122,7 @@ async function main(): Promise<number> {
       name: 'chaos',
       base: RUN,
       grid: { alpha: [0.5, 1], lambda_class: [0.5, 1] },
+      seeds: [0, 1],
     });
     if (submitted.status !== 201) throw new Error(`POST /sweeps: ${submitted.status} ${submitted.text}`);
     const sweepId = (submitted.body as { id: string }).id;
