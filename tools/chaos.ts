@@ -209,6 +209,14 @@ async function main(): Promise<number> {
         unhandledRedisErrors: (all.match(/Unhandled error event/g) ?? []).length,
         dbWaits: (logs.match(/the database is unreachable/g) ?? []).length,
         reconcilerPasses: (all.match(/reconciled: /g) ?? []).length,
+        // What the reconcilers did, summed over their passes (e.g. enqueued 3, sweepsRequeued 1).
+        reconciled: [...all.matchAll(/reconciled: ([^(\n]*)/g)]
+          .flatMap((m) => m[1].split(', '))
+          .reduce<Record<string, number>>((acc, part) => {
+            const [k, n] = part.trim().split(' ');
+            if (k && n) acc[k] = (acc[k] ?? 0) + Number(n);
+            return acc;
+          }, {}),
       },
     };
     console.log(JSON.stringify(summary, null, 2));
