@@ -2,8 +2,9 @@
    response bodies are untyped JSON of the API under test */
 /**
  * Faults injected into a private PostgreSQL cluster and a private redis-server (never the
- * machine's own): the database goes away while a run finishes, and Redis restarts (losing every
- * key) with runs queued. The API and a worker run as real processes, as in production.
+ * machine's own): the database goes away while a run finishes; Redis restarts (losing every key)
+ * with runs and a sweep queued; a worker dies and Redis loses its job, so that only the reconciler
+ * can bring the run back. The API and the workers run as real processes, as in production.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -155,6 +156,33 @@ describe('fault tolerance: database and Redis outages (e2e)', () => {
     expect(out.match(/Redis back after \d+\.\d s/g)).toHaveLength(1);
     expect(out).not.toMatch(/Unhandled error event/);
     expect(out + worker.output()).toMatch(/reconciled: .*enqueued 3/);
+  }, 300_000);
+
+  it('queues again a running run whose worker died and whose job Redis lost; it resumes from its checkpoint', async () => {
+    for (const w of workers.splice(0)) await w.stop();
+    const first = await startWorker('worker-lost');
+    const submitted = await http(api.url, 'POST', '/experiments', { ...TINY_RUN, steps: 150, checkpointEvery: 10 });
+    const id = submitted.body.id as string;
+    await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 120_000,
+      until: (e) => e.event === 'run.progress' && e.data.progress.step >= 20,
+    });
+    // Nobody left to notice: the worker dies and Redis forgets its job (and the lock BullMQ's stall check would have used).
+    await first.kill('SIGKILL');
+    await redis.restart();
+    const second = await startWorker('worker-after');
+    const events = await readSse(`${api.url}/runs/${id}/events`, {
+      timeoutMs: 240_000,
+      until: (e) => e.event === 'run.status' && ['succeeded', 'failed', 'cancelled'].includes(e.data.status),
+    });
+    expect(events[events.length - 1].data.status).toBe('succeeded');
+    expect(api.output() + second.output()).toMatch(
+      new RegExp(`run ${id}: its job is missing and no live worker runs it; queued again \\(attempt 2 of 3\\)`),
+    );
+    const run = (await http(api.url, 'GET', `/runs/${id}`)).body;
+    expect(run).toMatchObject({ status: 'succeeded', attempts: 2, workerId: 'worker-after', error: null });
+    expect(run.resumedFromStep).toBeGreaterThanOrEqual(10);
+    expect(second.output()).toMatch(new RegExp(`resuming from .*last\\.safetensors at step ${run.resumedFromStep}`));
   }, 300_000);
 
   it('leaves no row queued or running and no duplicate metric point', async () => {
