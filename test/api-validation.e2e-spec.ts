@@ -64,7 +64,7 @@ describe('API validation and access (e2e)', () => {
   it('names the grid cell whose value is invalid', async () => {
     const r = await post('/sweeps', { base: TINY_RUN, grid: { alpha: [0.5, 2] } });
     expect(r.status).toBe(400);
-    expect(r.body.message).toMatch(/grid cell alpha=2: .*loss\.alpha: alpha must be in \(0, 1\]/);
+    expect(r.body.message).toMatch(/grid cell loss\.alpha=2: .*loss\.alpha: alpha must be in \(0, 1\]/);
   });
 
   it('rejects a data root outside the roots given through a grid axis', async () => {

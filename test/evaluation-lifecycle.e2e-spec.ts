@@ -111,14 +111,16 @@ describe('evaluations (e2e)', () => {
       await db.end();
     }
 
-    // Saved maps sit under the artifact directory and are served by name.
+    // Saved maps sit under the artifact directory and are listed as the URLs that serve them (no server paths).
     const maps = result.savedMaps;
     expect(maps.files).toHaveLength(2 * 3);
-    for (const f of [...maps.files, maps.contactSheet]) {
-      expect(path.resolve(f).startsWith(path.join(t.artifactDir, 'evaluations', id))).toBe(true);
-      expect(fs.existsSync(f)).toBe(true);
+    expect(Object.keys(maps).sort()).toEqual(['contactSheet', 'files']);
+    for (const url of [...maps.files, maps.contactSheet]) {
+      expect(url).toMatch(new RegExp(`^/evaluations/${id}/maps/[\\w.-]+\\.png$`));
+      expect(fs.existsSync(path.join(t.artifactDir, 'evaluations', id, 'maps', path.basename(url)))).toBe(true);
     }
-    const png = await fetch(`${api.url}/evaluations/${id}/maps/${path.basename(maps.contactSheet)}`);
+    expect(JSON.stringify(done)).not.toContain(t.artifactDir);
+    const png = await fetch(`${api.url}${maps.contactSheet}`);
     expect(png.status).toBe(200);
     expect(png.headers.get('content-type')).toMatch(/image\/png/);
     expect(
@@ -142,7 +144,9 @@ describe('evaluations (e2e)', () => {
   it('evaluates a weights file with a named model (corloc)', async () => {
     const run = await http(api.url, 'GET', `/runs/${runId}`);
     const weights = path.join(t.dataRoot, 'tiny.safetensors');
-    fs.copyFileSync(run.body.checkpoint, weights);
+    // Runs name their weights relative to the artifact directory.
+    expect(path.isAbsolute(run.body.checkpoint)).toBe(false);
+    fs.copyFileSync(path.join(t.artifactDir, run.body.checkpoint), weights);
     const submitted = await post('/evaluations', {
       protocol: 'corloc',
       data: { format: 'digits', limit: 4 },

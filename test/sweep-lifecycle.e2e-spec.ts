@@ -42,7 +42,8 @@ describe('sweeps and cancellation (e2e)', () => {
       grid: { alpha: [0.5, 1], lambda_class: [0.5, 1] },
     });
     expect(submitted.status).toBe(201);
-    expect(submitted.body).toMatchObject({ status: 'queued', runCount: 4, axes: ['alpha', 'lambda_class'] });
+    // Axes are named by their run config paths, whatever alias the grid used.
+    expect(submitted.body).toMatchObject({ status: 'queued', runCount: 4, axes: ['loss.alpha', 'loss.lambdaClass'] });
     const id = submitted.body.id as string;
 
     const events = await readSse(`${api.url}/sweeps/${id}/events`, {
@@ -67,22 +68,22 @@ describe('sweeps and cancellation (e2e)', () => {
 
     const table = await http(api.url, 'GET', `/sweeps/${id}/table?rows=alpha,lambda_class&metrics=top1,miou&format=json`);
     expect(table.status).toBe(200);
-    expect(table.body.rows).toEqual(['alpha', 'lambda_class']);
+    expect(table.body.rows).toEqual(['loss.alpha', 'loss.lambdaClass']);
     // ICE runs: the foreground IoU and fraction are always shown, and every line says whether its maps are degenerate.
     expect(table.body.metrics).toEqual(['top1', 'miou', 'iou_fg', 'fg_fraction']);
     for (const l of table.body.lines) expect(l).toHaveProperty('degenerate');
     expect(table.body.notes).toEqual(expect.any(Array));
     expect(table.body.lines.map((l: { key: unknown }) => l.key)).toEqual([
-      { alpha: 0.5, lambda_class: 0.5 },
-      { alpha: 0.5, lambda_class: 1 },
-      { alpha: 1, lambda_class: 0.5 },
-      { alpha: 1, lambda_class: 1 },
+      { 'loss.alpha': 0.5, 'loss.lambdaClass': 0.5 },
+      { 'loss.alpha': 0.5, 'loss.lambdaClass': 1 },
+      { 'loss.alpha': 1, 'loss.lambdaClass': 0.5 },
+      { 'loss.alpha': 1, 'loss.lambdaClass': 1 },
     ]);
     for (const l of table.body.lines) expect(l.cells.top1).toMatchObject({ n: 1, mean: expect.any(Number) });
 
-    const md = await http(api.url, 'GET', `/sweeps/${id}/table?rows=alpha,lambda_class&metrics=top1&format=markdown`);
+    const md = await http(api.url, 'GET', `/sweeps/${id}/table?rows=lambdaClass,loss.alpha&metrics=top1&format=markdown`);
     expect(md.headers.get('content-type')).toMatch(/text\/markdown/);
-    expect(md.text.split('\n')[0]).toBe('| alpha | lambda_class | top1 | iou_fg | fg_fraction | runs | flag |');
+    expect(md.text.split('\n')[0]).toBe('| loss.lambdaClass | loss.alpha | top1 | iou_fg | fg_fraction | runs | flag |');
     const csv = await http(api.url, 'GET', `/sweeps/${id}/table?metrics=top1&format=csv`);
     expect(csv.headers.get('content-type')).toMatch(/text\/csv/);
     expect(csv.text.split('\n')).toHaveLength(6); // header, 4 cells, trailing newline

@@ -1,8 +1,9 @@
 import { Module, type DynamicModule } from '@nestjs/common';
-import { APP_FILTER, APP_GUARD } from '@nestjs/core';
+import { APP_FILTER, APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import { OrchestrationModule, QueueModule, type OrchestrationConfig } from '@ice/orchestration';
 import { ApiKeyGuard } from './common/api-key';
 import { IceErrorFilter } from './common/ice-error.filter';
+import { PublicPaths, PublicPathsInterceptor } from './common/public-paths';
 import { QueueDashboardModule } from './common/queue-dashboard.module';
 import { EvaluationsModule } from './evaluations/evaluations.module';
 import { ExperimentsModule } from './experiments/experiments.module';
@@ -12,8 +13,9 @@ import { SweepsModule } from './sweeps/sweeps.module';
 
 /**
  * The HTTP API: the shared external systems (OrchestrationModule), the producing side of the
- * queues (QueueModule), and one feature module per resource. Every mutation needs an API key;
- * domain errors become HTTP statuses in one filter.
+ * queues (QueueModule), and one feature module per resource. Every mutation needs an API key
+ * (and every read too with READ_AUTH=on); domain errors become HTTP statuses in one filter;
+ * responses name server files relative to their root (PublicPaths).
  */
 @Module({})
 export class ApiModule {
@@ -33,6 +35,8 @@ export class ApiModule {
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },
         { provide: APP_FILTER, useClass: IceErrorFilter },
+        PublicPaths,
+        { provide: APP_INTERCEPTOR, useClass: PublicPathsInterceptor },
       ],
     };
   }

@@ -8,7 +8,7 @@ async function bootstrap(): Promise<void> {
   const app = await createApiApp(config);
   await app.listen(config.http.port, config.http.host);
   new Logger('api').log(
-    `listening on http://${config.http.host}:${config.http.port} (docs at /docs, queues at /queues); database: ` +
+    `listening on http://${config.http.host}:${config.http.port} (results page at /ui, docs at /docs, queues at /queues); database: ` +
       `${config.databaseUrl ? 'DATABASE_URL' : `embedded at ${config.embeddedDb.dataDir}`}`,
   );
 }

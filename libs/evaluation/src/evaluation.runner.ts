@@ -288,7 +288,7 @@ interface Scores {
 /** The first `n` images of `ds` through every method, in batches; each method's explainer time is measured. */
 async function scoreImages(o: EvaluationOptions, model: IceVit, plan: EvaluationPlan, ds: VisionDataset, n: number): Promise<Scores> {
   const { def, settings } = plan;
-  const { size, patch } = settings;
+  const { size } = settings;
   const scores: Scores = {
     scorers: new Map(o.methods.map((m) => [m, def.scorer(m)])),
     seconds: new Map(o.methods.map((m) => [m, 0])),
@@ -335,7 +335,7 @@ async function scoreImages(o: EvaluationOptions, model: IceVit, plan: Evaluation
           index: p.index,
           id: p.id,
           rgb: p.rgb,
-          maps: o.methods.map((m) => displayMap(results.get(m)![b], patch, size)),
+          maps: o.methods.map((m) => displayMap(results.get(m)![b], size)),
         });
       }
     } finally {

@@ -9,7 +9,6 @@ import sharp from 'sharp';
 import type { SavedMaps } from './evaluation.types';
 import { type MethodMap, upsampleGrid } from './explain.runner';
 import { isMaskMethod, minMax } from './map-masks.util';
-import { blockUpsample } from './sample-prep.util';
 
 /** Matplotlib-like jet: v ∈ [0, 1] → RGB 0..255 (dark blue → cyan → yellow → dark red). */
 export function jet(v: number): [number, number, number] {
@@ -18,10 +17,14 @@ export function jet(v: number): [number, number, number] {
   return [ch(3), ch(2), ch(1)];
 }
 
-/** The map shown for a method: ICE's mask by block repetition, other maps bilinear and min-maxed. */
-export function displayMap(m: MethodMap, patch: number, size: number): Float32Array {
-  if (isMaskMethod(m.method)) return blockUpsample(m.grid, m.g, patch);
-  return Float32Array.from(minMax(upsampleGrid(m.grid, m.g, size, 'bilinear')));
+/**
+ * The map shown for a method, every one upsampled bilinearly from its patch grid into the same [0, 1]
+ * jet scale: ICE's 0/1 mask as it is (min-maxing it would turn an all-foreground map into an empty
+ * one, hiding a collapse), the other maps min-maxed.
+ */
+export function displayMap(m: MethodMap, size: number): Float32Array {
+  const up = upsampleGrid(m.grid, m.g, size, 'bilinear');
+  return Float32Array.from(isMaskMethod(m.method) ? up : minMax(up));
 }
 
 /** RGB HWC [0, 1] (S×S) with the [0, 1] map blended in at `alpha`, enlarged ×scale → 8-bit RGB. */

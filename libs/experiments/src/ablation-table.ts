@@ -73,7 +73,8 @@ export function buildAblationTable(outcomes: readonly RunOutcome[], rows: readon
     groups.set(key, [...(groups.get(key) ?? []), o]);
   }
   const lines = [...groups.values()].map((runs) => {
-    const cells: Record<string, TableCell> = {};
+    // Metric names come from the request: fromEntries defines them as own fields, so no name reaches a prototype.
+    const cellList: [string, TableCell][] = [];
     for (const m of metricNames) {
       const xs = runs.map((r) => r.metrics?.[m]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
       const mean = xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
@@ -83,9 +84,11 @@ export function buildAblationTable(outcomes: readonly RunOutcome[], rows: readon
           : xs.length === 1
             ? 0
             : null;
-      cells[m] = { mean, std, n: xs.length };
-      if (xs.length > 1 && xs.every((x) => x === xs[0])) cells[m].constant = true;
+      const cell: TableCell = { mean, std, n: xs.length };
+      if (xs.length > 1 && xs.every((x) => x === xs[0])) cell.constant = true;
+      cellList.push([m, cell]);
     }
+    const cells: Record<string, TableCell> = Object.fromEntries(cellList);
     const key = Object.fromEntries(rows.map((r) => [r, runs[0].values[r]]));
     const finished = runs.filter((r) => r.metrics);
     const line: TableLine = { key, runs: runs.length, finished: finished.length, cells };

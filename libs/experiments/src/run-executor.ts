@@ -35,7 +35,7 @@ import {
   vitConfig,
   type VitConfig,
 } from '@ice/core';
-import { runLossConfig, type RunConfig, type RunProgress, type RunResult } from './run.contract';
+import { runLambdaWarmup, runLossConfig, type RunConfig, type RunProgress, type RunResult } from './run.contract';
 import { epochsSeen, openRunData, type RunData, type TrainBatch, TrainBatchStream } from './run-data';
 import { evaluateRun } from './run-evaluation';
 
@@ -101,7 +101,7 @@ export function trainConfigFor(config: RunConfig): TrainConfig {
     accumSteps: o.accumSteps,
     frozenBackbone: config.model.head === 'icef' && config.mode === 'ice',
     seed: config.seed,
-    lambdaWarmup: config.loss.lambdaWarmup,
+    lambdaWarmup: runLambdaWarmup(config),
   };
 }
 

@@ -24,6 +24,7 @@ import {
   VIT_PRESETS,
   type IceHeadKind,
   type IceLossConfig,
+  type LambdaWarmup,
   type LossStats,
 } from '@ice/core';
 
@@ -38,6 +39,9 @@ export const RUN_ICE_HEADS = ICE_HEAD_KINDS.filter((h): h is Exclude<IceHeadKind
 /** The released code's recipe: the defaults of α, λ_class and the loss variant. */
 const RELEASED_LOSS = ICE_LOSS_PRESETS.official;
 
+/** The run config's default warm-up of the background term (see LossSchema.lambdaWarmup). */
+export const DEFAULT_LAMBDA_WARMUP = { from: 0.8, fraction: 0.6 };
+
 const presetName = z.string().refine(isVitPreset, { message: `unknown model preset; known: ${Object.keys(VIT_PRESETS).join(', ')}` });
 
 const LossSchema = z
@@ -50,15 +54,31 @@ const LossSchema = z
       .describe(`λ_class: weight of L_ICE against L_bg, ${ICE_LOSS_RULES.lambdaClass} (> 0 for the official variant)`),
     /** The released code's background-loss gate (fraction of foreground patches); 0 = off. Default: the variant's preset. */
     gateThreshold: z.number().optional().describe(`background-loss gate, ${ICE_LOSS_RULES.gateThreshold}; default: the variant's preset`),
-    /** λ_class moves from `from` to lambdaClass over the first `steps` updates (core's LambdaWarmup); null: none (the released code). */
+    /**
+     * λ_class moves from `from` to lambdaClass over the first `steps` updates, or the first `fraction` of
+     * the run (core's LambdaWarmup). Default: from 0.8 over the first 60% of the run, which keeps the
+     * released λ_class 0.975 from collapsing to all-foreground maps on the digits benchmark
+     * (docs/collapse.md); it only applies where λ_class is above `from` (a weaker start is no warm-up).
+     * null: none, the released code's behaviour.
+     */
     lambdaWarmup: z
       .object({
         from: z.number().describe(`λ_class at the first update, ${ICE_LOSS_RULES.lambdaClass} (> 0 for the official variant)`),
-        steps: z.number().int().min(0).describe('optimizer updates over which λ_class reaches lambdaClass'),
+        steps: z.number().int().min(0).optional().describe('optimizer updates over which λ_class reaches lambdaClass'),
+        fraction: z
+          .number()
+          .min(0)
+          .max(1)
+          .optional()
+          .describe('share of the run over which λ_class reaches lambdaClass (instead of steps)'),
       })
       .strict()
+      .refine((w) => (w.steps === undefined) !== (w.fraction === undefined), {
+        message: 'lambdaWarmup needs exactly one of steps and fraction',
+        path: ['steps'],
+      })
       .nullable()
-      .default(null)
+      .default(DEFAULT_LAMBDA_WARMUP)
       .describe('warm-up of the background term: a stronger background loss while the ICE head is young (docs/collapse.md)'),
   })
   .strict()
@@ -149,6 +169,17 @@ export function runLossConfig(loss: Omit<IceLossConfig, 'gateThreshold'> & { gat
     lambdaClass: loss.lambdaClass,
     gateThreshold: loss.gateThreshold ?? ICE_LOSS_PRESETS[loss.variant]?.gateThreshold ?? RELEASED_LOSS.gateThreshold,
   };
+}
+
+/**
+ * Core's warm-up for a run: `fraction` turned into updates of this run, and none where it would not
+ * strengthen the background term (λ_class at or below `from`) or in classification mode.
+ */
+export function runLambdaWarmup(config: Pick<RunConfig, 'mode' | 'loss' | 'steps'>): LambdaWarmup | null {
+  const w = config.loss.lambdaWarmup;
+  if (!w || config.mode !== 'ice' || config.loss.lambdaClass <= w.from) return null;
+  const steps = w.steps ?? Math.round((w.fraction ?? 0) * config.steps);
+  return steps > 0 ? { from: w.from, steps } : null;
 }
 
 /** What a run reports while it trains: core's loss statistics of the latest update, and where the run stands. */

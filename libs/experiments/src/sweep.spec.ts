@@ -3,6 +3,7 @@ import { buildAblationTable, runDegeneracy, tableNotes, tableToCsv, tableToMarkd
 import { parseRunConfig } from './run.contract';
 import { batchIndices } from './run-data';
 import { expandSweep } from './sweep';
+import { canonicalAxes, configValue, knownAxesText, RUN_CONFIG_PATHS, rowValueOf, setConfigPath } from './sweep-axes';
 
 describe('run config', () => {
   it('fills defaults and names every invalid field', () => {
@@ -33,7 +34,8 @@ describe('sweeps', () => {
   it('expands α × λ_class × seeds into validated runs with stable cell keys', () => {
     const { cells } = expandSweep({ base: { steps: 5 }, grid: { alpha: [0.5, 1], lambda_class: [0.5, 0.975] }, seeds: [0, 1] });
     expect(cells).toHaveLength(8);
-    expect(cells[0].cellKey).toBe('alpha=0.5,lambda_class=0.5');
+    expect(cells[0].cellKey).toBe('loss.alpha=0.5,loss.lambdaClass=0.5');
+    expect(cells[0].values).toEqual({ 'loss.alpha': 0.5, 'loss.lambdaClass': 0.5 });
     expect(cells[0].config.loss).toMatchObject({ alpha: 0.5, lambdaClass: 0.5 });
     expect(cells[7].config).toMatchObject({ seed: 1, steps: 5, loss: { alpha: 1, lambdaClass: 0.975 } });
   });
@@ -42,7 +44,75 @@ describe('sweeps', () => {
     const grid = { alpha: Array.from({ length: 40 }, (_, i) => (i + 1) / 40), lr: Array.from({ length: 30 }, (_, i) => 1e-4 * (i + 1)) };
     expect(() => expandSweep({ grid })).toThrow(/1200 runs exceeds 1000; set allowLargeGrid/);
     expect(expandSweep({ grid, allowLargeGrid: true }).cells).toHaveLength(1200);
-    expect(() => expandSweep({ grid: { alpha: [0.5, 2] } })).toThrow(/grid cell alpha=2: .*loss.alpha/);
+    expect(() => expandSweep({ grid: { alpha: [0.5, 2] } })).toThrow(/grid cell loss.alpha=2: .*loss.alpha/);
+  });
+});
+
+describe('sweep axes: one vocabulary, and no user key used as an object path unchecked', () => {
+  afterEach(() => {
+    // Nothing here may ever reach Object.prototype.
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('knows every leaf of the run config schema by its path', () => {
+    expect(RUN_CONFIG_PATHS).toEqual(
+      expect.arrayContaining([
+        'loss.alpha',
+        'loss.lambdaClass',
+        'loss.lambdaWarmup.from',
+        'optimizer.lr',
+        'data.batchSize',
+        'seed',
+        'worldSize',
+      ]),
+    );
+    expect(RUN_CONFIG_PATHS).not.toContain('loss');
+    expect(RUN_CONFIG_PATHS).not.toContain('loss.lambdaWarmup');
+    expect(knownAxesText()).toContain('loss.lambdaClass (lambda_class, lambdaClass)');
+  });
+
+  it('canonicalises aliases and paths to one name, so the table columns are the same whatever the grid said', () => {
+    const a = expandSweep({ grid: { lambda_class: [0.5] } });
+    const b = expandSweep({ grid: { lambdaClass: [0.5] } });
+    const c = expandSweep({ grid: { 'loss.lambdaClass': [0.5] } });
+    for (const x of [a, b, c]) {
+      expect(Object.keys(x.request.grid)).toEqual(['loss.lambdaClass']);
+      expect(x.cells[0].cellKey).toBe('loss.lambdaClass=0.5');
+      expect(x.cells[0].config.loss.lambdaClass).toBe(0.5);
+    }
+    expect(canonicalAxes(['alpha', 'lr', 'optimizer.weightDecay', 'seed'], 'rows')).toEqual([
+      'loss.alpha',
+      'optimizer.lr',
+      'optimizer.weightDecay',
+      'seed',
+    ]);
+    // A sweep stored with aliases still gives its values under the canonical names.
+    expect(rowValueOf({ lambda_class: 0.5 }, { seed: 3 }, 'loss.lambdaClass')).toBe(0.5);
+    expect(rowValueOf({ lambda_class: 0.5 }, { seed: 3 }, 'seed')).toBe(3);
+  });
+
+  it('refuses unknown axes naming them and listing the known ones, and two names of one axis', () => {
+    expect(() => expandSweep({ grid: { 'loss.lambda_class': [0.5] } })).toThrow(
+      /grid: unknown axis 'loss.lambda_class'; known: .*loss.lambdaClass \(lambda_class, lambdaClass\)/,
+    );
+    expect(() => expandSweep({ grid: { alpha: [0.5], 'loss.alpha': [1] } })).toThrow(/'alpha' and 'loss.alpha' both name loss.alpha/);
+    expect(() => expandSweep({ grid: { loss: [1] } })).toThrow(/unknown axis 'loss'/);
+  });
+
+  it('refuses __proto__, constructor and prototype wherever they appear, before anything is walked', () => {
+    for (const axis of ['__proto__.polluted', 'constructor.prototype.polluted', 'loss.__proto__.polluted', 'prototype'])
+      expect(() => expandSweep({ grid: { [axis]: [1] } })).toThrow(/unknown axis|forbidden key/);
+    const viaJson = (text: string): unknown => JSON.parse(text);
+    expect(() => expandSweep(viaJson('{"grid":{"alpha":[0.5]},"base":{"__proto__":{"polluted":1}}}'))).toThrow(
+      /invalid sweep: base.__proto__: forbidden key '__proto__'/,
+    );
+    expect(() => expandSweep(viaJson('{"grid":{"__proto__":[1]}}'))).toThrow(/forbidden key/);
+    expect(() => parseRunConfig(viaJson('{"model":{"constructor":{"prototype":{"polluted":1}}}}'))).toThrow(
+      /model.constructor: forbidden key 'constructor'/,
+    );
+    expect(() => setConfigPath({}, '__proto__.polluted', 1)).toThrow(/not a run config field/);
+    expect(configValue({}, '__proto__')).toBeUndefined();
+    expect(configValue({ loss: { alpha: 0.5 } }, 'loss.alpha')).toBe(0.5);
   });
 });
 
@@ -52,6 +122,13 @@ describe('ablation table', () => {
     { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 1, status: 'completed', metrics: { miou: 0.7 } },
     { values: { alpha: 1, lambda_class: 0.5 }, seed: 0, status: 'failed', metrics: null },
   ];
+
+  it('keeps a metric named __proto__ an own field of its line (no prototype is touched)', () => {
+    const t = buildAblationTable(outcomes, ['alpha'], ['__proto__', 'miou']);
+    expect(Object.hasOwn(t.lines[0].cells, '__proto__')).toBe(true);
+    expect(Object.getPrototypeOf(t.lines[0].cells)).toBe(Object.prototype);
+    expect(t.lines[0].cells.miou.mean).toBeCloseTo(0.6, 12);
+  });
 
   it('gives mean ± sample std per cell and marks missing runs', () => {
     const t = buildAblationTable(outcomes, ['alpha', 'lambda_class']);

@@ -1,22 +1,13 @@
 /**
  * A sweep: a base run config and a grid of values for named fields; every combination (cell)
- * becomes one run per seed. Field paths are the config's dotted paths ("loss.alpha"); short
- * aliases cover the ablation axes of the paper (alpha, lambda_class).
+ * becomes one run per seed. Axes are the config's dotted paths ("loss.alpha"); short aliases
+ * (alpha, lambda_class, …) are accepted and canonicalised here (sweep-axes.ts), so the expanded
+ * sweep, its cells and its table speak of paths only.
  */
 import { z } from 'zod';
 import { IceError, parseInput } from '@ice/core';
 import { parseRunConfig, type RunConfig } from './run.contract';
-
-export const AXIS_ALIASES: Readonly<Record<string, string>> = {
-  alpha: 'loss.alpha',
-  lambda_class: 'loss.lambdaClass',
-  lambdaClass: 'loss.lambdaClass',
-  variant: 'loss.variant',
-  head: 'model.head',
-  preset: 'model.preset',
-  lr: 'optimizer.lr',
-  steps: 'steps',
-};
+import { canonicalAxes, knownAxesText, setConfigPath } from './sweep-axes';
 
 export const MAX_CELLS_DEFAULT = 1000;
 
@@ -27,7 +18,8 @@ export const SweepRequestSchema = z
     /** Axis → values; α and λ_class first by convention. */
     grid: z
       .record(z.string(), z.array(z.union([z.number(), z.string(), z.boolean()])).min(1))
-      .refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis'),
+      .refine((g) => Object.keys(g).length > 0, 'grid needs at least one axis')
+      .describe(`axis → values; an axis is a run config path or an alias of one: ${knownAxesText()}`),
     /** Repeats of every cell with these seeds (default: the base seed only). */
     seeds: z.array(z.number().int().min(0)).min(1).optional(),
     /** Required to submit more than MAX_CELLS_DEFAULT cells. */
@@ -38,28 +30,20 @@ export const SweepRequestSchema = z
 export type SweepRequest = z.infer<typeof SweepRequestSchema>;
 
 export interface SweepCell {
-  /** Stable key of the grid cell, e.g. "alpha=0.5,lambda_class=0.975". */
+  /** Stable key of the grid cell, e.g. "loss.alpha=0.5,loss.lambdaClass=0.975". */
   cellKey: string;
-  /** Axis → value of this cell. */
+  /** Axis (canonical path) → value of this cell. */
   values: Record<string, number | string | boolean>;
   seed: number;
   config: RunConfig;
 }
 
-function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
-  const parts = dotted.split('.');
-  let node = target;
-  for (const p of parts.slice(0, -1)) {
-    if (typeof node[p] !== 'object' || node[p] === null) node[p] = {};
-    node = node[p] as Record<string, unknown>;
-  }
-  node[parts[parts.length - 1]] = value;
-}
-
 /** Every (cell, seed) of the grid as a validated run config; errors name the offending cell. */
 export function expandSweep(raw: unknown): { request: SweepRequest; cells: SweepCell[] } {
-  const request = parseInput(SweepRequestSchema, raw, 'CONFIG_INVALID', 'sweep');
-  const axes = Object.keys(request.grid);
+  const given = parseInput(SweepRequestSchema, raw, 'CONFIG_INVALID', 'sweep');
+  // One name per axis from here on: the request comes back with its grid keyed by canonical paths.
+  const axes = canonicalAxes(Object.keys(given.grid), 'grid');
+  const request: SweepRequest = { ...given, grid: Object.fromEntries(Object.values(given.grid).map((v, i) => [axes[i], v])) };
   const base = parseRunConfig(request.base); // the base alone must be valid
   const seeds = request.seeds ?? [base.seed];
   const nCells = axes.reduce((n, a) => n * request.grid[a].length, 1);
@@ -75,7 +59,7 @@ export function expandSweep(raw: unknown): { request: SweepRequest; cells: Sweep
       const cellKey = axes.map((a) => `${a}=${String(values[a])}`).join(',');
       for (const seed of seeds) {
         const input: Record<string, unknown> = structuredClone(request.base);
-        for (const a of axes) setPath(input, AXIS_ALIASES[a] ?? a, values[a]);
+        for (const a of axes) setConfigPath(input, a, values[a]);
         input.seed = seed;
         let config: RunConfig;
         try {

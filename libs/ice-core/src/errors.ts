@@ -13,6 +13,7 @@ export type IceErrorCode =
   | 'CHECKPOINT_INVALID'
   | 'CANCELLED' // a run stopped on request
   | 'RANK_TIMEOUT' // a data-parallel rank waited too long for the other ranks' gradients
+  | 'NO_CAPACITY' // not enough registered worker slots for a data-parallel run's ranks at once
   | 'IMAGE_CORRUPT'; // an image file that exists but cannot be decoded (pipelines skip and count these)
 
 export class IceError extends Error {
@@ -51,11 +52,53 @@ export function describeIssues(issues: readonly InputIssue[]): string {
 export type CheckedInput<T> = { success: true; data: T } | { success: false; error: { issues: readonly InputIssue[] } };
 
 /**
+ * Keys that reach an object's prototype when code assigns through them (`o[k] = v`): never
+ * accepted in untrusted JSON, at any depth, so no walker (a schema's record parse, a dotted-path
+ * setter) can be steered into Object.prototype.
+ */
+export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** The path to the first forbidden key in plain objects and arrays of `raw` (own keys, as JSON.parse makes them), or null. */
+export function forbiddenKeyPath(raw: unknown): string[] | null {
+  const seen = new Set<object>();
+  const walk = (v: unknown, at: string[]): string[] | null => {
+    if (typeof v !== 'object' || v === null || seen.has(v) || ArrayBuffer.isView(v)) return null;
+    seen.add(v);
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const hit = walk(v[i], [...at, String(i)]);
+        if (hit) return hit;
+      }
+      return null;
+    }
+    for (const k of Object.keys(v)) {
+      if (FORBIDDEN_KEYS.has(k)) return [...at, k];
+      const hit = walk((v as Record<string, unknown>)[k], [...at, k]);
+      if (hit) return hit;
+    }
+    return null;
+  };
+  return walk(raw, []);
+}
+
+/** Throws IceError(code) naming the first forbidden key of `raw` (see FORBIDDEN_KEYS). */
+export function assertNoForbiddenKeys(raw: unknown, code: IceErrorCode, what: string): void {
+  const hit = forbiddenKeyPath(raw);
+  if (hit)
+    throw new IceError(
+      code,
+      `invalid ${what}: ${hit.join('.')}: forbidden key '${hit[hit.length - 1]}' (${[...FORBIDDEN_KEYS].join(', ')} are never accepted)`,
+    );
+}
+
+/**
  * Parses untrusted input (a request, a job payload, a file, the environment) with a schema, or
  * throws IceError(code) "invalid <what>: <every problem, named by its field>". The one place where
- * validation issues become a domain error, so every door reports them alike.
+ * validation issues become a domain error, so every door reports them alike; prototype keys are
+ * refused before the schema walks the input.
  */
 export function parseInput<T>(schema: { safeParse(raw: unknown): CheckedInput<T> }, raw: unknown, code: IceErrorCode, what: string): T {
+  assertNoForbiddenKeys(raw, code, what);
   const r = schema.safeParse(raw);
   if (r.success) return r.data;
   throw new IceError(code, `invalid ${what}: ${describeIssues(r.error.issues)}`, { issues: r.error.issues });

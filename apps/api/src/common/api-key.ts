@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import { CanActivate, ExecutionContext, Inject, Injectable, UnauthorizedException } from '@nestjs/common';
+import { CanActivate, ExecutionContext, Inject, Injectable, SetMetadata, UnauthorizedException } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
 import type { NextFunction, Request, Response } from 'express';
 import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from '@ice/orchestration';
 
@@ -15,16 +16,46 @@ export function isValidKey(keys: readonly string[], presented: string | undefine
   return presented !== undefined && keys.some((k) => safeEqual(k, presented));
 }
 
-/** Every mutating request needs a configured key in `x-api-key`; reads stay open. */
+/** The key a request presents: the `x-api-key` header, else HTTP Basic auth with the key as the password (any user name). */
+export function presentedKey(req: Request): string | undefined {
+  const header = req.header(API_KEY_HEADER);
+  if (header) return header;
+  const auth = req.header('authorization');
+  if (!auth?.startsWith('Basic ')) return undefined;
+  const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+  return decoded.slice(decoded.indexOf(':') + 1);
+}
+
+const OPEN_READ = 'ice:open-read';
+
+/** Marks a handler or controller whose reads stay open with READ_AUTH=on (the health probe). */
+export const OpenRead = (): MethodDecorator & ClassDecorator => SetMetadata(OPEN_READ, true);
+
+/**
+ * Every mutating request needs a configured key in `x-api-key`. Reads (GET, HEAD, SSE) are open,
+ * unless READ_AUTH=on: then they need the key too (the header, or Basic auth with the key as the
+ * password, which a browser page and an EventSource can send), except handlers marked @OpenRead().
+ */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
-  constructor(@Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig) {}
+  constructor(
+    @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
+    private readonly reflector: Reflector,
+  ) {}
 
   canActivate(ctx: ExecutionContext): boolean {
     const req = ctx.switchToHttp().getRequest<Request>();
-    if (['GET', 'HEAD', 'OPTIONS'].includes(req.method)) return true;
-    if (isValidKey(this.config.apiKeys, req.header(API_KEY_HEADER))) return true;
-    throw new UnauthorizedException(`a valid API key is required in the ${API_KEY_HEADER} header`);
+    if (req.method === 'OPTIONS') return true;
+    const read = req.method === 'GET' || req.method === 'HEAD';
+    if (read && (!this.config.readAuth || this.reflector.getAllAndOverride<boolean>(OPEN_READ, [ctx.getHandler(), ctx.getClass()])))
+      return true;
+    const key = read ? presentedKey(req) : req.header(API_KEY_HEADER);
+    if (isValidKey(this.config.apiKeys, key)) return true;
+    throw new UnauthorizedException(
+      read
+        ? `a valid API key is required for reads too (READ_AUTH=on): the ${API_KEY_HEADER} header, or Basic auth with the key as password`
+        : `a valid API key is required in the ${API_KEY_HEADER} header`,
+    );
   }
 }
 
@@ -34,13 +65,7 @@ export class ApiKeyGuard implements CanActivate {
  */
 export function dashboardKeyMiddleware(keys: readonly string[]) {
   return (req: Request, res: Response, next: NextFunction): void => {
-    let presented = req.header(API_KEY_HEADER);
-    const auth = req.header('authorization');
-    if (!presented && auth?.startsWith('Basic ')) {
-      const decoded = Buffer.from(auth.slice(6), 'base64').toString('utf8');
-      presented = decoded.slice(decoded.indexOf(':') + 1);
-    }
-    if (isValidKey(keys, presented)) return next();
+    if (isValidKey(keys, presentedKey(req))) return next();
     res.setHeader('WWW-Authenticate', 'Basic realm="ice queues", charset="UTF-8"');
     res
       .status(401)

@@ -5,6 +5,7 @@ import { EXPLAINERS, IceError, isExplainerName, isVitPreset, parseInput } from '
 import type { EvaluationSpec } from '@ice/evaluation';
 import {
   ArtifactStore,
+  assertExists,
   assertInsideRoots,
   EvaluationRepository,
   isTerminalRunStatus,
@@ -53,7 +54,10 @@ export class EvaluationsService {
 
   private async resolve(req: EvaluationRequest): Promise<EvaluationSpec> {
     const fileRoots = [...this.config.dataRoots, this.artifacts.root];
-    if (req.data.root) assertInsideRoots('data.root', req.data.root, this.config.dataRoots);
+    if (req.data.root) {
+      assertInsideRoots('data.root', req.data.root, this.config.dataRoots);
+      assertExists('data.root', req.data.root, 'dir');
+    }
     let checkpoint: string;
     let model: string;
     if (req.runId) {
@@ -74,14 +78,17 @@ export class EvaluationsService {
       checkpoint = run.checkpoint;
       model = req.model ?? own.preset ?? ACCURACY_DEFAULT_MODEL;
     } else {
-      assertInsideRoots('weights', req.weights!, fileRoots);
-      checkpoint = req.weights!;
+      // An artifact-relative name (what the API answers for a run's weights) stands for the artifact file.
+      checkpoint = this.artifacts.resolveName(req.weights!);
+      assertInsideRoots('weights', checkpoint, fileRoots);
+      assertExists('weights', checkpoint, 'file');
       model = req.model ?? ACCURACY_DEFAULT_MODEL; // the map protocols require model with weights (schema)
     }
     if (!isVitPreset(model)) {
       if (!model.endsWith('.json'))
         throw new IceError('INPUT_INVALID', `model: '${model}' is neither a known preset nor a config .json file`);
       assertInsideRoots('model', model, fileRoots);
+      assertExists('model', model, 'file');
     }
     // The request schema has applied the spec's rules; the resolved files complete it.
     return {

@@ -2,6 +2,7 @@ import { Controller, Get, HttpStatus, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { JobQueue, OrchestrationDatabase } from '@ice/orchestration';
+import { OpenRead } from '../common/api-key';
 
 async function probe(fn: () => Promise<void>, timeoutMs = 2000): Promise<{ ok: boolean; latencyMs: number; error?: string }> {
   const t0 = performance.now();
@@ -17,6 +18,7 @@ async function probe(fn: () => Promise<void>, timeoutMs = 2000): Promise<{ ok: b
 }
 
 @ApiTags('health')
+@OpenRead()
 @Controller('health')
 export class HealthController {
   constructor(

@@ -29,6 +29,7 @@ export class RunsService {
   /** One experiment: validated, stored, queued (one job per data-parallel rank). */
   async submit(raw: unknown) {
     const config = this.rules.runConfig(raw);
+    await this.rules.admit([config]);
     const run = await this.runs.create({ cellKey: '', cell: {}, seed: config.seed, config: this.rules.stored(config) });
     try {
       await this.queue.enqueueRun({ runId: run.id, config });
@@ -62,15 +63,19 @@ export class RunsService {
   }
 
   /**
-   * A queued run is cancelled at once; a running one is flagged and its worker told to stop
+   * A queued run is cancelled at once (and its jobs removed from the queue); a running one is flagged and its worker told to stop
    * (it aborts between two training steps, so within a second or so on small models).
    */
   async cancel(id: string) {
     const before = await this.require(id);
     if (isTerminalRunStatus(before.status)) throw new ConflictException(`run ${id} has already finished (${before.status})`);
     const run = (await this.runs.requestCancel(id))!;
-    if (run.status === 'cancelled') await this.bus.publish(runStatusEvent(run));
-    else await this.bus.requestCancel({ runId: id });
+    if (run.status === 'cancelled') {
+      // Its jobs leave the waiting list now rather than being picked up only to find the row cancelled.
+      const worldSize = run.config.run.worldSize;
+      await this.queue.removeRunJobs([{ id, worldSize: typeof worldSize === 'number' ? worldSize : 1 }]);
+      await this.bus.publish(runStatusEvent(run));
+    } else await this.bus.requestCancel({ runId: id });
     return runView(run);
   }
 

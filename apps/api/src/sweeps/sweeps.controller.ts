@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Param, Post, Query, Res, Sse, type MessageEvent } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Query, Res, Sse, type MessageEvent } from '@nestjs/common';
 import { ApiBody, ApiOperation, ApiProduces, ApiQuery, ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import type { Observable } from 'rxjs';
@@ -39,7 +39,12 @@ export class SweepsController {
 
   @Get(':id/table')
   @ApiOperation({ summary: 'Ablation table: rows = grid cells, columns = metrics, mean ± std over seeds' })
-  @ApiQuery({ name: 'rows', required: false, description: 'comma-separated axes, e.g. alpha,lambda_class (default: the grid axes)' })
+  @ApiQuery({
+    name: 'rows',
+    required: false,
+    description:
+      'comma-separated axes: run config paths (loss.alpha,loss.lambdaClass) or their aliases (alpha,lambda_class); default: the grid axes',
+  })
   @ApiQuery({ name: 'metrics', required: false, description: 'comma-separated metric names (default: all)' })
   @ApiQuery({ name: 'format', required: false, enum: ['json', 'csv', 'markdown'] })
   @ApiProduces('application/json', 'text/csv', 'text/markdown')
@@ -55,6 +60,17 @@ export class SweepsController {
         res.type('text/markdown');
         return t.body;
     }
+  }
+
+  @Post(':id/cancel')
+  @HttpCode(202)
+  @ApiSecurity('api-key')
+  @ApiOperation({
+    summary:
+      'Cancel every unfinished run of the sweep in one call: queued runs at once (their jobs leave the queue), running ones stop between two steps',
+  })
+  cancel(@Param('id') id: string) {
+    return this.sweeps.cancel(parseId(id));
   }
 
   @Sse(':id/events')

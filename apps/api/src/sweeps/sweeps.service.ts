@@ -1,15 +1,15 @@
-import { Injectable, NotFoundException, type MessageEvent } from '@nestjs/common';
+import { ConflictException, Injectable, Logger, NotFoundException, type MessageEvent } from '@nestjs/common';
 import type { Observable } from 'rxjs';
-import { IceError } from '@ice/core';
-import { AXIS_ALIASES, buildAblationTable, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
+import { buildAblationTable, canonicalAxes, rowValueOf, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from '@ice/experiments';
 import {
   EventBus,
   isTerminalSweepStatus,
   JobQueue,
   RunRepository,
+  runStatusEvent,
   SweepRepository,
+  sweepOutcome,
   sweepStatusEvent,
-  type RunEntity,
   type SweepEntity,
 } from '@ice/orchestration';
 import { eventStream } from '../common/sse';
@@ -17,24 +17,12 @@ import { parseRequest, SweepListQuery, TableQuery } from '../common/request-sche
 import { SubmissionRules } from '../runs/submission.rules';
 import { runView, sweepView } from '../runs/run.views';
 
-const canonical = (name: string): string => AXIS_ALIASES[name] ?? name;
-
-function valueAt(obj: unknown, dotted: string): unknown {
-  return dotted.split('.').reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), obj);
-}
-
-/** A table row's value for a run: its grid cell's value on that axis, else the value in its config (e.g. seed). */
-function rowValue(run: RunEntity, axes: readonly string[], row: string): number | string | boolean | undefined {
-  const axis = axes.find((a) => canonical(a) === canonical(row));
-  if (axis !== undefined) return run.cell[axis];
-  const v = valueAt(run.config.run, canonical(row));
-  return typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean' ? v : undefined;
-}
-
 export type TableResponse = { format: 'json'; body: unknown } | { format: 'csv' | 'markdown'; body: string };
 
 @Injectable()
 export class SweepsService {
+  private readonly log = new Logger('sweeps');
+
   constructor(
     private readonly sweeps: SweepRepository,
     private readonly runs: RunRepository,
@@ -46,6 +34,7 @@ export class SweepsService {
   /** A grid of runs as one flow; every (cell, seed) is validated before anything is stored. */
   async submit(raw: unknown) {
     const { request, cells } = this.rules.sweep(raw);
+    await this.rules.admit(cells.map((c) => c.config));
     const { sweep, runs } = await this.sweeps.create({
       name: request.name ?? null,
       spec: request,
@@ -91,17 +80,10 @@ export class SweepsService {
     const q = parseRequest(TableQuery, rawQuery, 'query');
     const sweep = await this.require(id);
     const runs = await this.runs.ofSweep(id);
-    const rows = q.rows ?? sweep.axes;
-    for (const r of rows) {
-      if (runs.length && runs.every((run) => rowValue(run, sweep.axes, r) === undefined)) {
-        throw new IceError(
-          'INPUT_INVALID',
-          `rows: ${r} is neither a grid axis of this sweep (${sweep.axes.join(', ')}) nor a run config field`,
-        );
-      }
-    }
+    // Aliases and sweeps stored before the one vocabulary come out as config paths; unknown names are a 400 listing the known ones.
+    const rows = canonicalAxes(q.rows ?? sweep.axes, 'rows', 'INPUT_INVALID');
     const outcomes: RunOutcome[] = runs.map((run) => ({
-      values: Object.fromEntries(rows.map((r) => [r, rowValue(run, sweep.axes, r) ?? '–'])),
+      values: Object.fromEntries(rows.map((r) => [r, rowValueOf(run.cell, run.config.run, r) ?? '–'])),
       seed: run.seed,
       status: run.status,
       metrics: run.status === 'succeeded' ? run.metrics : null,
@@ -115,6 +97,44 @@ export class SweepsService {
       case 'markdown':
         return { format: 'markdown', body: tableToMarkdown(table, q.digits) + '\n' };
     }
+  }
+
+  /**
+   * Cancels every unfinished run of a sweep in one call: one UPDATE cancels the queued runs and
+   * flags the running ones, their jobs leave the queue at once (bulk removal), and the running
+   * ones' workers are told to stop (between two training steps). When nothing is left running,
+   * the sweep is settled here; otherwise its finalize job settles it when the last run stops.
+   */
+  async cancel(id: string) {
+    const sweep = await this.require(id);
+    if (isTerminalSweepStatus(sweep.status)) throw new ConflictException(`sweep ${id} has already finished (${sweep.status})`);
+    const t0 = performance.now();
+    const { cancelled, stopping } = await this.runs.requestCancelOfSweep(id);
+    const removedJobs = await this.queue.removeRunJobs(cancelled);
+    await Promise.all(stopping.map((r) => this.bus.requestCancel({ runId: r.id })));
+    // One event per cancelled run would be thousands: the sweep's stream carries the counts, each run's own stream its status.
+    const counts = await this.sweeps.countsOf(id);
+    if (counts.queued === 0 && counts.running === 0 && (await this.sweeps.setStatus(id, sweepOutcome(counts)))) {
+      await this.bus.publish(sweepStatusEvent(id, sweepOutcome(counts), counts));
+    } else {
+      await this.bus.publish(sweepStatusEvent(id, (await this.require(id)).status, counts));
+    }
+    await this.publishRunStatuses(
+      id,
+      cancelled.map((r) => r.id),
+    );
+    this.log.log(
+      `sweep ${id}: cancelled ${cancelled.length} queued runs (${removedJobs} jobs removed) and stopping ${stopping.length} running in ${Math.round(performance.now() - t0)} ms`,
+    );
+    const after = await this.require(id);
+    return { ...sweepView(after, counts), cancelled: cancelled.length, stopping: stopping.length, removedJobs };
+  }
+
+  /** Each cancelled run's status event (so that its own stream ends), from one read of the sweep's rows. */
+  private async publishRunStatuses(sweepId: string, ids: readonly string[]): Promise<void> {
+    const wanted = new Set(ids);
+    const rows = (await this.runs.ofSweep(sweepId)).filter((r) => wanted.has(r.id));
+    for (let i = 0; i < rows.length; i += 500) await Promise.all(rows.slice(i, i + 500).map((r) => this.bus.publish(runStatusEvent(r))));
   }
 
   events(id: string): Observable<MessageEvent> {

@@ -6,7 +6,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { IceError } from '@ice/core';
-import { buildAblationTable, expandSweep, runOnce, RunOutcome, tableToMarkdown } from '@ice/experiments';
+import {
+  buildAblationTable,
+  canonicalAxes,
+  expandSweep,
+  rowValueOf,
+  runOnce,
+  RunOutcome,
+  tableToMarkdown,
+  type SweepCell,
+} from '@ice/experiments';
 
 function readJson(file: string): unknown {
   if (!fs.existsSync(file)) throw new IceError('FILE_NOT_FOUND', `config file ${file} does not exist`);
@@ -31,26 +40,32 @@ export function registerTrainCommands(program: Command): void {
   program
     .command('sweep')
     .description('run every cell of a sweep in this process and print the ablation table')
-    .requiredOption('--config <sweep.json>', '{ "base": RunConfig, "grid": { "alpha": [...], "lambda_class": [...] }, "seeds": [...] }')
+    .requiredOption(
+      '--config <sweep.json>',
+      '{ "base": RunConfig, "grid": { "loss.alpha": [...], "loss.lambdaClass": [...] }, "seeds": [...] } (aliases alpha, lambda_class… accepted)',
+    )
     .requiredOption('--out <dir>', 'sweep directory; finished cells are reused')
-    .option('--rows <axes>', 'table rows (default: the grid axes)')
+    .option('--rows <axes>', 'table rows: run config paths or their aliases (default: the grid axes)')
     .option('--metrics <names>', 'table columns (default: all metrics)')
     .action(async (opts: { config: string; out: string; rows?: string; metrics?: string }) => {
       const { request, cells } = expandSweep(readJson(opts.config));
+      // The same axis names as the API's table (aliases → config paths), checked before any training.
+      const rows = canonicalAxes(opts.rows?.split(',') ?? Object.keys(request.grid), '--rows');
+      const rowValues = (cell: SweepCell): RunOutcome['values'] =>
+        Object.fromEntries(rows.map((r) => [r, rowValueOf(cell.values, cell.config, r) ?? '–']));
       const outcomes: RunOutcome[] = [];
       for (const [i, cell] of cells.entries()) {
         const dir = path.join(opts.out, `${cell.cellKey.replace(/[^\w.=,-]/g, '_')},seed=${cell.seed}`);
         const label = `[${i + 1}/${cells.length}] ${cell.cellKey} seed ${cell.seed}`;
         try {
           const r = await runOnce(cell.config, dir, label);
-          outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
+          outcomes.push({ values: rowValues(cell), seed: cell.seed, status: 'completed', metrics: r.metrics });
         } catch (e) {
           if (e instanceof IceError && e.code === 'CONFIG_INVALID') throw e;
           process.stderr.write(`${label}: failed: ${(e as Error).message}\n`);
-          outcomes.push({ values: cell.values, seed: cell.seed, status: 'failed', metrics: null });
+          outcomes.push({ values: rowValues(cell), seed: cell.seed, status: 'failed', metrics: null });
         }
       }
-      const rows = opts.rows?.split(',') ?? Object.keys(request.grid);
       console.log(tableToMarkdown(buildAblationTable(outcomes, rows, opts.metrics?.split(','))));
     });
 }

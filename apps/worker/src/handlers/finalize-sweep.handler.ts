@@ -11,6 +11,7 @@ import {
   type SweepStatus,
 } from '@ice/orchestration';
 
+// Shared with the API's bulk cancel, which settles a sweep whose runs are all cancelled at once.
 export { sweepOutcome };
 
 /** The flow's parent: runs when every run of the sweep has finished, and records the sweep's outcome. */

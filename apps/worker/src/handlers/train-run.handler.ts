@@ -26,6 +26,7 @@ import {
   type OrchestrationConfig,
   type RunFinish,
   type RunStatus,
+  workersKey,
 } from '@ice/orchestration';
 import { TRAIN_RUN_TASK } from '../training/task-files';
 import type { TrainRunInput, TrainRunMessage } from '../training/train-run.task';
@@ -164,6 +165,7 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
               advertiseHost: w.allReduceAdvertiseHost ?? undefined,
               ports: w.allReducePorts,
               attempt: { number: a.ctx.job.attemptsMade + 1, of: a.ctx.job.opts.attempts ?? 1 },
+              workersKey: workersKey(this.config.queuePrefix),
             }
           : undefined,
     };

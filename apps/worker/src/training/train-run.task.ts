@@ -31,6 +31,7 @@ const TrainRunInputSchema = z
           .object({ number: z.number().int().min(1), of: z.number().int().min(1) })
           .strict()
           .optional(),
+        workersKey: z.string().min(1).optional(),
       })
       .strict()
       .optional(),

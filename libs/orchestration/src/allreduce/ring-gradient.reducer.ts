@@ -33,6 +33,8 @@ export interface RingGradientReducerOptions {
   pollMs?: number;
   /** This job's attempt, so that a failure says whether it is retried. */
   attempt?: { number: number; of: number };
+  /** The worker registry's key, so that a group that can never form says so (see RingGroupOptions). */
+  workersKey?: string;
   log?: (message: string) => void;
 }
 

@@ -6,6 +6,7 @@ import { RingPlan, RingReduction } from './ring-allreduce';
 import { floatsOf, FrameType, jsonPayload, parseJsonPayload, RingError, type FrameHeader } from './ring-frame';
 import { describeFailure, RingLink, type LinkFailure } from './ring-link';
 import { RingRendezvous, type RendezvousEntry, type Round } from './ring-rendezvous';
+import { registeredSlots } from '../workers/worker-slots';
 
 export interface RingGroupOptions {
   /** A connection for the rendezvous (a few commands per group formation; none per step). */
@@ -33,6 +34,12 @@ export interface RingGroupOptions {
   ttlSeconds?: number;
   /** This job's attempt, for error messages that say what happens next. */
   attempt?: { number: number; of: number };
+  /**
+   * The worker registry's key (`<QUEUE_PREFIX>:workers`): a rank that times out waiting for the
+   * others reads the live training slots there, and when there are fewer than worldSize the group
+   * can never form, which it says (NO_CAPACITY, not retried) instead of promising a retry.
+   */
+  workersKey?: string;
   log?: (message: string) => void;
 }
 
@@ -352,6 +359,7 @@ export class RingGroup {
       if (Date.now() >= deadline) {
         if (timeoutError) throw timeoutError();
         const missing = Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => !members.has(r));
+        await this.refuseWithoutSlots(step, missing);
         throw this.rankError(
           `waited ${this.o.timeoutMs} ms at step ${step} for rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${this.worldSize}) to join the all-reduce group; is a worker free for every rank?`,
           { step, missingRanks: missing, round: round.gen },
@@ -364,6 +372,19 @@ export class RingGroup {
       await sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())), signal);
       if (signal?.aborted) throw this.cancelled(step);
     }
+  }
+
+  /** Throws NO_CAPACITY (not retried) when the live workers have fewer training slots than the group has ranks. */
+  private async refuseWithoutSlots(step: number, missing: number[]): Promise<void> {
+    if (!this.o.workersKey) return;
+    const c = await registeredSlots(this.o.redis, this.o.workersKey, 'training').catch(() => null);
+    if (!c || c.slots >= this.worldSize) return;
+    throw new RingError(
+      'NO_CAPACITY',
+      `rank ${this.rank} of run ${this.o.runId} waited ${this.o.timeoutMs} ms at step ${step} for rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')}: ` +
+        `only ${c.slots} training slot${c.slots === 1 ? ' is' : 's are'} registered (${c.workers} live worker${c.workers === 1 ? '' : 's'}) for ${this.worldSize} ranks, so the group cannot form. Not retried: start more workers and submit it again`,
+      { runId: this.o.runId, rank: this.rank, worldSize: this.worldSize, step, missingRanks: missing, ...c },
+    );
   }
 
   private checkMembers(members: Map<number, RendezvousEntry>, step: number, length: number): void {

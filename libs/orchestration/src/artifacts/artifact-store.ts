@@ -32,6 +32,17 @@ export class ArtifactStore {
     return files[0]?.f ?? null;
   }
 
+  /**
+   * A weights name as a client gives it: the API answers with artifact-relative names
+   * (`runs/<id>/final.safetensors`), so a relative name of an existing artifact file is that
+   * file; any other name is returned unchanged (absolute, or relative to the working directory).
+   */
+  resolveName(name: string): string {
+    if (path.isAbsolute(name)) return name;
+    const inside = path.resolve(this.root, name);
+    return this.contains(inside) && fs.existsSync(inside) ? inside : name;
+  }
+
   contains(file: string): boolean {
     const rel = path.relative(this.root, path.resolve(file));
     return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);

@@ -16,6 +16,12 @@ describe('loadOrchestrationConfig', () => {
     expect(loadOrchestrationConfig('api', { ...base, API_KEYS: 'a, b' }).apiKeys).toEqual(['a', 'b']);
   });
 
+  it('reads READ_AUTH as on or off (default off) and refuses anything else', () => {
+    expect(loadOrchestrationConfig('api', { ...base, API_KEYS: 'a' }).readAuth).toBe(false);
+    expect(loadOrchestrationConfig('api', { ...base, API_KEYS: 'a', READ_AUTH: 'on' }).readAuth).toBe(true);
+    expect(() => loadOrchestrationConfig('api', { ...base, API_KEYS: 'a', READ_AUTH: 'yes' })).toThrow(/READ_AUTH: on or off/);
+  });
+
   it('names the variable that is wrong', () => {
     expect(() => loadOrchestrationConfig('worker', { ...base, LOCK_DURATION_MS: 'soon' })).toThrow(/LOCK_DURATION_MS/);
     expect(() => loadOrchestrationConfig('worker', { ...base, DATABASE_URL: 'mysql://x/y' })).toThrow(/DATABASE_URL/);

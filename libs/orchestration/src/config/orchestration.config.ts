@@ -27,6 +27,7 @@ const EnvSchema = z.object({
     .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only')
     .default('ice'),
   API_KEYS: z.string().optional(),
+  READ_AUTH: z.enum(['on', 'off'], { error: 'on or off' }).default('off'),
   DATA_ROOTS: z.string().optional(),
   ARTIFACT_DIR: z.string().min(1).default('artifacts'),
   DATA_DIR: z.string().min(1).default('.data'),
@@ -37,6 +38,7 @@ const EnvSchema = z.object({
   PORT: intFromEnv(0, 65535).default(3000),
   WORKER_CONCURRENCY: intFromEnv(1, 64).default(1),
   WORKER_QUEUES: z.string().optional(),
+  WORKER_HEARTBEAT_MS: intFromEnv(100).default(2000),
   LOCK_DURATION_MS: intFromEnv(1000).default(30_000),
   STALLED_INTERVAL_MS: intFromEnv(500).default(30_000),
   PROGRESS_INTERVAL_MS: intFromEnv(100).default(2000),
@@ -53,7 +55,6 @@ const EnvSchema = z.object({
   ALLREDUCE_HEARTBEAT_TIMEOUT_MS: intFromEnv(100).default(10_000),
   OUTCOME_WRITE_HORIZON_MS: intFromEnv(0).default(30 * 60_000),
   RECONCILE_INTERVAL_MS: intFromEnv(0).default(60_000),
-  WORKER_HEARTBEAT_MS: intFromEnv(100).default(5000),
   CODE_VERSION: z.string().optional(),
   WORKER_ID: z.string().optional(),
 });
@@ -67,6 +68,8 @@ export interface OrchestrationConfig {
   /** BullMQ key prefix and pub/sub channel prefix: separate deployments (and test files) share one Redis. */
   queuePrefix: string;
   apiKeys: string[];
+  /** READ_AUTH=on: reads (GET, SSE) need a key too, not only mutations; /health stays open for probes. */
+  readAuth: boolean;
   dataRoots: string[];
   artifactDir: string;
   http: { host: string; port: number };
@@ -75,6 +78,8 @@ export interface OrchestrationConfig {
     /** Queues this worker takes jobs from (default: all). */
     queues: QueueName[];
     concurrency: number;
+    /** How often a worker beats in the registry; 3 missed beats and its jobs are taken back (WorkerRegistry). */
+    heartbeatMs: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
     progressIntervalMs: number;
@@ -101,8 +106,6 @@ export interface OrchestrationConfig {
      * stays on disk beside the checkpoint and the reconciler records it.
      */
     outcomeWriteHorizonMs: number;
-    /** How often a worker announces itself and its active jobs in Redis (the registry the reconciler reads); it expires after 3×. */
-    heartbeatMs: number;
   };
   /** The reconciler's period (API and workers; one at a time across processes); 0: only at start-up. */
   reconcileIntervalMs: number;
@@ -152,6 +155,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
     apiKeys,
+    readAuth: e.READ_AUTH === 'on',
     dataRoots,
     artifactDir: path.resolve(e.ARTIFACT_DIR),
     http: { host: e.HOST, port: e.PORT },
@@ -159,6 +163,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       id: e.WORKER_ID ?? `${os.hostname()}-${process.pid}`,
       queues: queues as QueueName[],
       concurrency: e.WORKER_CONCURRENCY,
+      heartbeatMs: e.WORKER_HEARTBEAT_MS,
       lockDurationMs: e.LOCK_DURATION_MS,
       stalledIntervalMs: e.STALLED_INTERVAL_MS,
       progressIntervalMs: e.PROGRESS_INTERVAL_MS,
@@ -171,7 +176,6 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       allReducePorts,
       allReduceHeartbeatTimeoutMs: e.ALLREDUCE_HEARTBEAT_TIMEOUT_MS,
       outcomeWriteHorizonMs: e.OUTCOME_WRITE_HORIZON_MS,
-      heartbeatMs: e.WORKER_HEARTBEAT_MS,
     },
     reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
     codeVersion: e.CODE_VERSION ?? detectCodeVersion(),

@@ -18,11 +18,10 @@ import {
   JOB_HANDLER_METADATA,
   type JobHandler,
 } from './job-handler';
-import * as os from 'node:os';
-import { ClusterState } from './cluster-state';
 import { jobIds, type JobName } from './jobs';
 import type { QueueProcessor } from './queue-processor';
 import { redisOutage } from './redis';
+import { WorkerPresence } from '../workers/worker-presence';
 
 /** The processors of the queues this worker consumes (see QueueModule.forConsumer). */
 export const QUEUE_PROCESSORS = Symbol('QUEUE_PROCESSORS');
@@ -37,9 +36,6 @@ export const QUEUE_PROCESSORS = Symbol('QUEUE_PROCESSORS');
 export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly log = new Logger('worker');
   private offCancel: (() => Promise<void>) | null = null;
-  /** Ids of the jobs this process is running: announced every heartbeat (the registry the reconciler reads). */
-  private readonly active = new Set<string>();
-  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
     @Inject(ORCHESTRATION_CONFIG) private readonly config: OrchestrationConfig,
@@ -47,21 +43,20 @@ export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShut
     private readonly discovery: DiscoveryService,
     private readonly reflector: Reflector,
     private readonly bus: EventBus,
-    private readonly cluster: ClusterState,
+    private readonly presence: WorkerPresence,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     const handlers = buildHandlerMap(this.discoverHandlers());
     this.offCancel = await this.bus.onCancel(({ runId }) => this.cancelRun(runId));
-    this.startHeartbeat();
     for (const p of this.processors) {
       p.route(async (job, token, signal) => {
-        const id = job.id ?? `${job.name}:?`;
-        this.active.add(id);
+        // The registry knows which jobs this worker holds, so that they are taken back at once if it dies.
+        if (job.id && token) this.presence.hold(p.queue, job.id, token);
         try {
           return await dispatchJob(handlers, p.queue, job, token, signal);
         } finally {
-          this.active.delete(id);
+          if (job.id) this.presence.release(p.queue, job.id);
         }
       });
       const { worker } = p;
@@ -86,20 +81,6 @@ export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShut
     return found;
   }
 
-  /** Announces this worker and its active jobs now and every heartbeat; a missed beat (Redis away) is simply retried at the next. */
-  private startHeartbeat(): void {
-    const w = this.config.worker;
-    const beat = (): void => {
-      if (!this.cluster.connected) return;
-      this.cluster
-        .announce({ id: w.id, pid: process.pid, host: os.hostname(), jobs: [...this.active], at: new Date().toISOString() })
-        .catch(() => undefined);
-    };
-    beat();
-    this.heartbeat = setInterval(beat, w.heartbeatMs);
-    this.heartbeat.unref();
-  }
-
   /** Any rank of a data-parallel run may be running here; cancelJob ignores ids this worker does not hold. */
   private cancelRun(runId: string): void {
     for (let rank = 0; rank < MAX_WORLD_SIZE; rank++) {
@@ -111,7 +92,6 @@ export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShut
 
   /** Stops taking jobs; an active run is handed back (it resumes from its checkpoint elsewhere). */
   async beforeApplicationShutdown(): Promise<void> {
-    clearInterval(this.heartbeat);
     await this.offCancel?.();
     this.offCancel = null;
     for (const p of this.processors) p.worker.cancelAllJobs(CANCEL_REASON_SHUTDOWN);
@@ -120,6 +100,5 @@ export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShut
   /** Waits for the handed-back jobs before the database and Redis connections close (they close after this module's). */
   async onApplicationShutdown(): Promise<void> {
     await Promise.all(this.processors.map((p) => p.worker.close()));
-    await this.cluster.withdraw(this.config.worker.id).catch(() => undefined);
   }
 }

@@ -6,6 +6,8 @@ import { JobQueue } from './job-queue';
 import { JobWorkers, QUEUE_PROCESSORS } from './job-workers';
 import { QUEUE_NAMES, SWEEP_FLOW, type QueueName } from './queues';
 import { queueProcessor, workerOptions } from './queue-processor';
+import { WorkerPresence } from '../workers/worker-presence';
+import { WorkerRegistry } from '../workers/worker-registry';
 import { Reconciler } from '../reconcile/reconciler';
 
 /** One Redis connection setting and one key prefix for every queue, flow producer and worker. */
@@ -19,9 +21,10 @@ function registerQueues(queues: readonly QueueName[]): DynamicModule {
 
 /**
  * BullMQ through @nestjs/bullmq, with the typed job registry on top. The producer (the API) gets
- * every queue, the sweep flow producer and JobQueue; a consumer (a worker) gets one processor per
- * queue it is configured to take jobs from, and JobWorkers, which checks the handler registry at
- * boot before any of them runs. Both run the Reconciler (one process at a time).
+ * every queue, the sweep flow producer, JobQueue and the worker registry (to admit data-parallel
+ * runs); a consumer (a worker) gets one processor per queue it is configured to take jobs from,
+ * JobWorkers, which checks the handler registry at boot before any of them runs, and its presence
+ * in the worker registry. Both run the Reconciler (one process at a time).
  */
 @Module({})
 export class QueueModule {
@@ -31,8 +34,8 @@ export class QueueModule {
       module: QueueModule,
       global: true,
       imports: [bullRoot(config), registerQueues(QUEUE_NAMES), BullModule.registerFlowProducer({ name: SWEEP_FLOW })],
-      providers: [JobQueue, Reconciler],
-      exports: [JobQueue, Reconciler],
+      providers: [JobQueue, { provide: WorkerRegistry, useFactory: () => new WorkerRegistry(config) }, Reconciler],
+      exports: [JobQueue, WorkerRegistry, Reconciler],
     };
   }
 
@@ -46,6 +49,8 @@ export class QueueModule {
       providers: [
         ...processors,
         { provide: QUEUE_PROCESSORS, useFactory: (...instances: unknown[]) => instances, inject: processors },
+        { provide: WorkerRegistry, useFactory: () => new WorkerRegistry(config) },
+        WorkerPresence,
         JobWorkers,
         JobQueue,
         Reconciler,

@@ -14,15 +14,16 @@ import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplica
 import { parseEvaluationSpec } from '@ice/evaluation';
 import { parseRunConfig, type RunConfig } from '@ice/experiments';
 import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from '../config/orchestration.config';
-import type { EvaluationEntity, RunEntity } from '../db/entities';
+import { sweepOutcome, type EvaluationEntity, type RunEntity } from '../db/entities';
 import { isTransientDbError } from '../db/retry-write';
-import { EvaluationRepository, RunRepository, SweepRepository, sweepOutcome } from '../db/repositories';
+import { EvaluationRepository, RunRepository, SweepRepository } from '../db/repositories';
 import { EventBus } from '../events/event-bus';
 import { runStatusEvent, sweepStatusEvent } from '../events/orchestration.events';
 import { OutcomeStore } from '../outcomes/outcome.store';
 import { ClusterState } from '../queue/cluster-state';
 import { JobQueue, type RunJob } from '../queue/job-queue';
 import { jobIds } from '../queue/jobs';
+import { WorkerRegistry } from '../workers/worker-registry';
 import { reconcileAction, sweepNeedsFinalizing, type ReconcileAction, type RowFacts } from './reconcile.rules';
 
 const LEASE = 'reconcile';
@@ -64,6 +65,7 @@ export class Reconciler implements OnApplicationBootstrap, OnApplicationShutdown
     private readonly evaluations: EvaluationRepository,
     private readonly queue: JobQueue,
     private readonly cluster: ClusterState,
+    private readonly workers: WorkerRegistry,
     private readonly outcomes: OutcomeStore,
     private readonly bus: EventBus,
   ) {}
@@ -112,8 +114,8 @@ export class Reconciler implements OnApplicationBootstrap, OnApplicationShutdown
     if (!token) return { ...emptyReport(), skipped: 'another process is reconciling' };
     try {
       const report = emptyReport();
-      const live = await this.cluster.liveWorkers();
-      const held = new Set(live.flatMap((w) => w.jobs));
+      const { live } = await this.workers.entries();
+      const held = new Set(live.flatMap((w) => w.jobs.map((j) => j.id)));
       const registryComplete = await this.cluster.registryComplete();
       const facts = { held, registryComplete };
       const toQueue = new Map<string, RunJob[]>();

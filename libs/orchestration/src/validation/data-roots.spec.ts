@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { assertInsideRoots, isInside } from './data-roots';
+import { assertExists, assertInsideRoots, isInside } from './data-roots';
 
 describe('data roots', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'roots-'));
@@ -24,7 +24,26 @@ describe('data roots', () => {
     expect(isInside(root, link)).toBe(false);
   });
 
-  it('names the field in the error', () => {
-    expect(() => assertInsideRoots('data.root', '/etc', [root])).toThrow(/^data\.root: \/etc is outside/);
+  it('names the field in the error, and never lists the roots', () => {
+    expect(() => assertInsideRoots('data.root', '/etc', [root])).toThrow(/^data\.root: \/etc is outside the configured data roots$/);
+    let message = '';
+    try {
+      assertInsideRoots('data.root', '/etc', [root]);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).not.toContain(root);
+  });
+
+  it('refuses missing files and directories, and the wrong kind', () => {
+    const file = path.join(root, 'w.safetensors');
+    fs.writeFileSync(file, '');
+    expect(() => assertExists('model.weights', file, 'file')).not.toThrow();
+    expect(() => assertExists('data.root', root, 'dir')).not.toThrow();
+    expect(() => assertExists('model.weights', path.join(root, 'nope.pth'), 'file')).toThrow(
+      /^model\.weights: .*nope\.pth does not exist$/,
+    );
+    expect(() => assertExists('model.weights', root, 'file')).toThrow(/is not a file$/);
+    expect(() => assertExists('data.root', file, 'dir')).toThrow(/is not a directory$/);
   });
 });

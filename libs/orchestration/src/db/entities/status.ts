@@ -23,3 +23,12 @@ export function isTerminalRunStatus(s: RunStatus): boolean {
 export function isTerminalSweepStatus(s: SweepStatus): boolean {
   return TERMINAL_SWEEP[s] === true;
 }
+
+/** A sweep's outcome once none of its runs is queued or running (counts per run status). */
+export function sweepOutcome(c: Readonly<Record<RunStatus, number>>): SweepStatus {
+  const total = c.queued + c.running + c.succeeded + c.failed + c.cancelled;
+  if (c.succeeded === total) return 'succeeded';
+  if (c.cancelled === total) return 'cancelled';
+  if (c.succeeded === 0) return 'failed';
+  return 'partial';
+}

@@ -13,6 +13,12 @@ export interface NewRun {
   config: StoredRunConfig;
 }
 
+/** A run of a sweep and how many rank jobs it has. */
+export interface SweepRunRef {
+  id: string;
+  worldSize: number;
+}
+
 /** A run's outcome as the store records it: the RunResult, and where the last resumable checkpoint is. */
 export type RunFinish = RunResult & { lastCheckpoint: string | null };
 
@@ -108,6 +114,27 @@ export class RunRepository extends JobStateRepository<RunEntity> {
     );
     if (rows.length) await this.metrics.add(id, r.steps, Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`final.${k}`, v])));
     return rows.length > 0;
+  }
+
+  /**
+   * Cancels every unfinished run of a sweep in one statement (see requestCancel for one run):
+   * queued runs become cancelled at once, running ones are flagged for their workers to stop.
+   * Returns both groups with their data-parallel width (their job ids follow from it).
+   */
+  async requestCancelOfSweep(sweepId: string): Promise<{ cancelled: SweepRunRef[]; stopping: SweepRunRef[] }> {
+    const rows = await this.db.rows<{ id: string; status: RunStatus; world_size: number | null }>(
+      `UPDATE runs SET cancel_requested = true, updated_at = now(),
+         status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+         finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+       WHERE sweep_id = $1 AND status IN ('queued','running')
+       RETURNING id, status, (config->'run'->>'worldSize')::int AS world_size`,
+      [sweepId],
+    );
+    const ref = (r: (typeof rows)[number]): SweepRunRef => ({ id: r.id, worldSize: r.world_size ?? 1 });
+    return {
+      cancelled: rows.filter((r) => r.status === 'cancelled').map(ref),
+      stopping: rows.filter((r) => r.status === 'running').map(ref),
+    };
   }
 
   /** A failed attempt: back to queued while BullMQ will retry it, failed after the last one. */

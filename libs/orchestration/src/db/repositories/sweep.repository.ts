@@ -6,15 +6,6 @@ import type { NewRun } from './run.repository';
 
 export type StatusCounts = Record<RunStatus, number>;
 
-/** A finished sweep's status from its runs' counts (the finalize job and the reconciler decide alike). */
-export function sweepOutcome(c: StatusCounts): SweepStatus {
-  const total = c.queued + c.running + c.succeeded + c.failed + c.cancelled;
-  if (c.succeeded === total) return 'succeeded';
-  if (c.cancelled === total) return 'cancelled';
-  if (c.succeeded === 0) return 'failed';
-  return 'partial';
-}
-
 export interface NewSweep {
   name: string | null;
   spec: Record<string, unknown>;
