@@ -119,6 +119,36 @@ describe('repositories (e2e)', () => {
       expect((await runs.list({ sweepId: sweep.id, status: 'running' }, { limit: 5, offset: 0 })).total).toBe(1);
     });
 
+    it('dates each status change, not each update (status_changed_at, the time a replayed status event carries)', async () => {
+      const { sweep, runs: created } = await sweeps.create({ name: 'dated', spec: {}, axes: ['alpha'], runs: [newRun('alpha=2', 0)] });
+      const id = created[0].id;
+      const queuedAt = (await runs.get(id))!.statusChangedAt;
+      expect(queuedAt).toBeInstanceOf(Date);
+      await new Promise((r) => setTimeout(r, 30));
+      const startedAt = (await runs.start(id, 'w1'))!.statusChangedAt;
+      expect(startedAt.getTime()).toBeGreaterThan(queuedAt.getTime());
+      expect((await sweeps.get(sweep.id))!.statusChangedAt.getTime()).toBeGreaterThanOrEqual(startedAt.getTime());
+      await new Promise((r) => setTimeout(r, 30));
+      // Progress and a redelivery (running → running) are not status changes.
+      const progress = {
+        step: 1,
+        totalSteps: 10,
+        epoch: 0,
+        loss: 1,
+        imgPerSec: 1,
+        etaSeconds: null,
+        lr: 0.1,
+        at: new Date().toISOString(),
+      };
+      await runs.recordProgress(id, progress, { loss: 1 }, null);
+      await runs.start(id, 'w2');
+      expect((await runs.get(id))!.statusChangedAt).toEqual(startedAt);
+      await runs.fail(id, 'boom', true);
+      const failed = (await runs.get(id))!;
+      expect(failed.statusChangedAt.getTime()).toBeGreaterThan(startedAt.getTime());
+      expect(failed.statusChangedAt).toEqual(failed.finishedAt);
+    });
+
     it('sends a failed attempt back to the queue while retries remain, and fails the run after the last', async () => {
       const run = await runs.create(newRun('', 1));
       await runs.start(run.id, 'w1');

@@ -183,7 +183,7 @@ async function ablation(variant: 'official' | 'paper'): Promise<{ table: string;
     const dir = path.join(opts.out, `ablation-${variant}`, `${cell.cellKey},seed=${cell.seed}`);
     const r = await run(cell.config, dir, `${variant} ${cell.cellKey} seed ${cell.seed}`);
     dirs.set(`${cell.cellKey},seed=${cell.seed}`, r.checkpoint);
-    outcomes.push({ values: cell.values, seed: cell.seed, status: 'completed', metrics: r.metrics });
+    outcomes.push({ values: cell.values, seed: cell.seed, status: 'succeeded', metrics: r.metrics });
   }
   return {
     table: tableToMarkdown(

@@ -13,12 +13,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import IORedis from 'ioredis';
-import { readSseStream } from '@ice/orchestration';
+import type { RunProgressSnapshot, RunStatus } from '@ice/experiments';
+import { isTerminalRunStatus, readSseStream, runProgressLine, SweepProgress, type OrchestrationEvent } from '@ice/orchestration';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const RUN_TS = path.join(ROOT, 'bin', 'run-ts.js');
 const DATA_DIR = path.resolve(process.env.DATA_DIR ?? path.join(ROOT, '.data'));
 const LOG_DIR = path.join(DATA_DIR, 'demo-logs');
+/** Where the demo leaves its results (the ablation table as markdown and CSV); DEMO_OUT overrides. */
+const OUT_DIR = path.resolve(process.env.DEMO_OUT ?? path.join(process.env.ARTIFACT_DIR ?? path.join(ROOT, 'artifacts'), 'demo'));
 const PORT = Number(process.env.DEMO_PORT ?? process.env.PORT ?? 3000);
 const API = `http://127.0.0.1:${PORT}`;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -167,7 +170,15 @@ interface SweepView {
   status: string;
   runCount: number;
   counts: Record<string, number>;
-  runs?: { id: string; status: string; cell: Record<string, unknown>; seed: number; checkpoint: string | null }[];
+  runs?: {
+    id: string;
+    status: RunStatus;
+    cellKey: string | null;
+    seed: number;
+    config: { run: { steps?: number } };
+    progress: RunProgressSnapshot | null;
+    checkpoint: string | null;
+  }[];
 }
 
 /** The newest sweep of that name that is usable (finished or still going), else a new one. */
@@ -183,42 +194,52 @@ async function sweepFor(spec: { name: string }): Promise<SweepView> {
   return created;
 }
 
-/** Follows a sweep over SSE, printing a line per finished run and a progress line every few seconds. */
+/**
+ * Follows a sweep over SSE: a line per run that starts and per run that finishes ("run k of n
+ * finished"), and every few seconds where the sweep stands with each running run's step and loss.
+ * ETAs (SweepProgress) appear once a rate is measured: a first report, which follows the run's
+ * start-up, never gives one.
+ */
 async function watch(id: string, label: string): Promise<string> {
+  let progress: SweepProgress | null = null;
   for (;;) {
     const s = await api<SweepView>('GET', `/sweeps/${id}`);
     if (!['queued', 'running'].includes(s.status)) return s.status;
-    const progress = new Map<string, { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number }>();
-    let lastPrint = 0;
+    const runs = s.runs ?? [];
+    if (!progress) {
+      progress = new SweepProgress(
+        runs.map((r) => ({
+          id: r.id,
+          label: `${r.cellKey ?? r.id.slice(0, 8)} seed ${r.seed}`,
+          status: r.status,
+          totalSteps: r.config.run.steps ?? 0,
+          progress: r.progress,
+        })),
+      );
+      log(`${label}: ${progress.summaryLine()}`);
+    } else {
+      // Back after a dropped stream: catch up from the database.
+      for (const r of runs)
+        progress.apply({ type: 'run.status', runId: r.id, sweepId: id, status: r.status, at: new Date().toISOString() });
+    }
+    let lastPrint = Date.now();
     const ac = new AbortController();
     try {
       const res = await fetch(`${API}/sweeps/${id}/events`, { signal: ac.signal });
       for await (const m of readSseStream(res.body as unknown as AsyncIterable<Uint8Array>)) {
-        const e = JSON.parse(m.data) as {
-          type: string;
-          runId?: string;
-          status?: string;
-          counts?: Record<string, number>;
-          progress?: { step: number; totalSteps: number; loss: number; imgPerSec: number; etaSeconds: number };
-          metrics?: Record<string, number> | null;
-          error?: string | null;
-        };
-        if (e.type === 'run.progress' && e.runId && e.progress) progress.set(e.runId, e.progress);
-        if (e.type === 'run.status' && e.runId && e.status && ['succeeded', 'failed', 'cancelled'].includes(e.status)) {
-          progress.delete(e.runId);
-          const m = e.metrics;
-          const iceTop1 = m?.ice_top1 !== undefined ? ` ice_top1=${m.ice_top1.toFixed(3)}` : '';
-          const scores = m ? ` top1=${m.top1?.toFixed(3)}${iceTop1}` : '';
-          log(`${label}: run ${e.runId.slice(0, 8)} ${e.status}${scores}${e.error ? ` (${e.error})` : ''}`);
+        const e = JSON.parse(m.data) as OrchestrationEvent;
+        const before = e.type === 'run.status' ? progress.all().find((r) => r.id === e.runId)?.status : undefined;
+        progress.apply(e);
+        if (e.type === 'run.status') {
+          const run = progress.all().find((r) => r.id === e.runId);
+          if (run && isTerminalRunStatus(run.status)) log(`${label}: ${progress.finishedLine(run)}`);
+          else if (run && run.status === 'running' && before !== 'running') log(`${label}: started ${run.label}`);
         }
-        if (e.type === 'sweep.status' && e.status && !['queued', 'running'].includes(e.status)) return e.status;
-        if (Date.now() - lastPrint > 5000 && progress.size) {
+        if (e.type === 'sweep.status' && !['queued', 'running'].includes(e.status)) return e.status;
+        if (Date.now() - lastPrint > 5000 && progress.running().length) {
           lastPrint = Date.now();
-          const parts = [...progress.entries()].map(
-            ([rid, p]) =>
-              `${rid.slice(0, 8)} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(3)} ${p.imgPerSec.toFixed(0)} img/s ETA ${Math.round(p.etaSeconds)}s`,
-          );
-          log(`${label}: ${parts.join(' | ')}`);
+          log(`${label}: ${progress.summaryLine()}`);
+          for (const r of progress.running()) log(`${label}:   ${runProgressLine(r)}`);
         }
       }
     } catch (e) {
@@ -228,6 +249,18 @@ async function watch(id: string, label: string): Promise<string> {
       ac.abort();
     }
   }
+}
+
+/** Prints the ablation table and saves it (markdown and CSV) under OUT_DIR; returns the files. */
+async function saveTable(sweep: SweepView, query: string): Promise<string[]> {
+  const markdown = await api<string>('GET', `/sweeps/${sweep.id}/table?${query}&format=markdown`);
+  const csv = await api<string>('GET', `/sweeps/${sweep.id}/table?${query}&format=csv`);
+  console.log(markdown);
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const base = path.join(OUT_DIR, `${sweep.name}.table`);
+  fs.writeFileSync(`${base}.md`, markdown.endsWith('\n') ? markdown : `${markdown}\n`);
+  fs.writeFileSync(`${base}.csv`, csv);
+  return [`${base}.md`, `${base}.csv`];
 }
 
 async function main(): Promise<void> {
@@ -275,6 +308,7 @@ async function main(): Promise<void> {
     WORKERS: workers,
   });
   log(`${workers} worker(s) started; logs in ${LOG_DIR}`);
+  log(`results page (live while the demo runs): ${API}/ui/`);
 
   let backbone: string;
   if (!QUICK && fs.existsSync(COMMITTED_BACKBONE)) {
@@ -292,7 +326,12 @@ async function main(): Promise<void> {
   const sweep = await sweepFor(SWEEP(backbone));
   const status = await watch(sweep.id, 'sweep');
   log(`sweep ${sweep.id} ${status}\n`);
-  console.log(await api<string>('GET', `/sweeps/${sweep.id}/table?rows=alpha,lambda_class&metrics=${TABLE_METRICS}&format=markdown`));
+  const saved = await saveTable(sweep, `rows=alpha,lambda_class&metrics=${TABLE_METRICS}`);
+  log(`table saved: ${saved.join(', ')}`);
+  log(
+    `results page: ${API}/ui/#/sweeps/${sweep.id} (the demo stops the API now; to browse the results again, run ` +
+      `PORT=${PORT} API_KEYS=${API_KEY} DATA_DIR=${DATA_DIR}${process.env.DATABASE_URL ? ' DATABASE_URL=…' : ''} npm run start:api)`,
+  );
   await shutdown(0);
 }
 

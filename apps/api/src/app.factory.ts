@@ -18,7 +18,12 @@ export async function createApiApp(
   app.enableShutdownHooks();
   const doc = new DocumentBuilder()
     .setTitle('ICE orchestrator')
-    .setDescription('Fine-tuning runs, ablation sweeps and evaluations of ICE vision transformers. Mutating requests need an API key.')
+    .setDescription(
+      'Fine-tuning runs, ablation sweeps and evaluations of ICE vision transformers. Mutating requests need an API key.\n\n' +
+        'JSON Schemas of the request files, for editors (put the URL in a file’s `"$schema"`): ' +
+        '[run config](/schemas/run-config.json), [sweep](/schemas/sweep.json), [evaluation](/schemas/evaluation.json); ' +
+        'examples in the repository’s `configs/`.',
+    )
     .setVersion(config.codeVersion)
     .addApiKey({ type: 'apiKey', in: 'header', name: API_KEY_HEADER }, 'api-key')
     .build();

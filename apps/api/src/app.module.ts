@@ -9,6 +9,7 @@ import { EvaluationsModule } from './evaluations/evaluations.module';
 import { ExperimentsModule } from './experiments/experiments.module';
 import { HealthModule } from './health/health.module';
 import { RunsModule } from './runs/runs.module';
+import { SchemasModule } from './schemas/schemas.module';
 import { SweepsModule } from './sweeps/sweeps.module';
 
 /**
@@ -31,6 +32,7 @@ export class ApiModule {
         RunsModule,
         EvaluationsModule,
         HealthModule,
+        SchemasModule,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },

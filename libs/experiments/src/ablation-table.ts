@@ -6,10 +6,14 @@
  * and its mAP 0.5, so such a cell can look like a win) and every metric that is exactly constant
  * across seeds, in every format.
  */
+import { IceError } from '@ice/core';
+import { isRunMetric, RUN_METRICS } from './run-evaluation';
+import type { RunStatus } from './run.contract';
+
 export interface RunOutcome {
   values: Record<string, number | string | boolean>;
   seed: number;
-  status: string;
+  status: RunStatus;
   metrics: Record<string, number> | null;
 }
 
@@ -62,8 +66,23 @@ export function runDegeneracy(metrics: Readonly<Record<string, number>> | null):
   return metrics?.ice_const_maps === 1 ? 'constant maps' : null;
 }
 
+/**
+ * Refuses metric names a run never reports (INPUT_INVALID, a 400 at the API), listing the known
+ * ones, so that a typo is an error rather than a column of empty cells.
+ */
+export function checkTableMetrics(metrics: readonly string[]): void {
+  const unknown = metrics.filter((m) => !isRunMetric(m));
+  if (unknown.length)
+    throw new IceError(
+      'INPUT_INVALID',
+      `metrics: ${unknown.join(', ')} ${unknown.length === 1 ? 'is not a metric' : 'are not metrics'}; known: ${RUN_METRICS.join(', ')}`,
+    );
+}
+
+/** Columns are run metrics only (RUN_METRICS): counts such as eval_images never become a column. */
 export function buildAblationTable(outcomes: readonly RunOutcome[], rows: readonly string[], metrics?: readonly string[]): AblationTable {
-  const reported = new Set(outcomes.flatMap((o) => Object.keys(o.metrics ?? {})));
+  if (metrics?.length) checkTableMetrics(metrics);
+  const reported = new Set(outcomes.flatMap((o) => Object.keys(o.metrics ?? {}).filter(isRunMetric)));
   const asked = metrics?.length ? [...metrics] : [...reported].sort();
   const metricNames = [...asked, ...ALWAYS_SHOWN_METRICS.filter((m) => reported.has(m) && !asked.includes(m))];
   const hasMaps = outcomes.some((o) => typeof o.metrics?.fg_fraction === 'number');

@@ -6,3 +6,4 @@ export * from './sweep';
 export * from './sweep-axes';
 export * from './ablation-table';
 export * from './run-once';
+export * from './json-schema';

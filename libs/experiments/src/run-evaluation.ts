@@ -5,6 +5,28 @@ import type { RunConfig } from './run.contract';
 import { loadSamples } from './run-data';
 
 /**
+ * The metrics a finished run reports (evaluateRun), by name: what a table can show. The run also
+ * records `eval_images`, the number of images scored, which is a count and not a metric.
+ */
+export const RUN_METRICS = [
+  'top1',
+  'ice_top1',
+  'ice_no_fg',
+  'ice_const_maps',
+  'fg_fraction',
+  'pix_acc',
+  'iou_fg',
+  'iou_bg',
+  'miou',
+  'map',
+] as const;
+export type RunMetric = (typeof RUN_METRICS)[number];
+
+export function isRunMetric(name: string): name is RunMetric {
+  return (RUN_METRICS as readonly string[]).includes(name);
+}
+
+/**
  * Scores a trained model on the first `evalLimit` samples of the evaluation split: top-1 of the
  * CLS head and, for ICE models, the class-agnostic foreground mask (nearest-upsampled to the
  * image) against the ground-truth masks with the ImageNet-Segmentation protocol's pooled

@@ -53,6 +53,7 @@ describe('executeRun on digits', () => {
   it('trains, checkpoints, reports progress and scores the run', async () => {
     const progress: number[] = [];
     const epochs: number[] = [];
+    const etas: (number | null)[] = [];
     const dir = path.join(tmp, 'a');
     const r = await executeRun(config, {
       runDir: dir,
@@ -60,11 +61,16 @@ describe('executeRun on digits', () => {
       onProgress: (p) => {
         progress.push(p.step);
         epochs.push(p.epoch);
+        etas.push(p.etaSeconds);
       },
     });
     expect(r.steps).toBe(4);
     expect(r.resumedFromStep).toBeNull();
     expect(progress).toEqual([1, 2, 3, 4]);
+    // No ETA from the first report (its window is start-up); then one from the measured rate, 0 at the end.
+    expect(etas[0]).toBeNull();
+    expect(etas.slice(1, 3)).toEqual([expect.any(Number), expect.any(Number)]);
+    expect(etas[3]).toBe(0);
     // Epochs of the run's own training stream (batches of 4 of the digits' train canvases).
     const perEpoch = openRunData(config, 32).batchesPerEpoch;
     expect(epochs).toEqual([1, 2, 3, 4].map((s) => s / perEpoch));

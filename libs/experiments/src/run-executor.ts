@@ -225,6 +225,7 @@ class ProgressMeter {
   private lastReport = 0;
   private windowStart = performance.now();
   private windowSteps = 0;
+  private reports = 0;
 
   constructor(
     private readonly config: RunConfig,
@@ -251,8 +252,9 @@ class ProgressMeter {
       lr: stats.lr,
       // Every rank trains at the group's pace: the group's images per second.
       imgPerSec: (batchSize * accumSteps * this.config.worldSize) / secPerStep,
-      etaSeconds: secPerStep * (this.config.steps - done),
+      etaSeconds: this.reports === 0 ? null : secPerStep * (this.config.steps - done),
     });
+    this.reports++;
     this.lastReport = now;
     this.windowStart = now;
     this.windowSteps = 0;

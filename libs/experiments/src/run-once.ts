@@ -11,7 +11,7 @@ import { executeRun, weightsFingerprint } from './run-executor';
 export function progressLine(prefix: string): (p: RunProgress) => void {
   return (p) => {
     const fg = p.clsPer !== undefined ? ` fg ${(100 * p.clsPer).toFixed(0)}%` : '';
-    const speed = `${p.imgPerSec.toFixed(0)} img/s eta ${Math.round(p.etaSeconds)}s`;
+    const speed = `${p.imgPerSec.toFixed(0)} img/s eta ${p.etaSeconds === null ? '–' : `${Math.round(p.etaSeconds)}s`}`;
     process.stderr.write(`${prefix} step ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)}${fg} lr ${p.lr.toExponential(2)} ${speed}\n`);
   };
 }

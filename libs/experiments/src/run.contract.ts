@@ -96,13 +96,23 @@ const LossSchema = z
 export const RunConfigSchema = z
   .object({
     /** 'ice' fine-tunes with adversarial normalization; 'classify' pre-trains the CLS head. */
-    mode: z.enum(TRAIN_MODES).default('ice'),
+    mode: z
+      .enum(TRAIN_MODES)
+      .default('ice')
+      .describe("'ice' fine-tunes with adversarial normalization; 'classify' pre-trains the CLS head"),
     model: z
       .object({
-        preset: presetName.default('digits-micro'),
+        preset: presetName.default('digits-micro').describe('model preset (architecture); see the README, Model presets'),
         /** Starting weights (timm/DeiT/ICE .pth or .safetensors, or a finished run's checkpoint). */
-        weights: z.string().min(1).optional(),
-        head: z.enum(RUN_ICE_HEADS).default('official'),
+        weights: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("starting weights: timm/DeiT/ICE .pth or .safetensors, or a finished run's checkpoint (inside the API's data roots)"),
+        head: z
+          .enum(RUN_ICE_HEADS)
+          .default('official')
+          .describe("ICE head: 'official' (released code), 'icef' (ICE-f, backbone frozen), 'paper' (the paper's head)"),
         dropPathRate: z.number().min(0).lt(1).default(0),
       })
       .strict()
@@ -124,10 +134,10 @@ export const RunConfigSchema = z
       .object({
         format: z.enum(DATASET_FORMATS).default('digits'),
         /** Root folder of a file-backed data set; must lie inside a configured data root. */
-        root: z.string().min(1).optional(),
-        batchSize: z.number().int().min(2).max(1024).default(16),
+        root: z.string().min(1).optional().describe('root folder of a file-backed data set (inside a configured data root)'),
+        batchSize: z.number().int().min(2).max(1024).default(16).describe('samples per step and rank'),
         /** Samples of the evaluation split scored at the end of the run. */
-        evalLimit: z.number().int().min(1).default(200),
+        evalLimit: z.number().int().min(1).default(200).describe('samples of the evaluation split scored at the end of the run'),
         /**
          * Worker threads that build training batches off the training thread (prefetched); 0 builds
          * them on the training thread between steps; 'auto' picks for the machine (1 on 2 cores).
@@ -137,14 +147,20 @@ export const RunConfigSchema = z
       })
       .strict()
       .prefault({}),
-    steps: z.number().int().min(1).max(1_000_000).default(100),
+    steps: z.number().int().min(1).max(1_000_000).default(100).describe('optimizer updates'),
     seed: z.number().int().min(0).default(0),
     /**
      * Data-parallel ranks: W workers, each training on its shard of every batch (data.batchSize
      * samples per rank, W × batchSize per update) and averaging gradients; 1 = one worker.
      */
-    worldSize: z.number().int().min(1).max(MAX_WORLD_SIZE).default(1),
-    checkpointEvery: z.number().int().min(1).default(50),
+    worldSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_WORLD_SIZE)
+      .default(1)
+      .describe('data-parallel ranks (workers), each with data.batchSize samples per step; 1 = one worker'),
+    checkpointEvery: z.number().int().min(1).default(50).describe('updates between resumable checkpoints'),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -156,9 +172,16 @@ export const RunConfigSchema = z
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 export type RunConfigInput = z.input<typeof RunConfigSchema>;
 
+/** A config file may name its JSON Schema (`"$schema": "…"`, for editors); that key is not part of the config. */
+export function withoutSchemaRef(raw: unknown): unknown {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw) || typeof (raw as Record<string, unknown>).$schema !== 'string') return raw;
+  const { $schema: _ref, ...rest } = raw as Record<string, unknown>;
+  return rest;
+}
+
 /** Parses untrusted input (an HTTP body, a config file) into a complete RunConfig, or throws CONFIG_INVALID naming every field. */
 export function parseRunConfig(raw: unknown): RunConfig {
-  return parseInput(RunConfigSchema, raw, 'CONFIG_INVALID', 'run config');
+  return parseInput(RunConfigSchema, withoutSchemaRef(raw), 'CONFIG_INVALID', 'run config');
 }
 
 /** The loss core trains with: the run's α, λ_class and variant, and the gate of the variant's preset unless the run sets one. */
@@ -192,7 +215,11 @@ export interface RunProgress extends LossStats {
   lr: number;
   /** The group's images per second (every rank trains at the group's pace). */
   imgPerSec: number;
-  etaSeconds: number;
+  /**
+   * Seconds left at the rate since the previous report; null in a session's first report, whose
+   * window is mostly start-up (kernel compilation, loader warm-up) and would read far too long.
+   */
+  etaSeconds: number | null;
 }
 
 /** The latest report as a run's row keeps it (the series go to the metric points, see progressSeries). */
@@ -232,3 +259,10 @@ export interface RunResult {
   backend: string;
   durationMs: number;
 }
+
+/**
+ * A run's lifecycle, one vocabulary for the API, the workers, the CLI and the tools (a run that
+ * ended well is `succeeded`, everywhere); terminal states never change again.
+ */
+export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];

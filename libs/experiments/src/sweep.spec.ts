@@ -1,5 +1,5 @@
 import { IceError } from '@ice/core';
-import { buildAblationTable, runDegeneracy, tableNotes, tableToCsv, tableToMarkdown } from './ablation-table';
+import { buildAblationTable, runDegeneracy, tableNotes, tableToCsv, tableToMarkdown, type RunOutcome } from './ablation-table';
 import { parseRunConfig } from './run.contract';
 import { batchIndices } from './run-data';
 import { expandSweep } from './sweep';
@@ -117,9 +117,9 @@ describe('sweep axes: one vocabulary, and no user key used as an object path unc
 });
 
 describe('ablation table', () => {
-  const outcomes = [
-    { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 0, status: 'completed', metrics: { miou: 0.5 } },
-    { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 1, status: 'completed', metrics: { miou: 0.7 } },
+  const outcomes: RunOutcome[] = [
+    { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 0, status: 'succeeded', metrics: { miou: 0.5 } },
+    { values: { alpha: 0.5, lambda_class: 0.5 }, seed: 1, status: 'succeeded', metrics: { miou: 0.7 } },
     { values: { alpha: 1, lambda_class: 0.5 }, seed: 0, status: 'failed', metrics: null },
   ];
 
@@ -140,10 +140,19 @@ describe('ablation table', () => {
     expect(md).toContain('| 1 | 0.5 | – | 0/1 |');
     expect(tableToCsv(t).split('\n')[0]).toBe('alpha,lambda_class,miou_mean,miou_std,miou_n,finished,runs');
   });
+
+  it('refuses unknown metrics, listing the known ones, and never makes a column of eval_images', () => {
+    expect(() => buildAblationTable(outcomes, ['alpha'], ['miou', 'bogus'])).toThrow(
+      /^metrics: bogus is not a metric; known: top1, ice_top1, .*, miou, map$/,
+    );
+    expect(() => buildAblationTable(outcomes, ['alpha'], ['eval_images'])).toThrow(/eval_images is not a metric/);
+    const t = buildAblationTable([{ values: { lr: 1 }, seed: 0, status: 'succeeded', metrics: { top1: 0.9, eval_images: 16 } }], ['lr']);
+    expect(t.metrics).toEqual(['top1']);
+  });
 });
 
 describe('ablation table: collapses are shown, never hidden', () => {
-  const ice = (alpha: number, seed: number, fg: number, constMaps: number, miou: number) => ({
+  const ice = (alpha: number, seed: number, fg: number, constMaps: number, miou: number): RunOutcome => ({
     values: { alpha },
     seed,
     status: 'succeeded',

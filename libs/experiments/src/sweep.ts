@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { IceError, parseInput } from '@ice/core';
-import { parseRunConfig, type RunConfig } from './run.contract';
+import { parseRunConfig, withoutSchemaRef, type RunConfig } from './run.contract';
 import { canonicalAxes, knownAxesText, setConfigPath } from './sweep-axes';
 
 export const MAX_CELLS_DEFAULT = 1000;
@@ -40,7 +40,7 @@ export interface SweepCell {
 
 /** Every (cell, seed) of the grid as a validated run config; errors name the offending cell. */
 export function expandSweep(raw: unknown): { request: SweepRequest; cells: SweepCell[] } {
-  const given = parseInput(SweepRequestSchema, raw, 'CONFIG_INVALID', 'sweep');
+  const given = parseInput(SweepRequestSchema, withoutSchemaRef(raw), 'CONFIG_INVALID', 'sweep');
   // One name per axis from here on: the request comes back with its grid keyed by canonical paths.
   const axes = canonicalAxes(Object.keys(given.grid), 'grid');
   const request: SweepRequest = { ...given, grid: Object.fromEntries(Object.values(given.grid).map((v, i) => [axes[i], v])) };

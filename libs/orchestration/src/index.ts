@@ -26,3 +26,4 @@ export * from './outcomes/outcome.store';
 export * from './queue/cluster-state';
 export * from './reconcile/reconcile.rules';
 export * from './reconcile/reconciler';
+export * from './events/sweep-progress';

@@ -8,7 +8,7 @@
  * also accepted at the top level, since that is how `ice eval` spells them.
  */
 import { z } from 'zod';
-import { EXPLAINER_NAMES } from '@ice/core';
+import { EXPLAINER_NAMES, parseInput } from '@ice/core';
 import {
   ACCURACY_METHODS,
   EVALUATION_SPEC_FORMATS,
@@ -17,6 +17,7 @@ import {
   evaluationSpecIssues,
   MAX_SAVED_MAPS,
 } from '@ice/evaluation';
+import { withoutSchemaRef } from '@ice/experiments';
 import { RUN_STATUSES } from '@ice/orchestration';
 
 const DataSchema = z
@@ -115,6 +116,11 @@ export const EvaluationRequestSchema = z
   });
 
 export type EvaluationRequest = z.output<typeof EvaluationRequestSchema>;
+
+/** A request body or file (a `"$schema"` key naming its JSON Schema is dropped), or CONFIG_INVALID naming each field. */
+export function parseEvaluationRequest(raw: unknown): EvaluationRequest {
+  return parseInput(EvaluationRequestSchema, withoutSchemaRef(raw), 'CONFIG_INVALID', 'evaluation');
+}
 
 export const EvaluationListQuery = z
   .object({

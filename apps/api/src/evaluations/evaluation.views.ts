@@ -31,6 +31,7 @@ export function evaluationView(e: EvaluationEntity, rows: EvaluationResultEntity
   return {
     id: e.id,
     status: e.status,
+    statusChangedAt: e.statusChangedAt,
     protocol: e.protocol,
     runId: e.runId,
     spec: e.spec,

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConflictException, Inject, Injectable, NotFoundException, StreamableFile } from '@nestjs/common';
-import { EXPLAINERS, IceError, isExplainerName, isVitPreset, parseInput } from '@ice/core';
+import { EXPLAINERS, IceError, isExplainerName, isVitPreset } from '@ice/core';
 import type { EvaluationSpec } from '@ice/evaluation';
 import {
   ArtifactStore,
@@ -17,7 +17,7 @@ import {
   type RunEntity,
 } from '@ice/orchestration';
 import { parseRequest } from '../common/request-schemas';
-import { EvaluationListQuery, EvaluationRequestSchema, type EvaluationRequest } from './evaluation.request';
+import { EvaluationListQuery, parseEvaluationRequest, type EvaluationRequest } from './evaluation.request';
 import { evaluationView } from './evaluation.views';
 
 /** What the stored run config says about the model (read loosely: the run schema may have grown since). */
@@ -41,7 +41,7 @@ export class EvaluationsService {
 
   /** Validates the request (schema and rules once, then files and the run), stores the resolved spec and queues the job. */
   async submit(raw: unknown) {
-    const spec = await this.resolve(parseInput(EvaluationRequestSchema, raw, 'CONFIG_INVALID', 'evaluation'));
+    const spec = await this.resolve(parseEvaluationRequest(raw));
     const evaluation = await this.evaluations.create({ ...spec }, spec.runId, spec.protocol);
     try {
       await this.queue.enqueueEvaluation(evaluation.id, spec);

@@ -114,11 +114,9 @@ export class SweepsService {
     await Promise.all(stopping.map((r) => this.bus.requestCancel({ runId: r.id })));
     // One event per cancelled run would be thousands: the sweep's stream carries the counts, each run's own stream its status.
     const counts = await this.sweeps.countsOf(id);
-    if (counts.queued === 0 && counts.running === 0 && (await this.sweeps.setStatus(id, sweepOutcome(counts)))) {
-      await this.bus.publish(sweepStatusEvent(id, sweepOutcome(counts), counts));
-    } else {
-      await this.bus.publish(sweepStatusEvent(id, (await this.require(id)).status, counts));
-    }
+    // Settled here when nothing is left running; either way the event carries the row's status and its change time.
+    if (counts.queued === 0 && counts.running === 0) await this.sweeps.setStatus(id, sweepOutcome(counts));
+    await this.bus.publish(sweepStatusEvent(await this.require(id), counts));
     await this.publishRunStatuses(
       id,
       cancelled.map((r) => r.id),
@@ -142,7 +140,7 @@ export class SweepsService {
       subscribe: (fn) => this.bus.onSweepEvent(id, fn),
       snapshot: async () => {
         const sweep = await this.require(id);
-        return [sweepStatusEvent(id, sweep.status, await this.sweeps.countsOf(id))];
+        return [sweepStatusEvent(sweep, await this.sweeps.countsOf(id))];
       },
       isEnd: (e) => e.type === 'sweep.status' && isTerminalSweepStatus(e.status),
     });

@@ -35,7 +35,7 @@ export class FinalizeSweepHandler implements JobHandler<'sweep.finalize'> {
     const status = sweepOutcome(counts);
     await this.sweeps.setStatus(sweepId, status);
     const sweep = await this.sweeps.get(sweepId);
-    await this.bus.publish(sweepStatusEvent(sweepId, sweep?.status ?? status, counts));
+    if (sweep) await this.bus.publish(sweepStatusEvent(sweep, counts));
     this.log.log(`sweep ${sweepId} ${status}: ${JSON.stringify(counts)}`);
     return { status, counts };
   }

@@ -3,7 +3,7 @@
  * the one place a run's or a sweep's status becomes an event, for the API and the workers alike.
  */
 import { progressSnapshot, type RunProgress, type RunProgressSnapshot } from '@ice/experiments';
-import type { RunEntity, RunStatus, SweepStatus } from '../db/entities';
+import type { RunEntity, RunStatus, SweepEntity, SweepStatus } from '../db/entities';
 import type { StatusCounts } from '../db/repositories';
 
 export type OrchestrationEvent =
@@ -23,8 +23,11 @@ export type RunStatusEvent = Extract<OrchestrationEvent, { type: 'run.status' }>
 export type RunProgressEvent = Extract<OrchestrationEvent, { type: 'run.progress' }>;
 export type SweepStatusEvent = Extract<OrchestrationEvent, { type: 'sweep.status' }>;
 
-/** A run's row as a status event (its status, error and metrics as stored). */
-export function runStatusEvent(run: RunEntity, at: Date = new Date()): RunStatusEvent {
+/**
+ * A run's row as a status event (its status, error and metrics as stored), dated when the status
+ * changed: a replayed event says when it happened, not when it was read.
+ */
+export function runStatusEvent(run: RunEntity): RunStatusEvent {
   return {
     type: 'run.status',
     runId: run.id,
@@ -32,7 +35,7 @@ export function runStatusEvent(run: RunEntity, at: Date = new Date()): RunStatus
     status: run.status,
     error: run.error,
     metrics: run.metrics,
-    at: at.toISOString(),
+    at: run.statusChangedAt.toISOString(),
   };
 }
 
@@ -42,7 +45,7 @@ export function runProgressEvent(run: Pick<RunEntity, 'id' | 'sweepId'>, progres
   return { type: 'run.progress', runId: run.id, sweepId: run.sweepId, progress: snapshot };
 }
 
-/** A sweep's status with its runs' counts per status. */
-export function sweepStatusEvent(sweepId: string, status: SweepStatus, counts: StatusCounts, at: Date = new Date()): SweepStatusEvent {
-  return { type: 'sweep.status', sweepId, status, counts, at: at.toISOString() };
+/** A sweep's status as stored, with its runs' counts per status, dated when the status changed. */
+export function sweepStatusEvent(sweep: Pick<SweepEntity, 'id' | 'status' | 'statusChangedAt'>, counts: StatusCounts): SweepStatusEvent {
+  return { type: 'sweep.status', sweepId: sweep.id, status: sweep.status, counts, at: sweep.statusChangedAt.toISOString() };
 }

@@ -258,7 +258,8 @@ export class Reconciler implements OnApplicationBootstrap, OnApplicationShutdown
       if (job?.state === 'waiting-children') await this.queue.queues.sweeps.remove(jobIds.sweep(sweep.id)).catch(() => undefined);
       report.sweepsFinalized.push(sweep.id);
       this.log.log(`sweep ${sweep.id} finalized by the reconciler: ${status} ${JSON.stringify(counts)}`);
-      await this.bus.publish(sweepStatusEvent(sweep.id, status, counts));
+      const finalized = await this.sweeps.get(sweep.id);
+      if (finalized) await this.bus.publish(sweepStatusEvent(finalized, counts));
     }
   }
 

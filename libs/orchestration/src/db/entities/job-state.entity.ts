@@ -11,6 +11,10 @@ export abstract class JobStateEntity<P extends object> extends BaseEntity {
   @Column({ type: 'text', default: 'queued' })
   status!: RunStatus;
 
+  /** When the status last changed (set by a database trigger on every status change). */
+  @Column({ name: 'status_changed_at', type: 'timestamptz', default: () => 'now()' })
+  statusChangedAt!: Date;
+
   @Column({ type: 'integer', default: 0 })
   attempts!: number;
 

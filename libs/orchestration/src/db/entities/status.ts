@@ -1,6 +1,7 @@
-/** Lifecycle of a run or an evaluation; terminal states never change again. */
-export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
-export type RunStatus = (typeof RUN_STATUSES)[number];
+import { RUN_STATUSES, type RunStatus } from '@ice/experiments';
+
+/** Lifecycle of a run or an evaluation: the run contract's vocabulary (terminal states never change again). */
+export { RUN_STATUSES, type RunStatus };
 
 export const SWEEP_STATUSES = ['queued', 'running', 'succeeded', 'partial', 'failed', 'cancelled'] as const;
 export type SweepStatus = (typeof SWEEP_STATUSES)[number];

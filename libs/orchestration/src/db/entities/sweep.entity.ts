@@ -18,6 +18,10 @@ export class SweepEntity extends BaseEntity {
   @Column({ type: 'text', default: 'queued' })
   status!: SweepStatus;
 
+  /** When the status last changed (set by a database trigger on every status change). */
+  @Column({ name: 'status_changed_at', type: 'timestamptz', default: () => 'now()' })
+  statusChangedAt!: Date;
+
   @Column({ name: 'run_count', type: 'integer' })
   runCount!: number;
 
