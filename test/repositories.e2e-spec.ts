@@ -80,6 +80,26 @@ describe('repositories (e2e)', () => {
       expect(await metrics.series(id)).toEqual({ loss: [{ step: 5, value: 0.9 }], 'final.top1': [{ step: 10, value: 0.5 }] });
     });
 
+    it('takes a finished outcome on a run that went back to the queue (the reconciler finishing it from disk), and lists what is unfinished', async () => {
+      const run = await runs.create(newRun('', 7));
+      await runs.start(run.id, 'w1');
+      await runs.fail(run.id, 'requeued by the reconciler', false);
+      expect((await runs.unfinished()).map((r) => r.id)).toContain(run.id);
+      const finish = {
+        metrics: { top1: 0.25 },
+        checkpoint: '/x/final.safetensors',
+        lastCheckpoint: null,
+        resumedFromStep: null,
+        backend: 'cpu',
+        durationMs: 5,
+        steps: 4,
+      };
+      expect(await runs.finish(run.id, finish)).toBe(true);
+      expect(await runs.get(run.id)).toMatchObject({ status: 'succeeded', metrics: { top1: 0.25 } });
+      expect((await runs.unfinished()).map((r) => r.id)).not.toContain(run.id);
+      expect(await runs.finish(run.id, finish)).toBe(false);
+    });
+
     it('cancels a queued run so that no worker starts it', async () => {
       const run = await runs.create(newRun('', 0));
       expect(await runs.requestCancel(run.id)).toMatchObject({ status: 'cancelled', cancelRequested: true });

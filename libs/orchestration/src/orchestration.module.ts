@@ -4,11 +4,14 @@ import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from './config/orchest
 import { OrchestrationDatabase } from './db/orchestration.database';
 import { EvaluationRepository, MetricRepository, RunRepository, SweepRepository } from './db/repositories';
 import { EventBus } from './events/event-bus';
+import { OutcomeStore } from './outcomes/outcome.store';
+import { ClusterState } from './queue/cluster-state';
 
 /**
  * The external systems the API and the workers share, each behind one class: the database
- * (OrchestrationDatabase, read and written through one repository per entity), pub/sub (EventBus)
- * and the artifact directory (ArtifactStore). The queues are QueueModule's. The configuration is
+ * (OrchestrationDatabase, read and written through one repository per entity), pub/sub (EventBus),
+ * the worker registry and leases (ClusterState)
+ * the artifact directory (ArtifactStore) and the run outcomes kept there (OutcomeStore). The queues are QueueModule's. The configuration is
  * read once by the entry point and passed in.
  */
 @Global()
@@ -38,7 +41,9 @@ export class OrchestrationModule {
         { provide: OrchestrationDatabase, useFactory: () => OrchestrationDatabase.open(config) },
         ...repositories,
         { provide: EventBus, useFactory: () => new EventBus(config) },
+        { provide: ClusterState, useFactory: () => new ClusterState(config) },
         { provide: ArtifactStore, useFactory: () => new ArtifactStore(config.artifactDir) },
+        { provide: OutcomeStore, useFactory: (artifacts: ArtifactStore) => new OutcomeStore(artifacts), inject: [ArtifactStore] },
       ],
       exports: [
         ORCHESTRATION_CONFIG,
@@ -48,7 +53,9 @@ export class OrchestrationModule {
         RunRepository,
         EvaluationRepository,
         EventBus,
+        ClusterState,
         ArtifactStore,
+        OutcomeStore,
       ],
     };
   }

@@ -10,6 +10,7 @@ import {
   EvaluationRepository,
   HandlesJob,
   ORCHESTRATION_CONFIG,
+  retryWrite,
   runInThread,
   type EvaluationEntity,
   type JobContext,
@@ -54,7 +55,17 @@ export class EvaluationHandler implements JobHandler<'evaluation.run'> {
     const poll = this.watchCancel(evaluationId, abort);
     try {
       const out = await this.evaluate(evaluationId, spec, abort, ctx);
-      const first = await this.evaluations.finish(evaluationId, { result: out.summary, rows: out.rows, durationMs: out.durationMs });
+      // A database that is away holds the job (its lock renewed) rather than throwing the scores away with an attempt.
+      const first = await retryWrite(
+        () => this.evaluations.finish(evaluationId, { result: out.summary, rows: out.rows, durationMs: out.durationMs }),
+        {
+          horizonMs: this.config.worker.outcomeWriteHorizonMs,
+          onRetry: ({ attempt, error }) => {
+            if (attempt === 1)
+              this.log.warn(`evaluation ${evaluationId}: the database is unreachable (${error.message}); retrying with backoff`);
+          },
+        },
+      );
       if (!first) this.log.warn(`evaluation ${evaluationId} had already finished; this attempt's result is discarded`);
       else this.log.log(`evaluation ${evaluationId} (${spec.protocol}) succeeded in ${out.durationMs} ms`);
       return { status: 'succeeded' };

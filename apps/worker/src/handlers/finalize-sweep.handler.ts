@@ -25,8 +25,13 @@ export class FinalizeSweepHandler implements JobHandler<'sweep.finalize'> {
     private readonly bus: EventBus,
   ) {}
 
-  async handle({ sweepId }: JobPayload<'sweep.finalize'>): Promise<{ status: SweepStatus; counts: StatusCounts }> {
+  async handle({ sweepId }: JobPayload<'sweep.finalize'>): Promise<{ status: SweepStatus | null; counts: StatusCounts }> {
     const counts = await this.sweeps.countsOf(sweepId);
+    if (counts.queued + counts.running > 0) {
+      // A flow the reconciler re-created for some runs only (after a Redis loss) while others still run: not the end yet.
+      this.log.log(`sweep ${sweepId}: ${counts.queued + counts.running} run(s) not finished; the reconciler finalizes it once they are`);
+      return { status: null, counts };
+    }
     const status = sweepOutcome(counts);
     await this.sweeps.setStatus(sweepId, status);
     const sweep = await this.sweeps.get(sweepId);

@@ -12,7 +12,10 @@ import {
   EventBus,
   HandlesJob,
   isTerminalRunStatus,
+  isTransientDbError,
   ORCHESTRATION_CONFIG,
+  OutcomeStore,
+  retryWrite,
   RunRepository,
   runInThread,
   runProgressEvent,
@@ -21,6 +24,7 @@ import {
   type JobHandler,
   type JobPayload,
   type OrchestrationConfig,
+  type RunFinish,
   type RunStatus,
   workersKey,
 } from '@ice/orchestration';
@@ -28,7 +32,8 @@ import { TRAIN_RUN_TASK } from '../training/task-files';
 import type { TrainRunInput, TrainRunMessage } from '../training/train-run.task';
 import { attemptAbort, attemptFailure, handBackJob } from './job-attempt';
 
-export type TrainRunOutcome = { status: RunStatus; metrics?: Record<string, number>; duplicate?: boolean };
+/** `recorded: false`: the database stayed away past the horizon; the outcome waits on disk for the reconciler. */
+export type TrainRunOutcome = { status: RunStatus; metrics?: Record<string, number>; duplicate?: boolean; recorded?: boolean };
 
 /** One attempt at one rank of a run, as the handler's steps share it. */
 interface RunAttempt {
@@ -71,6 +76,7 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
     private readonly runs: RunRepository,
     private readonly bus: EventBus,
     private readonly artifacts: ArtifactStore,
+    private readonly outcomes: OutcomeStore,
   ) {}
 
   /** The payload (its RunConfig included) was parsed by the job registry; rank < worldSize is part of its schema. */
@@ -78,7 +84,8 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
     const W = config.worldSize;
     const lead = rank === 0;
     const name = W > 1 ? `run ${runId} rank ${rank}/${W}` : `run ${runId}`;
-    const claim = await this.claim(runId, lead);
+    // A database that is away holds the job (its lock renewed) instead of failing an attempt.
+    const claim = await this.whileDbAway(`claiming ${name}`, () => this.claim(runId, lead));
     if ('outcome' in claim) return claim.outcome;
 
     const { abort, release } = attemptAbort(ctx);
@@ -97,6 +104,12 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
     const every = Math.max(500, this.config.worker.progressIntervalMs);
     const watch = W > 1 ? setInterval(() => void this.watchGroup(runId, abort), every) : undefined;
     try {
+      // An earlier attempt finished training but its outcome never reached the row: record it, do not train again.
+      const stored = lead ? this.outcomes.read(runId) : null;
+      if (stored) {
+        this.log.log(`${name}: recording the outcome an earlier attempt stored at ${this.outcomes.file(runId)}`);
+        return await this.record(a, this.outcomes.toFinish(stored));
+      }
       return await this.succeed(a, await this.train(a));
     } catch (e) {
       return await this.settle(a, e);
@@ -163,20 +176,61 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
     });
   }
 
-  /** Rank 0 records the result once (a second finished attempt's result is discarded); the other ranks record nothing. */
+  /**
+   * Rank 0 records the result once (a second finished attempt's result is discarded); the other
+   * ranks record nothing. The outcome goes to disk first, then to the row.
+   */
   private async succeed(a: RunAttempt, result: RunResult): Promise<TrainRunOutcome> {
     if (!a.lead) {
       this.log.log(`${a.name} finished its ${result.steps} steps; rank 0 records the result`);
       return { status: 'succeeded' };
     }
-    const first = await this.runs.finish(a.runId, { ...result, lastCheckpoint: path.join(a.runDir, LAST_CHECKPOINT) });
+    const finish: RunFinish = { ...result, lastCheckpoint: path.join(a.runDir, LAST_CHECKPOINT) };
+    this.outcomes.write(a.runId, finish);
+    return this.record(a, finish);
+  }
+
+  /**
+   * Writes the outcome to the row, retrying while the database is away (up to the configured
+   * horizon, the job held so that no attempt is spent and the run is not trained again). Past the
+   * horizon the job completes anyway: the outcome file stays, and the reconciler records it.
+   */
+  private async record(a: RunAttempt, finish: RunFinish): Promise<TrainRunOutcome> {
+    let first: boolean;
+    try {
+      first = await this.whileDbAway(`recording the outcome of ${a.name}`, () => this.runs.finish(a.runId, finish));
+    } catch (e) {
+      if (!isTransientDbError(e)) throw e;
+      this.log.error(
+        `${a.name} succeeded but the database stayed away for ${this.config.worker.outcomeWriteHorizonMs} ms: ` +
+          `its outcome stays in ${this.outcomes.file(a.runId)}; the reconciler records it once the database is back (${(e as Error).message})`,
+      );
+      return { status: 'succeeded', metrics: finish.metrics, recorded: false };
+    }
     if (!first) this.log.warn(`run ${a.runId} had already finished; this attempt's result is discarded`);
     else {
-      const resumed = result.resumedFromStep !== null ? ` (resumed from step ${result.resumedFromStep})` : '';
-      this.log.log(`run ${a.runId} succeeded in ${result.durationMs} ms${resumed}: ${JSON.stringify(result.metrics)}`);
+      const resumed = finish.resumedFromStep !== null ? ` (resumed from step ${finish.resumedFromStep})` : '';
+      this.log.log(`run ${a.runId} succeeded in ${finish.durationMs} ms${resumed}: ${JSON.stringify(finish.metrics)}`);
     }
-    await this.publishStatus(a.runId);
-    return { status: 'succeeded', metrics: result.metrics };
+    await this.publishStatus(a.runId).catch((e: unknown) =>
+      this.log.warn(`run ${a.runId}: status event not sent: ${(e as Error).message}`),
+    );
+    return { status: 'succeeded', metrics: finish.metrics };
+  }
+
+  /** Runs a database step, waiting for a database that is away (one log line when it goes, one when it is back). */
+  private async whileDbAway<T>(what: string, step: () => Promise<T>): Promise<T> {
+    let waited = false;
+    const out = await retryWrite(step, {
+      horizonMs: this.config.worker.outcomeWriteHorizonMs,
+      onRetry: ({ attempt, error }) => {
+        if (attempt > 1) return;
+        waited = true;
+        this.log.warn(`${what}: the database is unreachable (${error.message}); retrying with backoff`);
+      },
+    });
+    if (waited) this.log.log(`${what}: the database is back`);
+    return out;
   }
 
   /** The attempt's error: a cancel (by the user, a shutdown or the group), or a failure retried by BullMQ or final. */

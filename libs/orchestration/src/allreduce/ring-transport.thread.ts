@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import IORedis from 'ioredis';
+import { RedisOutage } from '../queue/redis-outage';
 import { RingGroup, type RingGroupOptions } from './ring-group';
 
 /**
@@ -32,7 +33,11 @@ function main(): void {
   const { redisUrl, ...rest } = options;
   // A few commands per group formation; fail them (and so the attempt) rather than queue them forever while Redis is away.
   const redis = new IORedis(redisUrl, { connectionName: `ice-allreduce-${options.runId}-${options.rank}`, maxRetriesPerRequest: 3 });
-  redis.on('error', () => undefined); // reported through the commands that fail
+  // The commands that fail report the problem to the attempt; the outage itself is logged once, not per reconnection try.
+  new RedisOutage({ warn: (message) => post({ type: 'log', message }), log: (message) => post({ type: 'log', message }) }).watch(
+    'all-reduce rendezvous',
+    redis,
+  );
   const group = new RingGroup({ ...rest, redis, log: (message) => post({ type: 'log', message }) });
   const running = new Map<number, AbortController>();
   let formed = false;

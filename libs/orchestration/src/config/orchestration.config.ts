@@ -53,6 +53,8 @@ const EnvSchema = z.object({
     .regex(/^\d{1,5}(-\d{1,5})?$/, 'a port or a range like 29400-29431')
     .optional(),
   ALLREDUCE_HEARTBEAT_TIMEOUT_MS: intFromEnv(100).default(10_000),
+  OUTCOME_WRITE_HORIZON_MS: intFromEnv(0).default(30 * 60_000),
+  RECONCILE_INTERVAL_MS: intFromEnv(0).default(60_000),
   CODE_VERSION: z.string().optional(),
   WORKER_ID: z.string().optional(),
 });
@@ -98,7 +100,15 @@ export interface OrchestrationConfig {
     allReducePorts: { from: number; to: number } | null;
     /** A ring neighbour silent this long (no data, no heartbeat) fails the step. */
     allReduceHeartbeatTimeoutMs: number;
+    /**
+     * How long a finished run's worker keeps retrying the database write of its outcome (with
+     * backoff) while the database is away, the job held (no attempt spent). Past it the outcome
+     * stays on disk beside the checkpoint and the reconciler records it.
+     */
+    outcomeWriteHorizonMs: number;
   };
+  /** The reconciler's period (API and workers; one at a time across processes); 0: only at start-up. */
+  reconcileIntervalMs: number;
   codeVersion: string;
 }
 
@@ -165,7 +175,9 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       allReduceAdvertiseHost: e.ALLREDUCE_ADVERTISE_HOST ?? null,
       allReducePorts,
       allReduceHeartbeatTimeoutMs: e.ALLREDUCE_HEARTBEAT_TIMEOUT_MS,
+      outcomeWriteHorizonMs: e.OUTCOME_WRITE_HORIZON_MS,
     },
+    reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
     codeVersion: e.CODE_VERSION ?? detectCodeVersion(),
   };
 }

@@ -4,3 +4,4 @@ export * from './embedded-postgres';
 export * from './orchestration.database';
 export * from './repositories';
 export { MIGRATIONS } from './migrations';
+export * from './retry-write';

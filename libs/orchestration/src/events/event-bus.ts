@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { OnApplicationShutdown } from '@nestjs/common';
 import type { OrchestrationConfig } from '../config/orchestration.config';
-import { createRedis } from '../queue/redis';
+import { createRedis, redisOutage } from '../queue/redis';
 import type { OrchestrationEvent } from './orchestration.events';
 
 /** A request to stop a run, broadcast to every worker (only the one holding its job acts). */
@@ -65,6 +65,7 @@ export class EventBus implements OnApplicationShutdown {
   private async listen(channel: string, fn: Listener): Promise<() => Promise<void>> {
     if (!this.sub) {
       this.sub = this.pub.duplicate({ connectionName: 'ice-events-sub' });
+      redisOutage().watch('ice-events-sub', this.sub);
       this.sub.on('message', (ch: string, message: string) => {
         for (const l of this.listeners.get(ch) ?? []) l(message);
       });

@@ -6,6 +6,14 @@ import type { RunConfig } from '@ice/experiments';
 import { ORCHESTRATION_CONFIG, type OrchestrationConfig } from '../config/orchestration.config';
 import { JOB_DEFINITIONS, jobIds, type JobName, type JobPayloadInput } from './jobs';
 import { SWEEP_FLOW, type QueueName } from './queues';
+import { redisOutage } from './redis';
+
+/** What the reconciler needs of a job: where it is, and why it failed. */
+export interface JobSnapshot {
+  state: string;
+  failedReason: string | null;
+  attemptsMade: number;
+}
 
 /** A run to queue: its row and its parsed config (which says how many data-parallel ranks it has). */
 export interface RunJob {
@@ -38,6 +46,9 @@ export class JobQueue {
     @InjectFlowProducer(SWEEP_FLOW) private readonly flows: FlowProducer,
   ) {
     this.queues = { training, evaluation, sweeps };
+    // Each failed reconnection try of each queue emits 'error': one line per outage instead.
+    for (const [name, q] of Object.entries(this.queues)) redisOutage().watch(`queue ${name}`, q);
+    redisOutage().watch('sweep flows', flows);
   }
 
   /** Retries with exponential backoff; finished jobs are kept a while for the dashboard, then dropped. */
@@ -112,8 +123,29 @@ export class JobQueue {
 
   /** Where the run's job (rank 0's) is (waiting, active, completed…), or null when BullMQ no longer has it. */
   async runJobState(runId: string): Promise<string | null> {
-    const job = await this.queues.training.getJob(jobIds.run(runId));
-    return job ? await job.getState() : null;
+    return (await this.runJob(runId))?.state ?? null;
+  }
+
+  /** The run's rank-0 job: its state and, when it failed, why; null when BullMQ no longer has it. */
+  async runJob(runId: string): Promise<JobSnapshot | null> {
+    return this.jobSnapshot(this.queues.training, jobIds.run(runId));
+  }
+
+  async evaluationJob(evaluationId: string): Promise<JobSnapshot | null> {
+    return this.jobSnapshot(this.queues.evaluation, jobIds.evaluation(evaluationId));
+  }
+
+  async sweepJob(sweepId: string): Promise<JobSnapshot | null> {
+    return this.jobSnapshot(this.queues.sweeps, jobIds.sweep(sweepId));
+  }
+
+  private async jobSnapshot(queue: Queue, id: string): Promise<JobSnapshot | null> {
+    const job = await queue.getJob(id);
+    if (!job) return null;
+    const state = await job.getState();
+    // 'unknown': the job's hash outlived its state (a partial loss); treat as missing.
+    if (state === 'unknown') return null;
+    return { state, failedReason: job.failedReason || null, attemptsMade: job.attemptsMade };
   }
 
   /** A round trip to Redis through a queue's own connection (the health check's probe). */

@@ -20,6 +20,7 @@ import {
 } from './job-handler';
 import { jobIds, type JobName } from './jobs';
 import type { QueueProcessor } from './queue-processor';
+import { redisOutage } from './redis';
 import { WorkerPresence } from '../workers/worker-presence';
 
 /** The processors of the queues this worker consumes (see QueueModule.forConsumer). */
@@ -59,7 +60,8 @@ export class JobWorkers implements OnApplicationBootstrap, BeforeApplicationShut
         }
       });
       const { worker } = p;
-      worker.on('error', (e) => this.log.error(`${p.queue}: ${e.message}`));
+      // Connection errors: one line per outage (RedisOutage); anything else is logged as it comes.
+      redisOutage().watch(`worker ${p.queue}`, worker);
       worker.on('failed', (job, e) => this.log.warn(`${p.queue}: job ${job?.id} failed: ${e.message}`));
       worker.on('stalled', (id) => this.log.warn(`${p.queue}: job ${id} stalled; it will be retried`));
       worker.run().catch((e: unknown) => this.log.error(`${p.queue}: the worker stopped: ${(e as Error).message}`));

@@ -8,6 +8,7 @@ import { QUEUE_NAMES, SWEEP_FLOW, type QueueName } from './queues';
 import { queueProcessor, workerOptions } from './queue-processor';
 import { WorkerPresence } from '../workers/worker-presence';
 import { WorkerRegistry } from '../workers/worker-registry';
+import { Reconciler } from '../reconcile/reconciler';
 
 /** One Redis connection setting and one key prefix for every queue, flow producer and worker. */
 function bullRoot(config: OrchestrationConfig): DynamicModule {
@@ -23,7 +24,7 @@ function registerQueues(queues: readonly QueueName[]): DynamicModule {
  * every queue, the sweep flow producer, JobQueue and the worker registry (to admit data-parallel
  * runs); a consumer (a worker) gets one processor per queue it is configured to take jobs from,
  * JobWorkers, which checks the handler registry at boot before any of them runs, and its presence
- * in the worker registry.
+ * in the worker registry. Both run the Reconciler (one process at a time).
  */
 @Module({})
 export class QueueModule {
@@ -33,8 +34,8 @@ export class QueueModule {
       module: QueueModule,
       global: true,
       imports: [bullRoot(config), registerQueues(QUEUE_NAMES), BullModule.registerFlowProducer({ name: SWEEP_FLOW })],
-      providers: [JobQueue, { provide: WorkerRegistry, useFactory: () => new WorkerRegistry(config) }],
-      exports: [JobQueue, WorkerRegistry],
+      providers: [JobQueue, { provide: WorkerRegistry, useFactory: () => new WorkerRegistry(config) }, Reconciler],
+      exports: [JobQueue, WorkerRegistry, Reconciler],
     };
   }
 
@@ -43,14 +44,18 @@ export class QueueModule {
     const processors = config.worker.queues.map((q) => queueProcessor(q, workerOptions(config, q)));
     return {
       module: QueueModule,
-      imports: [bullRoot(config), registerQueues(config.worker.queues), DiscoveryModule],
+      // Every queue and the flow producer too: the worker's reconciler re-adds lost jobs of any queue.
+      imports: [bullRoot(config), registerQueues(QUEUE_NAMES), BullModule.registerFlowProducer({ name: SWEEP_FLOW }), DiscoveryModule],
       providers: [
         ...processors,
         { provide: QUEUE_PROCESSORS, useFactory: (...instances: unknown[]) => instances, inject: processors },
         { provide: WorkerRegistry, useFactory: () => new WorkerRegistry(config) },
         WorkerPresence,
         JobWorkers,
+        JobQueue,
+        Reconciler,
       ],
+      exports: [Reconciler],
     };
   }
 }

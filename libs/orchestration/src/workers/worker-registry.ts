@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { Logger, type OnApplicationShutdown } from '@nestjs/common';
+import type { OnApplicationShutdown } from '@nestjs/common';
 import { Job, Queue } from 'bullmq';
 import type { OrchestrationConfig } from '../config/orchestration.config';
 import { QUEUE_NAMES, type QueueName } from '../queue/queues';
@@ -52,20 +52,8 @@ export class WorkerRegistry implements OnApplicationShutdown {
     },
     redis?: Redis,
   ) {
+    // createRedis reports the connection's outages once each, with every other Redis client of the process (RedisOutage).
     this.redis = redis ?? createRedis(config.redisUrl, 'ice-worker-registry');
-    if (!redis) {
-      // ioredis retries on its own; say so once per outage, not once per retry (commands that fail report the rest).
-      const log = new Logger('worker-registry');
-      let down = false;
-      this.redis.on('error', (e: Error) => {
-        if (!down) log.warn(`Redis unreachable (${e.message}); retrying`);
-        down = true;
-      });
-      this.redis.on('ready', () => {
-        if (down) log.log('Redis reachable again');
-        down = false;
-      });
-    }
   }
 
   private get hashKey(): string {

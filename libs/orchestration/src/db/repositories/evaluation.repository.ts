@@ -47,6 +47,11 @@ export class EvaluationRepository extends JobStateRepository<EvaluationEntity> {
     return this.evaluations.findOneBy({ id });
   }
 
+  /** Every queued or running evaluation, oldest first (what the reconciler looks at). */
+  unfinished(): Promise<EvaluationEntity[]> {
+    return this.evaluations.find({ where: { status: In(['queued', 'running']) }, order: { createdAt: 'ASC' } });
+  }
+
   async list(filter: EvaluationFilter, page: Page): Promise<{ items: EvaluationEntity[]; total: number }> {
     const where: FindOptionsWhere<EvaluationEntity> = {};
     if (filter.status) where.status = filter.status;

@@ -1,4 +1,4 @@
-import type { FindOptionsWhere } from 'typeorm';
+import { In, type FindOptionsWhere } from 'typeorm';
 import type { RunProgressSnapshot, RunResult } from '@ice/experiments';
 import { RunEntity, type RunStatus, type StoredRunConfig } from '../entities';
 import type { OrchestrationDatabase } from '../orchestration.database';
@@ -57,6 +57,11 @@ export class RunRepository extends JobStateRepository<RunEntity> {
     return { items, total };
   }
 
+  /** Every queued or running run, oldest first (what the reconciler looks at). */
+  unfinished(): Promise<RunEntity[]> {
+    return this.runs.find({ where: { status: In(['queued', 'running']) }, order: { createdAt: 'ASC' } });
+  }
+
   /** A sweep's runs by grid cell and seed. */
   ofSweep(sweepId: string): Promise<RunEntity[]> {
     return this.runs.find({ where: { sweepId }, order: { cellKey: 'ASC', seed: 'ASC' } });
@@ -93,14 +98,18 @@ export class RunRepository extends JobStateRepository<RunEntity> {
     await this.metrics.add(id, progress.step, points);
   }
 
-  /** Records the outcome once: false when the run had already finished (its first result stands). */
+  /**
+   * Records the outcome once: false when the run had already finished (its first result stands).
+   * A queued row takes it too: a finished training (its outcome stored on disk) is the truth,
+   * even when the row was handed back or re-queued meanwhile.
+   */
   async finish(id: string, r: RunFinish): Promise<boolean> {
     const rows = await this.db.rows<{ id: string }>(
       `UPDATE runs SET status = 'succeeded', metrics = $2::jsonb, checkpoint = $3, last_checkpoint = coalesce($4, last_checkpoint),
          resumed_from_step = $5, config = jsonb_set(config, '{backend}', to_jsonb($6::text)), duration_ms = $7,
          finished_at = now(), updated_at = now(),
          progress = CASE WHEN progress IS NULL THEN NULL ELSE jsonb_set(progress, '{step}', to_jsonb($8::int)) END
-       WHERE id = $1 AND status = 'running' RETURNING id`,
+       WHERE id = $1 AND status IN ('queued','running') RETURNING id`,
       [id, JSON.stringify(r.metrics), r.checkpoint, r.lastCheckpoint, r.resumedFromStep, r.backend, Math.round(r.durationMs), r.steps],
     );
     if (rows.length) await this.metrics.add(id, r.steps, Object.fromEntries(Object.entries(r.metrics).map(([k, v]) => [`final.${k}`, v])));

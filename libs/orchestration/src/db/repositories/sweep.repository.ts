@@ -1,4 +1,4 @@
-import type { FindOptionsWhere } from 'typeorm';
+import { In, type FindOptionsWhere } from 'typeorm';
 import { isTerminalSweepStatus, RunEntity, SweepEntity, type RunStatus, type SweepStatus } from '../entities';
 import type { OrchestrationDatabase } from '../orchestration.database';
 import type { Page } from './job-state.repository';
@@ -47,6 +47,11 @@ export class SweepRepository {
 
   get(id: string): Promise<SweepEntity | null> {
     return this.sweeps.findOneBy({ id });
+  }
+
+  /** Every queued or running sweep, oldest first (what the reconciler looks at). */
+  unfinished(): Promise<SweepEntity[]> {
+    return this.sweeps.find({ where: { status: In(['queued', 'running']) }, order: { createdAt: 'ASC' } });
   }
 
   async list(filter: { status?: SweepStatus; name?: string }, page: Page): Promise<{ items: SweepEntity[]; total: number }> {
