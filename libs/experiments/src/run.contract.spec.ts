@@ -1,14 +1,6 @@
 import { ICE_LOSS_PRESETS, IceError, iceLossConfigIssues } from '@ice/core';
 import { loadMnistSource } from '@ice/datasets';
-import {
-  DEFAULT_LAMBDA_WARMUP,
-  parseRunConfig,
-  progressSeries,
-  progressSnapshot,
-  RUN_ICE_HEADS,
-  runLossConfig,
-  type RunProgress,
-} from './run.contract';
+import { parseRunConfig, progressSeries, progressSnapshot, RUN_ICE_HEADS, runLossConfig, type RunProgress } from './run.contract';
 import { epochsSeen, openRunData, TRAIN_CANVASES_PER_DIGIT } from './run-data';
 import { trainConfigFor } from './run-executor';
 
@@ -19,7 +11,7 @@ describe('the run contract', () => {
       variant: 'official',
       alpha: ICE_LOSS_PRESETS.official.alpha,
       lambdaClass: ICE_LOSS_PRESETS.official.lambdaClass,
-      lambdaWarmup: DEFAULT_LAMBDA_WARMUP,
+      lambdaWarmup: null,
     });
     expect(RUN_ICE_HEADS).toEqual(['official', 'icef', 'paper']);
     expect(() => parseRunConfig({ model: { head: 'none' } })).toThrow(/model\.head/);
@@ -58,17 +50,26 @@ describe('the run contract', () => {
     expect(() => parseRunConfig({ loss: { lambdaWarmup: { from: 0.5, fraction: 1.5 } } })).toThrow(/loss\.lambdaWarmup\.fraction/);
   });
 
-  it('warms λ_class up by default over a share of the run, only where that strengthens the background term', () => {
-    // The default: from 0.8 over the first 60% of the run (docs/collapse.md).
-    expect(trainConfigFor(parseRunConfig({ steps: 500 })).lambdaWarmup).toEqual({ from: 0.8, steps: 300 });
+  it('warms λ_class up over a share of the run when asked, only where that strengthens the background term', () => {
+    expect(trainConfigFor(parseRunConfig({ steps: 500 })).lambdaWarmup).toBeNull(); // the released code: none
+    expect(trainConfigFor(parseRunConfig({ steps: 500, loss: { lambdaWarmup: { from: 0.8, fraction: 0.6 } } })).lambdaWarmup).toEqual({
+      from: 0.8,
+      steps: 300,
+    });
     expect(trainConfigFor(parseRunConfig({ steps: 500, loss: { lambdaWarmup: { from: 0.7, fraction: 0.5 } } })).lambdaWarmup).toEqual({
       from: 0.7,
       steps: 250,
     });
     // λ_class at or below `from`, classification, an explicit null or a zero-length warm-up: none.
-    expect(trainConfigFor(parseRunConfig({ loss: { lambdaClass: 0.5 } })).lambdaWarmup).toBeNull();
-    expect(trainConfigFor(parseRunConfig({ loss: { lambdaClass: 0.8 } })).lambdaWarmup).toBeNull();
-    expect(trainConfigFor(parseRunConfig({ mode: 'classify' })).lambdaWarmup).toBeNull();
+    expect(
+      trainConfigFor(parseRunConfig({ loss: { lambdaClass: 0.5, lambdaWarmup: { from: 0.8, fraction: 0.6 } } })).lambdaWarmup,
+    ).toBeNull();
+    expect(
+      trainConfigFor(parseRunConfig({ loss: { lambdaClass: 0.8, lambdaWarmup: { from: 0.8, fraction: 0.6 } } })).lambdaWarmup,
+    ).toBeNull();
+    expect(
+      trainConfigFor(parseRunConfig({ mode: 'classify', loss: { lambdaWarmup: { from: 0.8, fraction: 0.6 } } })).lambdaWarmup,
+    ).toBeNull();
     expect(trainConfigFor(parseRunConfig({ loss: { lambdaWarmup: null } })).lambdaWarmup).toBeNull();
     expect(trainConfigFor(parseRunConfig({ steps: 1, loss: { lambdaWarmup: { from: 0.8, fraction: 0.4 } } })).lambdaWarmup).toBeNull();
   });

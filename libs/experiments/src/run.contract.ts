@@ -39,9 +39,6 @@ export const RUN_ICE_HEADS = ICE_HEAD_KINDS.filter((h): h is Exclude<IceHeadKind
 /** The released code's recipe: the defaults of α, λ_class and the loss variant. */
 const RELEASED_LOSS = ICE_LOSS_PRESETS.official;
 
-/** The run config's default warm-up of the background term (see LossSchema.lambdaWarmup). */
-export const DEFAULT_LAMBDA_WARMUP = { from: 0.8, fraction: 0.6 };
-
 const presetName = z.string().refine(isVitPreset, { message: `unknown model preset; known: ${Object.keys(VIT_PRESETS).join(', ')}` });
 
 const LossSchema = z
@@ -56,10 +53,10 @@ const LossSchema = z
     gateThreshold: z.number().optional().describe(`background-loss gate, ${ICE_LOSS_RULES.gateThreshold}; default: the variant's preset`),
     /**
      * λ_class moves from `from` to lambdaClass over the first `steps` updates, or the first `fraction` of
-     * the run (core's LambdaWarmup). Default: from 0.8 over the first 60% of the run, which keeps the
-     * released λ_class 0.975 from collapsing to all-foreground maps on the digits benchmark
-     * (docs/collapse.md); it only applies where λ_class is above `from` (a weaker start is no warm-up).
-     * null: none, the released code's behaviour.
+     * the run (core's LambdaWarmup); it only applies where λ_class is above `from` (a weaker start is no
+     * warm-up). Default null: none, the released code's behaviour. docs/collapse.md has what it does
+     * on the digits benchmark: it ends the all-foreground collapse, but the split it leaves is not the
+     * digits, so it is not the default.
      */
     lambdaWarmup: z
       .object({
@@ -78,7 +75,7 @@ const LossSchema = z
         path: ['steps'],
       })
       .nullable()
-      .default(DEFAULT_LAMBDA_WARMUP)
+      .default(null)
       .describe('warm-up of the background term: a stronger background loss while the ICE head is young (docs/collapse.md)'),
   })
   .strict()
