@@ -123,11 +123,14 @@ describe('ablation table', () => {
     { values: { alpha: 1, lambda_class: 0.5 }, seed: 0, status: 'failed', metrics: null },
   ];
 
-  it('keeps a metric named __proto__ an own field of its line (no prototype is touched)', () => {
-    const t = buildAblationTable(outcomes, ['alpha'], ['__proto__', 'miou']);
-    expect(Object.hasOwn(t.lines[0].cells, '__proto__')).toBe(true);
+  it('refuses a metric named __proto__ like any unknown metric, and no prototype is touched', () => {
+    expect(() => buildAblationTable(outcomes, ['alpha'], ['__proto__', 'miou'])).toThrow(/metrics: __proto__ is not a metric; known: /);
+    // A run reporting such a key (metrics arrive as JSON) gets no column for it and leaves the prototype alone.
+    const odd: RunOutcome = { ...outcomes[0], metrics: JSON.parse('{"__proto__": 1, "miou": 0.5}') as Record<string, number> };
+    const t = buildAblationTable([odd], ['alpha']);
+    expect(t.metrics).toEqual(['miou']);
     expect(Object.getPrototypeOf(t.lines[0].cells)).toBe(Object.prototype);
-    expect(t.lines[0].cells.miou.mean).toBeCloseTo(0.6, 12);
+    expect(({} as Record<string, unknown>).miou).toBeUndefined();
   });
 
   it('gives mean ± sample std per cell and marks missing runs', () => {
