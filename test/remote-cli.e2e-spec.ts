@@ -218,6 +218,30 @@ describe('ice remote verbs (e2e)', () => {
     expect(await ice(['cancel', id, '--api', api.url])).toMatchObject({ code: 6, err: /HTTP 409: .*already finished/ });
   }, 90_000);
 
+  it('cancels a whole sweep in one call (then watch exits 1, and a second cancel 6)', async () => {
+    const sweepFile = file('long.sweep.json', {
+      name: 'cli-cancel',
+      base: { ...TINY_RUN, steps: 5000, checkpointEvery: 1000 },
+      grid: { 'loss.alpha': [0.25, 0.5, 1] },
+      seeds: [0],
+    });
+    const id = (await ice(['submit', 'sweep', sweepFile, '--api', api.url])).out.trim();
+    const runs = async (): Promise<{ status: string }[]> =>
+      ((await (await fetch(`${api.url}/sweeps/${id}`, { headers: { 'x-api-key': API_KEY } })).json()) as { runs: { status: string }[] })
+        .runs;
+    for (let i = 0; i < 240 && !(await runs()).some((r) => r.status === 'running'); i++) await new Promise((r) => setTimeout(r, 250));
+    const cancelled = await ice(['cancel', id, '--api', api.url]);
+    expect(cancelled.code).toBe(0);
+    const m = /^sweep (\S+): (\d+) queued runs cancelled, (\d+) running ones stopping\n$/.exec(cancelled.out);
+    expect(m?.[1]).toBe(id);
+    expect(Number(m?.[2]) + Number(m?.[3])).toBe(3);
+    expect(Number(m?.[3])).toBeGreaterThanOrEqual(1);
+    const watched = await ice(['watch', id, '--api', api.url]);
+    expect(watched.code).toBe(1);
+    expect((await runs()).map((r) => r.status)).toEqual(['cancelled', 'cancelled', 'cancelled']);
+    expect(await ice(['cancel', id, '--api', api.url])).toMatchObject({ code: 6, err: /HTTP 409: .*already finished/ });
+  }, 120_000);
+
   it('works as the installed binary: ice submit run FILE --watch, with ICE_API_URL', async () => {
     const run = file('tiny.run.json', TINY_RUN);
     const proc = spawn(process.execPath, [path.join(ROOT, 'bin', 'ice.js'), 'submit', 'run', run, '--watch'], {
