@@ -26,7 +26,14 @@ import {
   trainDatasetSpec,
   type RunConfigInput,
 } from '@ice/experiments';
-import { blockUpsample, formatEvaluationTable, runEvaluation, type EvaluationProtocol, type EvaluationResult } from '@ice/evaluation';
+import {
+  blockMean,
+  blockUpsample,
+  formatEvaluationTable,
+  runEvaluation,
+  type EvaluationProtocol,
+  type EvaluationResult,
+} from '@ice/evaluation';
 
 const opts = new Command()
   .option(
@@ -302,19 +309,19 @@ async function patchOracle(): Promise<{ lines: string[]; bestIouFg: number }> {
     Array.from({ length: Math.min(limit, ds.length) }, (_, i) => i),
   )) as DigitsSample[];
   const taus = [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5];
+  const inkShares = samples.map((s) => blockMean(s.mask, S, P)); // [g·g] per image, once for every τ
   const rows = taus.map((tau) => {
     const acc = new SegmentationAccumulator();
-    for (const s of samples) {
-      const mask = s.mask;
-      const grid = new Float32Array(g * g);
-      for (let p = 0; p < g * g; p++) {
-        const [r, c] = [Math.floor(p / g), p % g];
-        let ink = 0;
-        for (let y = r * P; y < (r + 1) * P; y++) for (let x = c * P; x < (c + 1) * P; x++) ink += mask[y * S + x];
-        grid[p] = ink >= tau * P * P ? 1 : 0;
-      }
-      acc.add(blockUpsample(grid, g, P), mask);
-    }
+    samples.forEach((s, i) =>
+      acc.add(
+        blockUpsample(
+          inkShares[i].map((v) => (v >= tau ? 1 : 0)),
+          g,
+          P,
+        ),
+        s.mask,
+      ),
+    );
     return { tau, ...acc.result() };
   });
   const best = rows.reduce((a, b) => (b.iouFg > a.iouFg ? b : a));

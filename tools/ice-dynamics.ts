@@ -16,6 +16,7 @@ import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { iceLoss, IceTrainer, IceVit, initBackend, lossConfigAt, readWeights, vitConfig, type IceLossConfig } from '@ice/core';
 import { batchNCHW, type VisionDataset } from '@ice/datasets';
+import { blockMean } from '@ice/evaluation';
 import { evaluateRun, loadSamples, openRunData, parseRunConfig, TrainBatchStream, trainConfigFor, type RunConfig } from '@ice/experiments';
 
 /**
@@ -40,13 +41,8 @@ async function patchMargins(model: IceVit, ds: VisionDataset, n: number): Promis
   const obj: number[] = [];
   const clutter: number[] = [];
   samples.forEach((s, b) => {
-    const mask = (s as { mask?: Uint8Array }).mask!;
-    for (let p = 0; p < g * g; p++) {
-      const [r, col] = [Math.floor(p / g), p % g];
-      let ink = 0;
-      for (let y = r * P; y < (r + 1) * P; y++) for (let x = col * P; x < (col + 1) * P; x++) ink += mask[y * S + x];
-      (ink >= 0.1 * P * P ? obj : clutter).push(margins[b * g * g + p]);
-    }
+    const ink = blockMean((s as { mask?: Uint8Array }).mask!, S, P); // [g·g] ink share per patch
+    ink.forEach((share, p) => (share >= 0.1 ? obj : clutter).push(margins[b * g * g + p]));
   });
   const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const sd = (xs: number[]): number => Math.sqrt(mean(xs.map((x) => (x - mean(xs)) ** 2)));

@@ -10,7 +10,7 @@ export {
 } from './evaluation.runner';
 export { formatEvaluationTable, formatEvaluationReport } from './evaluation-table.util';
 export { runExplainer, upsampleGrid, type BatchMaps, type MethodMap, type RunExplainerOptions } from './explain.runner';
-export { prepareSample, resizeRgb, normalizationStats, blockUpsample, type PreparedSample } from './sample-prep.util';
+export { prepareSample, resizeRgb, normalizationStats, blockMean, blockUpsample, type PreparedSample } from './sample-prep.util';
 export { mapMask, massValues, minMax, isMaskMethod } from './map-masks.util';
 export type { ProtocolSettings, ProtocolDefinition, MethodScorer } from './protocol.types';
 export { segmentationProtocol, segmentationPixelMap, SEGMENTATION_COLUMNS } from './segmentation.protocol';

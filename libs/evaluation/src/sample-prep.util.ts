@@ -120,6 +120,19 @@ function resizeLabels(m: Uint8Array, height: number, width: number, size: number
   return height === size && width === size ? m.slice() : resizeMaskNearest(m, height, width, size, size);
 }
 
+/** Mean of each p×p block of an S×S map (S = g·p) → a g×g grid: the inverse of blockUpsample (e.g. a patch's ink share). */
+export function blockMean(map: ArrayLike<number>, size: number, p: number): Float32Array {
+  const g = size / p;
+  if (!Number.isInteger(g)) throw new IceError('INPUT_INVALID', `blockMean: ${size} is not a multiple of the block side ${p}`);
+  const out = new Float32Array(g * g);
+  for (let y = 0; y < size; y++) {
+    const row = Math.floor(y / p) * g;
+    for (let x = 0; x < size; x++) out[row + Math.floor(x / p)] += map[y * size + x];
+  }
+  for (let i = 0; i < out.length; i++) out[i] /= p * p;
+  return out;
+}
+
 /** Block repetition of a g×g grid to (g·p)×(g·p): nearest upsampling by an integer factor. */
 export function blockUpsample(grid: ArrayLike<number>, g: number, p: number): Float32Array {
   const S = g * p;
