@@ -12,7 +12,9 @@
  *
  * One rank uses one core (the wasm backend is single-threaded in Node), so 2 ranks need 2 idle
  * cores: on a busy machine the efficiency says more about the load than about the all-reduce,
- * which `allreduce_share_of_step` and `efficiency_ceiling_from_allreduce` isolate.
+ * which `allreduce_share_of_step` and `efficiency_ceiling_from_allreduce` isolate. `machine` measures the
+ * rest without any all-reduce: one rank at half the batch alone and two such processes at once, so
+ * scaling_efficiency = machine.efficiency_without_allreduce × efficiency_of_allreduce.
  * Cases are preset:globalBatch:steps. Prints one JSON document.
  */
 import { spawn } from 'node:child_process';
@@ -138,12 +140,22 @@ async function main(): Promise<void> {
     const one = await spawnChild({ ...base, batch: global, rank: 0, world: 1 });
     const two = await Promise.all([0, 1].map((rank) => spawnChild({ ...base, batch: global / 2, rank, world: 2 })));
     const again = await spawnChild({ ...base, batch: global, rank: 0, world: 1 });
+    // What the machine allows before any all-reduce: one rank at half the batch alone, then two independent one-rank
+    // processes at half the batch at once (no ring: each its own world of 1). Their ratio is how much two busy cores
+    // slow each other (shared caches, memory bandwidth, clocks); the pair against the full-batch rank is the
+    // efficiency a free all-reduce would reach here.
+    const halfAlone = await spawnChild({ ...base, batch: global / 2, rank: 0, world: 1 });
+    const halfPair = await Promise.all(
+      [0, 1].map((rank) => spawnChild({ ...base, runId: randomUUID(), batch: global / 2, rank, world: 1 })),
+    );
     const oneMs = median(one.rows.map((r) => r.total));
     const againMs = median(again.rows.map((r) => r.total));
     // A group's step lasts as long as its slowest rank's.
     const perStep = two[0].rows.map((_, i) => Math.max(two[0].rows[i].total, two[1].rows[i].total));
     const twoMs = median(perStep);
     const part = (k: keyof StepRow): number => r1(median(two.flatMap((t) => t.rows.map((r) => r[k]))));
+    const halfAloneMs = median(halfAlone.rows.map((r) => r.total));
+    const halfPairMs = median(halfPair[0].rows.map((_, i) => Math.max(halfPair[0].rows[i].total, halfPair[1].rows[i].total)));
     const oneImg = (global / oneMs) * 1000;
     const oneBest = (global / Math.min(oneMs, againMs)) * 1000;
     const twoImg = (global / twoMs) * 1000;
@@ -166,6 +178,18 @@ async function main(): Promise<void> {
       allreduce_share_of_step: Math.round(((part('readback') + part('ring') + part('mean')) / twoMs) * 1000) / 1000,
       efficiency_ceiling_from_allreduce:
         Math.round((oneMs / 2 / (oneMs / 2 + part('readback') + part('ring') + part('mean'))) * 1000) / 1000,
+      machine: {
+        half_batch_alone_step_ms: r1(halfAloneMs),
+        half_batch_two_at_once_step_ms: r1(halfPairMs),
+        // > 0.5 means per-step costs that do not shrink with the batch (optimizer update, kernel launches).
+        half_batch_share_of_full_step: Math.round((halfAloneMs / oneMs) * 1000) / 1000,
+        // > 1 means the two busy cores slow each other down.
+        contention_slowdown: Math.round((halfPairMs / halfAloneMs) * 1000) / 1000,
+        // Two ranks with an all-reduce that cost nothing: the most this machine allows.
+        efficiency_without_allreduce: Math.round((oneMs / (2 * halfPairMs)) * 1000) / 1000,
+      },
+      // The all-reduce's own share of the loss: the two-rank step against the same two processes without it.
+      efficiency_of_allreduce: Math.round((halfPairMs / twoMs) * 1000) / 1000,
     });
   }
   load.after = loadavg().map(r1);

@@ -48,6 +48,7 @@ function exitCodeOf(code: IceErrorCode): number {
     case 'NON_FINITE_LOSS':
     case 'BACKEND_UNAVAILABLE':
     case 'RANK_TIMEOUT':
+    case 'RANKS_APART':
     case 'NO_CAPACITY':
       return EXIT.failed;
   }

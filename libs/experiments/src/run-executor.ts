@@ -13,7 +13,8 @@
  * trains on its shard of every batch (batchSize samples per rank, so W × batchSize per update),
  * averages its gradient of each update with the other ranks' between compute and apply, and so
  * keeps weights identical to every other rank's. All ranks checkpoint at the same steps (into their
- * own runDir), so a group restarted after a failure meets again at the common checkpoint. Only
+ * own runDir), keeping the one before as well, so a group restarted after a failure meets again at
+ * the latest checkpoint every rank holds (a rank ahead of it steps back: RANKS_APART). Only
  * rank 0 writes the final weights and scores the run; the other ranks return empty metrics.
  */
 import { createHash } from 'node:crypto';
@@ -28,6 +29,7 @@ import {
   initBackend,
   loadCheckpoint,
   MIXUP_PRESETS,
+  readCheckpointStep,
   readWeights,
   saveCheckpoint,
   type StepStats,
@@ -56,6 +58,11 @@ export interface RunContext {
 
 export const LAST_CHECKPOINT = 'last.safetensors';
 export const FINAL_CHECKPOINT = 'final.safetensors';
+/**
+ * Data-parallel ranks keep the checkpoint before `last` too: a rank that stops between an update
+ * and its checkpoint is one checkpoint behind the others, and the group meets at the one they all hold.
+ */
+export const PREV_CHECKPOINT = 'prev.safetensors';
 
 /**
  * The configuration a checkpoint belongs to, as stored in it (`run_config`) and compared on resume:
@@ -197,6 +204,9 @@ function openTrainer(
   log: (m: string) => void,
 ): OpenedTrainer {
   const { imgSize } = data;
+  const prevPath = path.join(path.dirname(lastPath), PREV_CHECKPOINT);
+  // A data-parallel rank stopped between keeping its previous checkpoint and writing the new one.
+  if (id.dataParallel && !fs.existsSync(lastPath) && fs.existsSync(prevPath)) fs.renameSync(prevPath, lastPath);
   if (!fs.existsSync(lastPath)) {
     const model = buildModel(config, data.classes, log);
     return { model, trainer: new IceTrainer(model, trainConfigFor(config)), resumedFromStep: null };
@@ -295,6 +305,22 @@ class RunSession {
     return saveCheckpoint(file, this.trainer, identityMetadata(this.id));
   }
 
+  /** A periodic checkpoint; a data-parallel rank first keeps the one it replaces as PREV_CHECKPOINT (a hard link: no copy). */
+  private async periodicCheckpoint(): Promise<void> {
+    if (this.id.dataParallel && fs.existsSync(this.lastPath)) {
+      const prev = path.join(this.ctx.runDir, PREV_CHECKPOINT);
+      const tmp = `${prev}.${process.pid}.tmp`;
+      fs.rmSync(tmp, { force: true });
+      try {
+        fs.linkSync(this.lastPath, tmp);
+      } catch {
+        fs.copyFileSync(this.lastPath, tmp);
+      }
+      fs.renameSync(tmp, prev);
+    }
+    await this.checkpoint(this.lastPath);
+  }
+
   /** Trains until config.steps; the batch stream's threads are stopped however the loop ends. */
   async train(): Promise<void> {
     if (this.trainer.step >= this.config.steps) return;
@@ -321,7 +347,7 @@ class RunSession {
         if (this.ctx.signal?.aborted) throw this.cancelled();
         const stats = await this.update(this.stream);
         const done = this.trainer.step;
-        if (done % this.config.checkpointEvery === 0 && done < this.config.steps) await this.checkpoint(this.lastPath);
+        if (done % this.config.checkpointEvery === 0 && done < this.config.steps) await this.periodicCheckpoint();
         await meter.step(stats, done);
         // Let timers, abort events and messages run between steps.
         await new Promise<void>((r) => setImmediate(r));
@@ -424,14 +450,60 @@ export async function executeRun(config: RunConfig, ctx: RunContext): Promise<Ru
   // The run's data at the preset's input size, opened once (a resumed checkpoint of this run has that size too).
   const imgSize = vitConfig(config.model.preset).imgSize;
   const data = openRunData(config, imgSize);
-  const opened = openTrainer(config, path.join(ctx.runDir, LAST_CHECKPOINT), id, { classes: data.train.classes.length, imgSize }, log);
+  const lastPath = path.join(ctx.runDir, LAST_CHECKPOINT);
+  const open = (): OpenedTrainer => {
+    const o = openTrainer(config, lastPath, id, { classes: data.train.classes.length, imgSize }, log);
+    reducer?.setResumableSteps?.(earlierCheckpointSteps(ctx.runDir, o.trainer.step, id, log));
+    return o;
+  };
+  let opened = open();
   try {
-    const session = new RunSession(config, ctx, opened, id, data, reducer);
-    await session.train();
-    const end = await session.finish();
-    return { ...end, resumedFromStep: opened.resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
+    for (;;) {
+      const session = new RunSession(config, ctx, opened, id, data, reducer);
+      try {
+        await session.train();
+      } catch (e) {
+        if (!(e instanceof IceError && e.code === 'RANKS_APART')) throw e;
+        // The group meets at an earlier checkpoint this rank holds: step back to it and train on from there.
+        stepBack(ctx.runDir, e, log);
+        opened.trainer.dispose();
+        opened.model.dispose();
+        opened = open();
+        continue;
+      }
+      const end = await session.finish();
+      return { ...end, resumedFromStep: opened.resumedFromStep, backend: backend.name, durationMs: Date.now() - started };
+    }
   } finally {
     opened.trainer.dispose();
     opened.model.dispose();
   }
+}
+
+/** The step of the previous checkpoint a data-parallel rank keeps, when it is before `step` (else none). */
+function earlierCheckpointSteps(runDir: string, step: number, id: RunIdentity, log: (m: string) => void): number[] {
+  const prev = path.join(runDir, PREV_CHECKPOINT);
+  if (!id.dataParallel || !fs.existsSync(prev)) return [];
+  try {
+    const s = readCheckpointStep(prev);
+    return s < step ? [s] : [];
+  } catch (e) {
+    log(`ignoring ${PREV_CHECKPOINT}: ${(e as Error).message}`);
+    return [];
+  }
+}
+
+/** Makes the previous checkpoint the last one, after checking it is at the step the group meets at. */
+function stepBack(runDir: string, e: IceError, log: (m: string) => void): void {
+  const meet = e.details?.resumeStep;
+  const prev = path.join(runDir, PREV_CHECKPOINT);
+  const held = fs.existsSync(prev) ? readCheckpointStep(prev) : undefined;
+  if (typeof meet !== 'number' || held !== meet)
+    throw new IceError(
+      'CHECKPOINT_INVALID',
+      `the data-parallel group meets at step ${String(meet)}, but this rank's ${PREV_CHECKPOINT} is ${held === undefined ? 'missing' : `at step ${held}`}`,
+      e.details,
+    );
+  log(`${e.message}; stepping back to step ${meet}`);
+  fs.renameSync(prev, path.join(runDir, LAST_CHECKPOINT));
 }

@@ -14,6 +14,7 @@ export type IceErrorCode =
   | 'CANCELLED' // a run stopped on request
   | 'RANK_TIMEOUT' // a data-parallel rank waited too long for the other ranks' gradients
   | 'NO_CAPACITY' // not enough registered worker slots for a data-parallel run's ranks at once
+  | 'RANKS_APART' // a data-parallel rank resumed one checkpoint ahead of the others and must step back to their common one
   | 'IMAGE_CORRUPT'; // an image file that exists but cannot be decoded (pipelines skip and count these)
 
 export class IceError extends Error {

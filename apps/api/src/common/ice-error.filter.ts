@@ -22,6 +22,7 @@ export function httpStatusOf(code: IceErrorCode): number {
       return HttpStatus.UNPROCESSABLE_ENTITY;
     case 'BACKEND_UNAVAILABLE':
     case 'RANK_TIMEOUT':
+    case 'RANKS_APART':
       return HttpStatus.SERVICE_UNAVAILABLE;
   }
 }

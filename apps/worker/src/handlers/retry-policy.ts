@@ -24,6 +24,7 @@ export function isRetryable(e: unknown): boolean {
       return false;
     case 'BACKEND_UNAVAILABLE':
     case 'RANK_TIMEOUT': // the group meets again at its common checkpoint once every rank's job is running
+    case 'RANKS_APART': // handled inside the run (the rank steps back); escaping it means the rollback failed: try again
       return true;
   }
 }

@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
 import { ICE_CONFIG_METADATA } from '../model/model-loader';
@@ -50,6 +51,35 @@ export async function saveCheckpoint(file: string, trainer: IceTrainer, extra: R
     ice_train_config: JSON.stringify(trainer.config),
     ice_trainer_state: JSON.stringify(state),
   });
+}
+
+/**
+ * The optimizer step a checkpoint was written at, from its header alone (the tensors are not read):
+ * what a data-parallel rank tells the others it can resume from.
+ */
+export function readCheckpointStep(file: string): number {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const len = Buffer.alloc(8);
+    if (fs.readSync(fd, len, 0, 8, 0) !== 8) throw new IceError('CHECKPOINT_INVALID', `${file} is shorter than a safetensors header`);
+    const n = Number(len.readBigUInt64LE(0));
+    if (!(n > 1 && n < 100 << 20)) throw new IceError('CHECKPOINT_INVALID', `${file}: safetensors header length ${n} is not plausible`);
+    const header = Buffer.alloc(n);
+    if (fs.readSync(fd, header, 0, n, 8) !== n) throw new IceError('CHECKPOINT_INVALID', `${file}: truncated safetensors header`);
+    let meta: Record<string, string> | undefined;
+    try {
+      meta = (JSON.parse(header.toString('utf8')) as { __metadata__?: Record<string, string> }).__metadata__;
+    } catch (e) {
+      throw new IceError('CHECKPOINT_INVALID', `${file}: safetensors header is not valid JSON: ${(e as Error).message}`);
+    }
+    if (meta?.ice_format !== CHECKPOINT_FORMAT)
+      throw new IceError('CHECKPOINT_INVALID', `${file}: checkpoint format ${meta?.ice_format ?? '(none)'} is not ${CHECKPOINT_FORMAT}`);
+    const { step } = parseJson<TrainerState>(file, meta, 'ice_trainer_state');
+    if (!Number.isSafeInteger(step) || step < 0) throw new IceError('CHECKPOINT_INVALID', `${file}: step ${String(step)} is not a step`);
+    return step;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function parseJson<T>(file: string, metadata: Record<string, string>, key: string): T {

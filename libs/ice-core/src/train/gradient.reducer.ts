@@ -17,6 +17,14 @@ export interface GradientReducer {
    * time and with CANCELLED when `signal` aborts while waiting.
    */
   allReduceMean(step: number, grads: Map<string, tf.Tensor>, signal?: AbortSignal): Promise<Map<string, tf.Tensor>>;
+  /**
+   * Earlier steps this rank could also resume from (checkpoints it still holds). A rank that stops
+   * between an update and its checkpoint leaves the group's checkpoints one apart; when the ranks
+   * meet at different steps, the group agrees on the latest step every rank holds, and the first
+   * allReduceMean of a rank ahead of it rejects with RANKS_APART (`details.resumeStep`): the rank
+   * reloads that checkpoint and reduces again from there.
+   */
+  setResumableSteps?(steps: readonly number[]): void;
   close(): Promise<void>;
 }
 

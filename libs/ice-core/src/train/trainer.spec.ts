@@ -6,7 +6,7 @@ import { initBackend } from '../backend/tf-backend.service';
 import { IceError } from '../errors';
 import { vitConfig } from '../model/vit.config';
 import { IceVit } from '../model/vit.model';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { loadCheckpoint, readCheckpointStep, saveCheckpoint } from './checkpoint';
 import { IceTrainer, lossConfigAt, TrainConfig, TRAIN_PRESETS, validateTrainConfig } from './trainer';
 
 const cfg = (over: Partial<TrainConfig> = {}): TrainConfig => ({
@@ -112,6 +112,13 @@ describe('IceTrainer', () => {
 
     const { model: b, trainer: tb, info } = loadCheckpoint(file);
     expect(info.step).toBe(3);
+    // The step from the header alone; a file that is not a checkpoint is named as such.
+    expect(readCheckpointStep(file)).toBe(3);
+    const bad = path.join(tmp, 'not-a-checkpoint.safetensors');
+    fs.writeFileSync(bad, Buffer.from([1, 2, 3]));
+    expect(() => readCheckpointStep(bad)).toThrow(/not-a-checkpoint\.safetensors is shorter than a safetensors header/);
+    fs.writeFileSync(bad, Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{}')]));
+    expect(() => readCheckpointStep(bad)).toThrow(/checkpoint format \(none\) is not ice-checkpoint\/1/);
     run(tb, 3, 6);
     const wa = await weights(a);
     const wb = await weights(b);

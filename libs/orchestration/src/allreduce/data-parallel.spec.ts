@@ -17,12 +17,13 @@ import * as path from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import IORedis from 'ioredis';
-import { initBackend, readWeights, type StateDict } from '@ice/core';
+import { initBackend, readCheckpointStep, readWeights, type StateDict } from '@ice/core';
 import {
   executeRun,
   FINAL_CHECKPOINT,
   LAST_CHECKPOINT,
   parseRunConfig,
+  PREV_CHECKPOINT,
   type RunConfigInput,
   type RunProgress,
   type RunResult,
@@ -52,7 +53,13 @@ describe('data-parallel executeRun (ranks on a TCP ring)', () => {
   async function trainRanks(
     raw: RunConfigInput,
     dir: string,
-    opts: { runId?: string; worldSize?: number; abortAtStep?: number; onProgress?: (rank: number, p: RunProgress) => void } = {},
+    opts: {
+      runId?: string;
+      worldSize?: number;
+      abortAtStep?: number;
+      onProgress?: (rank: number, p: RunProgress) => void;
+      log?: (rank: number, message: string) => void;
+    } = {},
   ): Promise<PromiseSettledResult<RunResult>[]> {
     const W = opts.worldSize ?? 2;
     const config = parseRunConfig({ ...raw, worldSize: W });
@@ -76,6 +83,7 @@ describe('data-parallel executeRun (ranks on a TCP ring)', () => {
             reducer,
             signal: ac.signal,
             progressIntervalMs: 0,
+            ...(opts.log ? { log: (m: string) => opts.log!(rank, m) } : {}),
             onProgress: (p) => {
               opts.onProgress?.(rank, p);
               if (p.step === opts.abortAtStep) ac.abort();
@@ -197,6 +205,19 @@ describe('data-parallel executeRun (ranks on a TCP ring)', () => {
     const resumed = values(await trainRanks(ice, killed, { runId }));
     expect(resumed.map((r) => r.resumedFromStep)).toEqual([4, 4]);
     expect(maxAbsDiff(weightsOf(path.join(killed, FINAL_CHECKPOINT)), final)).toBe(0);
+
+    // Stopped after step 10 (checkpoints at 4 and 8), and rank 1 as if it had died between update 8 and its
+    // checkpoint: its last is step 4, rank 0's step 8. The group meets at 4 (rank 0 steps back) and ends as above.
+    const apart = path.join(tmp, 'ice-apart');
+    const apartId = randomUUID();
+    expect((await trainRanks(ice, apart, { runId: apartId, abortAtStep: 10 })).map((o) => o.status)).toEqual(['rejected', 'rejected']);
+    for (const d of [apart, path.join(apart, 'rank-1')]) expect(readCheckpointStep(path.join(d, PREV_CHECKPOINT))).toBe(4);
+    fs.renameSync(path.join(apart, 'rank-1', PREV_CHECKPOINT), path.join(apart, 'rank-1', LAST_CHECKPOINT));
+    const logs: string[] = [];
+    const met = values(await trainRanks(ice, apart, { runId: apartId, log: (rank, m) => logs.push(`${rank}: ${m}`) }));
+    expect(met.map((r) => r.resumedFromStep)).toEqual([4, 4]);
+    expect(logs.filter((l) => /stepping back to step 4/.test(l))).toEqual([expect.stringMatching(/^0: rank 0 .* is ahead of the group/)]);
+    expect(maxAbsDiff(weightsOf(path.join(apart, FINAL_CHECKPOINT)), final)).toBe(0);
   });
 
   it('refuses worldSize > 1 without a reducer, and a rank outside the world', async () => {

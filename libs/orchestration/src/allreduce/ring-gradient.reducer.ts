@@ -87,6 +87,7 @@ export class RingGradientReducer implements GradientReducer {
   private readonly pending = new Map<number, Pending>();
   private closing: Promise<void> | undefined;
   private busy = false;
+  private resumable: number[] = [];
   /** Time of the last all-reduce, split into reading the gradients back, the ring, and building the mean tensors (ms). */
   readonly lastTimings = { flattenMs: 0, ringMs: 0, unflattenMs: 0, formMs: 0 };
 
@@ -100,6 +101,11 @@ export class RingGradientReducer implements GradientReducer {
       throw new IceError('CONFIG_INVALID', `heartbeat timeout must be positive, got ${o.heartbeatTimeoutMs}`);
     this.rank = o.rank;
     this.worldSize = o.worldSize;
+  }
+
+  /** Earlier steps this rank holds checkpoints for, told to the group when it forms (GradientReducer). */
+  setResumableSteps(steps: readonly number[]): void {
+    this.resumable = steps.filter((s) => Number.isSafeInteger(s) && s >= 0);
   }
 
   async allReduceMean(step: number, grads: Map<string, tf.Tensor>, signal?: AbortSignal): Promise<Map<string, tf.Tensor>> {
@@ -164,7 +170,14 @@ export class RingGradientReducer implements GradientReducer {
       };
       this.pending.set(id, { resolve: () => settle(resolve), reject: (e) => settle(() => reject(e)) });
       signal?.addEventListener('abort', onAbort, { once: true });
-      worker.postMessage({ type: 'reduce', id, step, length: sum.length, buffer: sum.buffer as SharedArrayBuffer } satisfies ToTransport);
+      worker.postMessage({
+        type: 'reduce',
+        id,
+        step,
+        length: sum.length,
+        buffer: sum.buffer as SharedArrayBuffer,
+        ...(this.resumable.length ? { resumable: this.resumable } : {}),
+      } satisfies ToTransport);
     });
   }
 

@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import IORedis from 'ioredis';
 import { RingPlan, ringOrderSum } from './ring-allreduce';
 import { encodeHeader, FrameDecoder, FrameType, jsonPayload, type FrameHeader } from './ring-frame';
-import { RingGroup, type RingGroupOptions } from './ring-group';
+import { commonResumeStep, RingGroup, type RingGroupOptions } from './ring-group';
 import { rankVector } from './fixtures/ring-rank.fixture';
 
 /** Ranks as RingGroups in this process, over real TCP on loopback, meeting through the real Redis. */
@@ -107,7 +107,7 @@ describe('RingGroup (TCP ring, Redis rendezvous)', () => {
       expect((o as PromiseRejectedResult).reason).toMatchObject({
         code: 'RANK_TIMEOUT',
         message: expect.stringMatching(
-          /resume at different steps \(rank 0 at step 8, rank 1 at step 4\)\. Their last checkpoints differ/,
+          /resume at different steps \(rank 0 at step 8, rank 1 at step 4\) and hold no checkpoint of a common step/,
         ) as unknown,
       });
     }
@@ -120,6 +120,48 @@ describe('RingGroup (TCP ring, Redis rendezvous)', () => {
         message: expect.stringMatching(/train different models/) as unknown,
       });
     }
+  });
+
+  it('meets ranks one checkpoint apart at the latest step they all hold: the rank ahead is told to step back', async () => {
+    const runId = randomUUID();
+    const [a, b, c] = [group(runId, 0, 3), group(runId, 1, 3), group(runId, 2, 3)];
+    const data = [0, 1, 2].map((r) => Float32Array.from([r + 1, 10 * (r + 1)]));
+    // Ranks 0 and 2 are at step 8 holding 4 as well; rank 1 stopped before its checkpoint 8 and holds 4 and 0.
+    const behind = b.allReduceSum(4, data[1], undefined, [0]);
+    const ahead = await Promise.allSettled([a.allReduceSum(8, data[0], undefined, [4]), c.allReduceSum(8, data[2], undefined, [4])]);
+    for (const o of ahead)
+      expect((o as PromiseRejectedResult).reason).toMatchObject({
+        code: 'RANKS_APART',
+        details: expect.objectContaining({ resumeStep: 4 }) as unknown,
+      });
+    // They come back at step 4 on the same groups (not broken by it) and the ring forms there.
+    await Promise.all([a.allReduceSum(4, data[0]), c.allReduceSum(4, data[2]), behind]);
+    for (const d of data) expect(Array.from(d)).toEqual([6, 60]);
+    await Promise.all([a, b, c].map((g) => g.close()));
+  });
+
+  it('finds the latest step every rank can resume from', () => {
+    expect(
+      commonResumeStep([
+        [8, 4],
+        [4, 0],
+        [8, 4],
+      ]),
+    ).toBe(4);
+    expect(
+      commonResumeStep([
+        [8, 4],
+        [8, 4],
+      ]),
+    ).toBe(8);
+    expect(
+      commonResumeStep([
+        [8, 4],
+        [12, 8],
+      ]),
+    ).toBe(8);
+    expect(commonResumeStep([[8], [4, 0]])).toBeUndefined();
+    expect(commonResumeStep([])).toBeUndefined();
   });
 
   it('times out a step whose data does not come, though the peer is alive', async () => {

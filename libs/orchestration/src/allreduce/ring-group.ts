@@ -165,9 +165,11 @@ export class RingGroup {
   /**
    * Replaces `data` by the element-wise sum over all ranks of their `data` for update `step`,
    * bit-identical on every rank. The first call forms the group (waiting up to `timeoutMs` for
-   * every rank to join). `data` must stay untouched until the promise settles.
+   * every rank to join). `data` must stay untouched until the promise settles. `resumable`: the
+   * earlier steps this rank holds checkpoints for; when the ranks arrive at different steps they
+   * meet at the latest step they all hold (see checkMembers).
    */
-  async allReduceSum(step: number, data: Float32Array, signal?: AbortSignal): Promise<void> {
+  async allReduceSum(step: number, data: Float32Array, signal?: AbortSignal, resumable?: readonly number[]): Promise<void> {
     if (this.closed) throw new RingError('INPUT_INVALID', 'the all-reduce group is closed');
     if (this.failure) throw this.failure;
     if (this.goodbye) throw this.goodbye;
@@ -179,7 +181,7 @@ export class RingGroup {
     try {
       const stop = signal ? AbortSignal.any([signal, this.lifetime.signal]) : this.lifetime.signal;
       if (stop.aborted) throw this.cancelled(step);
-      if (!this.round) await this.form(step, data.length, stop);
+      if (!this.round) await this.form(step, data.length, stop, resumable);
       await this.reduce(step, data, stop);
       this.stats.steps++;
     } finally {
@@ -295,11 +297,19 @@ export class RingGroup {
   // ---------------------------------------------------------------------------------------------
   // Formation
 
-  private async form(step: number, length: number, signal: AbortSignal | undefined): Promise<void> {
+  private async form(step: number, length: number, signal: AbortSignal | undefined, resumable?: readonly number[]): Promise<void> {
     const started = Date.now();
     const deadline = started + this.o.timeoutMs;
     await this.listen();
-    const entry: RendezvousEntry = { rank: this.rank, ...this.listening!, step, length, session: this.session };
+    const earlier = [...new Set(resumable ?? [])].filter((s) => Number.isSafeInteger(s) && s >= 0 && s < step).sort((a, b) => a - b);
+    const entry: RendezvousEntry = {
+      rank: this.rank,
+      ...this.listening!,
+      step,
+      length,
+      session: this.session,
+      ...(earlier.length ? { resumable: earlier } : {}),
+    };
     // Set before the connections exist: the predecessor may send its first step as soon as the ring is connected.
     this.length = length;
     let problem: string | undefined;
@@ -316,7 +326,12 @@ export class RingGroup {
       this.joined = round;
       const members = await this.waitForRound(round, step, deadline, signal, problem ? () => unconnected(tries) : undefined);
       if (!members) continue;
-      this.checkMembers(members, step, length);
+      if (this.checkMembers(members, step, length) === 'others-step-back') {
+        // This rank is at the step the group meets at: the ranks ahead reload their earlier
+        // checkpoint and join a new round; wait for it rather than racing them to supersede this one.
+        await this.waitUntilSuperseded(round, step, deadline, signal);
+        continue;
+      }
       try {
         await this.connectRing(round, members, step, length, deadline, signal);
       } catch (e) {
@@ -387,7 +402,30 @@ export class RingGroup {
     );
   }
 
-  private checkMembers(members: Map<number, RendezvousEntry>, step: number, length: number): void {
+  /** Polls until round `round` is no longer the current one (a rank that stepped back joined again). */
+  private async waitUntilSuperseded(round: Round, step: number, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    const pollMs = this.o.pollMs ?? 100;
+    for (;;) {
+      const { current } = await this.rendezvous.look(round.id);
+      if (!current || current.id !== round.id) return;
+      if (Date.now() >= deadline)
+        throw this.rankError(`waited ${this.o.timeoutMs} ms at step ${step} for the ranks ahead of it to step back to it`, {
+          step,
+          round: round.gen,
+        });
+      await sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())), signal);
+      if (signal?.aborted) throw this.cancelled(step);
+    }
+  }
+
+  /**
+   * 'ok' when every rank is at `step` with the same gradient length. Ranks at different steps
+   * (one stopped between an update and its checkpoint while the others wrote theirs) meet at the
+   * latest step every rank holds a checkpoint for: a rank ahead of it throws RANKS_APART with that
+   * step, so it reloads and joins again; a rank at it gets 'others-step-back'. No common step: the
+   * group cannot meet (RANK_TIMEOUT, as before).
+   */
+  private checkMembers(members: Map<number, RendezvousEntry>, step: number, length: number): 'ok' | 'others-step-back' {
     const entries = Array.from({ length: this.worldSize }, (_, r) => members.get(r));
     const absent = entries.findIndex((e) => !e);
     if (absent >= 0)
@@ -405,11 +443,21 @@ export class RingGroup {
     }
     if (entries.some((e) => e!.step !== step)) {
       const at = entries.map((e) => `rank ${e!.rank} at step ${e!.step}`).join(', ');
+      const meet = commonResumeStep(entries.map((e) => [e!.step, ...(e!.resumable ?? [])]));
+      if (meet === step) return 'others-step-back';
+      if (meet !== undefined) {
+        throw new RingError(
+          'RANKS_APART',
+          `rank ${this.rank} of run ${this.o.runId} is ahead of the group (${at}): it steps back to its checkpoint of step ${meet}, the latest every rank holds`,
+          { runId: this.o.runId, rank: this.rank, step, resumeStep: meet, steps: entries.map((e) => e!.step) },
+        );
+      }
       throw this.rankError(
-        `cannot meet the other ranks: they resume at different steps (${at}). Their last checkpoints differ: a rank stopped between an update and its checkpoint while the others wrote theirs, and a group can only meet at a common checkpoint`,
+        `cannot meet the other ranks: they resume at different steps (${at}) and hold no checkpoint of a common step (each keeps its last two), so the group cannot meet`,
         { step, steps: entries.map((e) => e!.step) },
       );
     }
+    return 'ok';
   }
 
   /**
@@ -761,6 +809,13 @@ function reject(link: RingLink, reason: string): void {
   link.send(FrameType.Reject, {}, jsonPayload({ reason }));
   const drop = (): void => link.fail({ kind: 'closed', detail: `rejected: ${reason}` });
   link.flushed().then(drop, drop);
+}
+
+/** The latest step in every rank's list of steps it can resume from (undefined: none in common). */
+export function commonResumeStep(perRank: readonly (readonly number[])[]): number | undefined {
+  if (!perRank.length) return undefined;
+  const common = perRank.slice(1).reduce((acc, steps) => acc.filter((s) => steps.includes(s)), [...perRank[0]]);
+  return common.length ? Math.max(...common) : undefined;
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -11,6 +11,8 @@ export interface RendezvousEntry {
   step: number;
   /** float32 elements of its gradient. */
   length: number;
+  /** Earlier steps this rank could resume from instead (checkpoints it still holds); absent: none. */
+  resumable?: number[];
   /** Random per process attempt: tells two incarnations of one rank apart. */
   session: string;
 }

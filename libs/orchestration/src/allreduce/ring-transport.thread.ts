@@ -13,7 +13,7 @@ import { RingGroup, type RingGroupOptions } from './ring-group';
 export type TransportOptions = Omit<RingGroupOptions, 'redis' | 'log'> & { redisUrl: string };
 
 export type ToTransport =
-  | { type: 'reduce'; id: number; step: number; length: number; buffer: SharedArrayBuffer }
+  | { type: 'reduce'; id: number; step: number; length: number; buffer: SharedArrayBuffer; resumable?: number[] }
   | { type: 'abort'; id: number }
   | { type: 'close' };
 
@@ -48,7 +48,7 @@ function main(): void {
         const ac = new AbortController();
         running.set(m.id, ac);
         group
-          .allReduceSum(m.step, new Float32Array(m.buffer, 0, m.length), ac.signal)
+          .allReduceSum(m.step, new Float32Array(m.buffer, 0, m.length), ac.signal, m.resumable)
           .then(
             () => {
               const first = !formed;
