@@ -11,7 +11,8 @@ describe('the run contract', () => {
       variant: 'official',
       alpha: ICE_LOSS_PRESETS.official.alpha,
       lambdaClass: ICE_LOSS_PRESETS.official.lambdaClass,
-      lambdaWarmup: null,
+      // Not the released code's (none): the warm-up under which its λ_class gives object maps on digits.
+      lambdaWarmup: { from: 0.65, fraction: 0.6 },
     });
     expect(RUN_ICE_HEADS).toEqual(['official', 'icef', 'paper']);
     expect(() => parseRunConfig({ model: { head: 'none' } })).toThrow(/model\.head/);
@@ -51,7 +52,9 @@ describe('the run contract', () => {
   });
 
   it('warms λ_class up over a share of the run when asked, only where that strengthens the background term', () => {
-    expect(trainConfigFor(parseRunConfig({ steps: 500 })).lambdaWarmup).toBeNull(); // the released code: none
+    // The default: from 0.65 over the first 60 % of the run; null is the released code's (none).
+    expect(trainConfigFor(parseRunConfig({ steps: 500 })).lambdaWarmup).toEqual({ from: 0.65, steps: 300 });
+    expect(trainConfigFor(parseRunConfig({ steps: 500, loss: { lambdaWarmup: null } })).lambdaWarmup).toBeNull();
     expect(trainConfigFor(parseRunConfig({ steps: 500, loss: { lambdaWarmup: { from: 0.8, fraction: 0.6 } } })).lambdaWarmup).toEqual({
       from: 0.8,
       steps: 300,
