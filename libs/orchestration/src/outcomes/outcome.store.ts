@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { IceError, parseInput } from '@ice/core';
+import { IceError, parseInput, writeFileAtomic as writeBytesAtomic } from '@ice/core';
 import type { RunFinish } from '../db/repositories';
 import type { ArtifactStore } from '../artifacts/artifact-store';
 
@@ -39,31 +39,10 @@ const StoredOutcomeSchema = z
 
 export type StoredOutcome = z.output<typeof StoredOutcomeSchema>;
 
-/** Writes `text` to `file` so that a crash leaves either the old file or the whole new one: temp file, fsync, rename, fsync of the directory. */
+/** Writes `text` to `file` so that a crash leaves either the old file or the whole new one (core's writeFileAtomic: temp file, fsync, rename, fsync of the directory). */
 export function writeFileAtomic(file: string, text: string): void {
-  const dir = path.dirname(file);
-  fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(tmp, 'w', 0o644);
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    if (fd !== undefined) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  // The rename itself is durable only once the directory entry is on disk.
-  const dfd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  writeBytesAtomic(file, [Buffer.from(text, 'utf8')]);
 }
 
 /** The run outcomes beside the checkpoints (rank 0's directory of each run). */
