@@ -48,14 +48,14 @@ function attentionRef(
   T: number,
   H: number,
   hook?: (a: tf.Tensor4D) => tf.Tensor4D,
-): { out: tf.Tensor2D; attn: tf.Tensor4D } {
+): { out: tf.Tensor2D; attn: tf.Tensor4D; clsAttn: tf.Tensor3D } {
   const D = qkv.shape[1] / 3;
   const hd = D / H;
   const [q, k, v] = tf.unstack(tf.transpose(tf.reshape(qkv, [B, T, 3, H, hd]), [2, 0, 3, 1, 4])); // each [B, H, T, hd]
   let attn: tf.Tensor4D = tf.softmax(tf.mul(tf.matMul(q, k, false, true), hd ** -0.5));
   if (hook) attn = hook(attn);
   const out: tf.Tensor2D = tf.reshape(tf.transpose(tf.matMul(attn, v), [0, 2, 1, 3]), [B * T, D]);
-  return { out, attn };
+  return { out, attn, clsAttn: tf.reshape(tf.slice(attn, [0, 0, 0, 0], [B, H, 1, T]), [B, H, T]) };
 }
 
 // ---------------------------------------------------------------- helpers
@@ -193,9 +193,9 @@ describe.each(MODES)('fast-ops: custom gradients match autodiff of the plain for
       [2, 40, 2, 24], // slices of ≥ 32 k multiply-adds: bmm's per-slice 2-D path on wasm
     ] as const;
 
-    it.each(cases)('B=%i T=%i H=%i hd=%i: out and attn values and d/dqkv', (B, T, H, hd) => {
+    it.each(cases)('B=%i T=%i H=%i hd=%i: out, attn and its CLS row (computed alone) values and d/dqkv', (B, T, H, hd) => {
       const qkv = rand([B * T, 3 * H * hd], 31);
-      for (const which of ['out', 'attn'] as const) {
+      for (const which of ['out', 'attn', 'clsAttn'] as const) {
         expectSameGrads(
           (q) => attentionCore(q as tf.Tensor2D, B, T, H)[which],
           (q) => attentionRef(q as tf.Tensor2D, B, T, H)[which],

@@ -283,9 +283,9 @@ function nativeFusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2
 /**
  * Multi-head self-attention core. qkv: [B·T, 3D] with timm's column layout (q | k | v, heads
  * inside each, head 0 first). Returns the heads' outputs concatenated, [B·T, D], and the
- * post-softmax attention [B, H, T, T] (after `hook`, which may replace it). Without a hook, `attn`
- * is computed when first read (it costs a second q·kᵀ and softmax): do not destructure it unless
- * it is needed.
+ * post-softmax attention [B, H, T, T] (after `hook`, which may replace it), and its CLS row
+ * [B, H, T]. Without a hook, `attn` and `clsAttn` are computed when first read (a second q·kᵀ and
+ * softmax, of every row or of the CLS row only): do not destructure them unless they are needed.
  */
 export function attentionCore(
   qkv: tf.Tensor2D,
@@ -293,11 +293,13 @@ export function attentionCore(
   T: number,
   H: number,
   hook?: (attn: tf.Tensor4D) => tf.Tensor4D,
-): { out: tf.Tensor2D; attn: tf.Tensor4D } {
+): { out: tf.Tensor2D; attn: tf.Tensor4D; clsAttn: tf.Tensor3D } {
+  const clsRow = (a: tf.Tensor4D): tf.Tensor3D => tf.reshape(tf.slice(a, [0, 0, 0, 0], [B, H, 1, T]), [B, H, T]); // [B,H,1,T] → [B,H,T]
   if (!hook) {
     // The attention is not an output of the fused op: it is recomputed (differentiably, from qkv)
     // only if read, which training never does. Read it in the scope that owns the outputs.
     let attn: tf.Tensor4D | undefined;
+    let cls: tf.Tensor3D | undefined;
     return {
       out: (nativeKernelsActive() ? nativeFusedAttention : stockFusedAttention)(B, T, H)(qkv),
       get attn(): tf.Tensor4D {
@@ -307,10 +309,26 @@ export function attentionCore(
         }
         return attn;
       },
+      // What EViT's pruning reads: the CLS query against every key, T dot products a head instead of T².
+      get clsAttn(): tf.Tensor3D {
+        if (attn) return clsRow(attn);
+        if (!cls) {
+          const [q, k] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
+          const q0 = tf.slice(q, [0, 0, 0], [B * H, 1, q.shape[2]]); // the CLS query: [B·H, 1, hd]
+          cls = tf.reshape(attnProbs(q0, k), [B, H, T]); // [B·H, 1, T] → [B, H, T]
+        }
+        return cls;
+      },
     };
   }
   const [q, k, v] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
   const attn = hook(tf.reshape(attnProbs(q, k), [B, H, T, T])); // [B·H, T, T] → [B, H, T, T]
   const o = attnApply(tf.reshape(attn, [B * H, T, T]), v); // [B, H, T, T] → [B·H, T, T]; o [B·H, T, hd]
-  return { out: mergeHeads(o, B, T, H), attn };
+  return {
+    out: mergeHeads(o, B, T, H),
+    attn,
+    get clsAttn(): tf.Tensor3D {
+      return clsRow(attn);
+    },
+  };
 }

@@ -187,16 +187,16 @@ export class TokenPruner {
   }
 
   /**
-   * t [B, T, D] after the block's attention residual (CLS first); attn [B, H, T, T] the block's
-   * post-softmax attention when needsAttention(). Returns [B, 1 + k (+1 fused), D].
+   * t [B, T, D] after the block's attention residual (CLS first); clsAttn [B, H, T] the CLS row of
+   * the block's post-softmax attention when needsAttention(). Returns [B, 1 + k (+1 fused), D].
    */
-  prune(t: tf.Tensor3D, attn: tf.Tensor4D | undefined): tf.Tensor3D {
+  prune(t: tf.Tensor3D, clsRow: tf.Tensor3D | undefined): tf.Tensor3D {
     const [B, T, D] = t.shape;
     const n = T - 1;
     const k = keptTokenCount(n, this.options.keepRate);
     const patches: tf.Tensor3D = tf.slice(t, [0, 1, 0], [B, n, D]); // [B, n, D]
-    // Mean over heads of the CLS row, patch columns: [B, H, T, T] → [B, H, 1, n] → [B, n].
-    const clsAttn: tf.Tensor2D | undefined = attn ? tf.reshape(tf.mean(tf.slice(attn, [0, 0, 0, 1], [B, -1, 1, n]), 1), [B, n]) : undefined;
+    // Mean over heads of the CLS row, patch columns: [B, H, T] → [B, H, n] → [B, n].
+    const clsAttn: tf.Tensor2D | undefined = clsRow ? tf.mean(tf.slice(clsRow, [0, 0, 1], [B, -1, n]), 1) : undefined;
     const score = this.options.mode === 'evit' ? clsAttn! : this.iceScore(patches); // [B, n]
     const top = tf.topk(score, k, true).indices; // [B, k], highest first
     const picked = top.dataSync<'int32'>();

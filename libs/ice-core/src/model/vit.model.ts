@@ -226,10 +226,11 @@ export class IceVit {
       const h = layerNorm(tf.reshape(t, [B * T, D]), this.p1(`${pre}.norm1.weight`), this.p1(`${pre}.norm1.bias`), c.layerNormEps);
       const qkv = linear(h, this.p2(`${pre}.attn.qkv.weight`), c.qkvBias ? this.p1(`${pre}.attn.qkv.bias`) : undefined); // [B·T, 3D]
       // Without a hook the core is one fused op whose attn is recomputed if read: when the
-      // attention is wanted, an identity hook makes the core keep it instead.
+      // attention is wanted, an identity hook makes the core keep it instead. Pruning reads only
+      // the CLS row (clsAttn), which the fused core computes on its own.
       const hook = opts.attentionHook
         ? (a: tf.Tensor4D) => opts.attentionHook!(i, a)
-        : opts.returnAttention || (prunes && pruner!.needsAttention())
+        : opts.returnAttention
           ? (a: tf.Tensor4D) => a
           : undefined;
       const core = attentionCore(qkv, B, T, c.numHeads, hook); // out [B·T, D], attn [B,H,T,T]
@@ -237,7 +238,7 @@ export class IceVit {
       const a = linear(core.out, this.p2(`${pre}.attn.proj.weight`), this.p1(`${pre}.attn.proj.bias`));
       t = tf.add(t, this.dropPath(tf.reshape(a, [B, T, D]), dropRates[i], opts));
       // EViT's reorganisation point: after the attention residual, before the MLP ([B,T,D] → [B,T',D]).
-      if (prunes) t = pruner!.prune(t, pruner!.needsAttention() ? core.attn : undefined);
+      if (prunes) t = pruner!.prune(t, pruner!.needsAttention() ? core.clsAttn : undefined);
       const Tm = t.shape[1];
       // MLP branch.
       const h2 = layerNorm(tf.reshape(t, [B * Tm, D]), this.p1(`${pre}.norm2.weight`), this.p1(`${pre}.norm2.bias`), c.layerNormEps);
