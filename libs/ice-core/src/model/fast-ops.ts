@@ -281,6 +281,29 @@ function nativeFusedAttention(B: number, T: number, H: number): (qkv: tf.Tensor2
 }
 
 /**
+ * The CLS row of the post-softmax attention, [B, H, T], from qkv [B·T, 3D] without splitting or
+ * slicing the keys out of it (wasm's SplitV and strided Slice cost more than the products): head
+ * h's CLS query, scaled, is laid into the key columns of head h of a zero row of width 3D, so one
+ * batched product with qkv's rows gives every head's q_h·k_hᵀ: [B, H, 3D] × [B, T, 3D]ᵀ → [B, H, T].
+ */
+function clsAttention(qkv: tf.Tensor2D, B: number, T: number, H: number): tf.Tensor3D {
+  const D = qkv.shape[1] / 3;
+  const hd = D / H;
+  const rows: tf.Tensor3D = tf.reshape(qkv, [B, T, 3 * D]);
+  const q0: tf.Tensor3D = tf.slice(rows, [0, 0, 0], [B, 1, D]); // the CLS query: [B, 1, D]
+  const headMask = tf.tensor2d(
+    Float32Array.from({ length: H * D }, (_, i) => (Math.floor((i % D) / hd) === Math.floor(i / D) ? hd ** -0.5 : 0)),
+    [H, D],
+  ); // [H, D]: row h keeps head h's columns, times the softmax scale
+  const perHead = tf.pad(tf.mul(q0, headMask), [
+    [0, 0],
+    [0, 0],
+    [D, D],
+  ]); // [B, 1, D] · [H, D] → [B, H, D] → the key columns of [B, H, 3D]
+  return tf.softmax(tf.matMul(perHead, rows, false, true)); // [B, H, 3D] × [B, 3D, T] → [B, H, T]
+}
+
+/**
  * Multi-head self-attention core. qkv: [B·T, 3D] with timm's column layout (q | k | v, heads
  * inside each, head 0 first). Returns the heads' outputs concatenated, [B·T, D], and the
  * post-softmax attention [B, H, T, T] (after `hook`, which may replace it), and its CLS row
@@ -313,9 +336,7 @@ export function attentionCore(
       get clsAttn(): tf.Tensor3D {
         if (attn) return clsRow(attn);
         if (!cls) {
-          const [q, k] = splitHeads(qkv, B, T, H); // each [B·H, T, hd]
-          const q0 = tf.slice(q, [0, 0, 0], [B * H, 1, q.shape[2]]); // the CLS query: [B·H, 1, hd]
-          cls = tf.reshape(attnProbs(q0, k), [B, H, T]); // [B·H, 1, T] → [B, H, T]
+          cls = clsAttention(qkv, B, T, H);
         }
         return cls;
       },
