@@ -45,7 +45,7 @@ const opts = new Command()
   .option(
     '--backbone-config <file>',
     'the classify run config that made the backbone (named in the document)',
-    'configs/digits-tiny-stage2-pretrain.json',
+    'configs/digits-tiny-stage3-pretrain.json',
   )
   .option('--out <dir>', 'run directories', 'artifacts/results')
   .option('--steps <n>', 'ICE fine-tuning steps per run', '500')

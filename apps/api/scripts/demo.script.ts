@@ -41,10 +41,10 @@ const PRETRAIN = {
   grid: { mode: ['classify'] },
 };
 const SWEEP = (weights: string) => ({
-  name: QUICK ? 'demo-alpha-lambda-quick' : 'demo-alpha-lambda-v4',
+  name: QUICK ? 'demo-alpha-lambda-quick' : 'demo-alpha-lambda-v5',
   base: {
-    steps: QUICK ? 20 : 300,
-    checkpointEvery: QUICK ? 10 : 100,
+    steps: QUICK ? 20 : 600,
+    checkpointEvery: QUICK ? 10 : 200,
     model: { preset: 'digits-tiny', weights },
     data: { batchSize: QUICK ? 16 : 32, evalLimit: QUICK ? 32 : 300 },
     optimizer: { lr: 5e-4, warmupSteps: QUICK ? 5 : 30 },
