@@ -77,19 +77,22 @@ describe('WorkerRegistry', () => {
   });
 
   it('a data-parallel group that can never form (fewer live slots than ranks) says so, not retried', async () => {
+    // Rank 0 of a fresh 3-rank run, waiting 150 ms: within the entries' 300 ms of life after their beat.
+    const rankZero = (): RingGroup =>
+      new RingGroup({
+        redis,
+        keyPrefix: `${queuePrefix}:allreduce`,
+        runId: randomUUID(),
+        rank: 0,
+        worldSize: 3,
+        timeoutMs: 150,
+        heartbeatTimeoutMs: 1000,
+        pollMs: 20,
+        workersKey: workersKey(queuePrefix),
+        attempt: { number: 1, of: 3 },
+      });
     await registry.beat(entry('only', 2));
-    const g = new RingGroup({
-      redis,
-      keyPrefix: `${queuePrefix}:allreduce`,
-      runId: randomUUID(),
-      rank: 0,
-      worldSize: 3,
-      timeoutMs: 150, // within the entries' 300 ms of life after their beat
-      heartbeatTimeoutMs: 1000,
-      pollMs: 20,
-      workersKey: workersKey(queuePrefix),
-      attempt: { number: 1, of: 3 },
-    });
+    const g = rankZero();
     await expect(g.allReduceSum(0, new Float32Array(4))).rejects.toMatchObject({
       code: 'NO_CAPACITY',
       message: expect.stringMatching(
@@ -100,18 +103,7 @@ describe('WorkerRegistry', () => {
     // With enough slots the wait is an ordinary, retried timeout that says which attempt it was.
     await registry.beat(entry('only', 2));
     await registry.beat(entry('more', 1));
-    const h = new RingGroup({
-      redis,
-      keyPrefix: `${queuePrefix}:allreduce`,
-      runId: randomUUID(),
-      rank: 0,
-      worldSize: 3,
-      timeoutMs: 150, // within the entries' 300 ms of life after their beat
-      heartbeatTimeoutMs: 1000,
-      pollMs: 20,
-      workersKey: workersKey(queuePrefix),
-      attempt: { number: 1, of: 3 },
-    });
+    const h = rankZero();
     await expect(h.allReduceSum(0, new Float32Array(4))).rejects.toMatchObject({
       code: 'RANK_TIMEOUT',
       message: expect.stringMatching(/Attempt 1 of 3 fails; the job is retried/),
