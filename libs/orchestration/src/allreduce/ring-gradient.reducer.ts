@@ -104,7 +104,7 @@ export class RingGradientReducer implements GradientReducer {
 
   /** Earlier steps this rank holds checkpoints for, told to the group when it forms (GradientReducer). */
   setResumableSteps(steps: readonly number[]): void {
-    this.resumable = steps.filter((s) => Number.isSafeInteger(s) && s >= 0);
+    this.resumable = [...steps]; // checked where the group forms (RingGroup.form)
   }
 
   async allReduceMean(step: number, grads: Map<string, tf.Tensor>, signal?: AbortSignal): Promise<Map<string, tf.Tensor>> {
