@@ -696,6 +696,101 @@ static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---------------------------------------------------------------- gather
+
+// out[o, i, :] = x[o, idx[i], :] for x [outer, n, inner] (4-byte elements, float32 or int32), axis
+// 1 of that view: tf.gather at any axis with batchDims 0. Rows are copied whole (the wasm
+// kernel computes every element's source index, ≈30 ns per float).
+// params: 0 outer, 1 n, 2 inner, 3 count (indices), 4 x, 5 idx (int32), 6 out
+static napi_value js_gather(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 7)) return NULL;
+  const int64_t outer = (int64_t)a.p[0], n = (int64_t)a.p[1], inner = (int64_t)a.p[2], count = (int64_t)a.p[3];
+  const float *x = region(env, &a, a.p[4], (double)outer * n * inner, "gather x");
+  const int32_t *idx = (const int32_t *)region(env, &a, a.p[5], (double)count, "gather indices");
+  float *out = region(env, &a, a.p[6], (double)outer * count * inner, "gather out");
+  if (!x || !idx || !out) return NULL;
+  for (int64_t i = 0; i < count; i++) {
+    if (idx[i] < 0 || idx[i] >= n) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "ice_native.gather: index %d (position %lld) is not in [0, %lld)", idx[i], (long long)i, (long long)n);
+      return throw_msg(env, msg);
+    }
+  }
+  const size_t bytes = (size_t)inner * sizeof(float);
+  for (int64_t o = 0; o < outer; o++) {
+    const float *src = x + o * n * inner;
+    float *dst = out + o * count * inner;
+    for (int64_t i = 0; i < count; i++) memcpy(dst + i * inner, src + (int64_t)idx[i] * inner, bytes);
+  }
+  return NULL;
+}
+
+// ---------------------------------------------------------------- ICE margin
+
+// ICE's token score: margin[i] = max_{j<c} z[i, j] − z[i, c], z = x·W, x [M, K], W [K, c+1]
+// (background last): > 0 exactly where ICE's mask says foreground. The logits are made and
+// reduced a block of rows at a time, so the [M, c+1] matrix never goes through memory (at 1000
+// classes it is 4 kB a row; the blocks stay in L2). W is first copied with its rows padded to a
+// multiple of 16 floats: the GEMM runs 20 % faster on 64-byte aligned rows than on 1001-float ones.
+// params: 0 M, 1 K, 2 C1 (= c + 1), 3 x, 4 w, 5 out
+#define MARGIN_ROWS 256
+
+MULTIVERSION static void margin_rows(int64_t m, int64_t c, int64_t ld, const float *restrict z, float *restrict out) {
+  for (int64_t r = 0; r < m; r++) {
+    const float *zr = z + r * ld;
+    // 16 running maxima, so the loop vectorizes without reassociating anything (max is exact).
+    float acc[16];
+    for (int k = 0; k < 16; k++) acc[k] = -INFINITY;
+    int64_t j = 0;
+    for (; j + 16 <= c; j += 16)
+      for (int k = 0; k < 16; k++) acc[k] = zr[j + k] > acc[k] ? zr[j + k] : acc[k];
+    float best = -INFINITY;
+    for (; j < c; j++) best = zr[j] > best ? zr[j] : best;
+    for (int k = 0; k < 16; k++) best = acc[k] > best ? acc[k] : best;
+    out[r] = best - zr[c];
+  }
+}
+
+static napi_value js_ice_margin(napi_env env, napi_callback_info info) {
+  call_args a;
+  if (!get_call_args(env, info, &a, 6)) return NULL;
+  if (active == LIB_NONE) return throw_msg(env, "ice_native.iceMargin: no BLAS library loaded");
+  apply_threads();
+  const int64_t M = (int64_t)a.p[0], K = (int64_t)a.p[1], C1 = (int64_t)a.p[2];
+  const float *x = region(env, &a, a.p[3], (double)M * K, "iceMargin x"), *w = region(env, &a, a.p[4], (double)K * C1, "iceMargin w");
+  float *out = region(env, &a, a.p[5], (double)M, "iceMargin out");
+  if (!x || !w || !out) return NULL;
+  if (C1 < 2) return throw_msg(env, "ice_native.iceMargin: W needs at least one class column and the background column");
+  if (M == 0) return NULL;
+  const int64_t rows = M < MARGIN_ROWS ? M : MARGIN_ROWS, ld = (C1 + 15) / 16 * 16;
+  // Per call, not static: Node worker threads may run kernels at the same time.
+  float *z = (float *)aligned_alloc(64, (size_t)(rows * ld) * sizeof(float));
+  float *wp = K > 0 ? (float *)aligned_alloc(64, (size_t)(K * ld) * sizeof(float)) : NULL;
+  if (!z || (K > 0 && !wp)) {
+    free(z);
+    free(wp);
+    return throw_msg(env, "ice_native.iceMargin: out of memory");
+  }
+  for (int64_t k = 0; k < K; k++) {
+    memcpy(wp + k * ld, w + k * C1, (size_t)C1 * sizeof(float));
+    memset(wp + k * ld + C1, 0, (size_t)(ld - C1) * sizeof(float));
+  }
+  int st = 0;
+  for (int64_t i0 = 0; i0 < M && !st; i0 += rows) {
+    const int64_t m = M - i0 < rows ? M - i0 : rows;
+    if (K == 0)
+      memset(z, 0, (size_t)(m * ld) * sizeof(float));
+    else if ((st = sgemm(0, 0, m, ld, K, x + i0 * K, K, wp, ld, 0.0f, z, ld)))
+      break;
+    margin_rows(m, C1 - 1, ld, z, out + i0);
+  }
+  free(z);
+  free(wp);
+  if (st) return throw_msg(env, "ice_native.iceMargin: the BLAS library returned an error");
+  return NULL;
+}
+
 // ---------------------------------------------------------------- module
 
 NAPI_MODULE_INIT() {
@@ -710,6 +805,8 @@ NAPI_MODULE_INIT() {
       {"colSum", NULL, js_col_sum, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
       {"attentionGrad", NULL, js_attention_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"gather", NULL, js_gather, NULL, NULL, NULL, napi_default, NULL},
+      {"iceMargin", NULL, js_ice_margin, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;

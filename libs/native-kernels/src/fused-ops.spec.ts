@@ -6,6 +6,7 @@ import {
   fusedColSum,
   fusedGelu,
   fusedGeluGrad,
+  fusedIceMargin,
   fusedLayerNorm,
   fusedLayerNormGrad,
 } from './fused-ops';
@@ -181,6 +182,71 @@ maybe('fused native kernels', () => {
     });
   }
 
+  for (const lib of ['dnnl', 'openblas'] as const) {
+    it.each([
+      [5, 8, 4], // fewer rows than a block
+      [600, 24, 11], // three blocks, the last one partial
+      [3, 1, 2], // one class: the margin is z_0 − z_bg
+      [4, 0, 3], // K = 0: every logit 0
+    ])(`ICE margin with ${lib}: M=%i K=%i c+1=%i, as max over the class logits minus the background one`, async (M, K, C1) => {
+      if (!libs.includes(lib)) {
+        console.warn(`${lib} is not installed here: the ICE margin not tested with it`);
+        return;
+      }
+      enableNativeKernels(lib, 1);
+      const x = (): tf.Tensor2D => t([M, K], 19, 2) as tf.Tensor2D;
+      const w = (): tf.Tensor2D => t([K, C1], 20) as tf.Tensor2D;
+      await expectClose(
+        () => fusedIceMargin(x(), w()),
+        () => {
+          const z = tf.matMul(x(), w());
+          return tf.sub(tf.max(tf.slice(z, [0, 0], [M, C1 - 1]), 1), tf.reshape(tf.slice(z, [0, C1 - 1], [M, 1]), [M]));
+        },
+        1e-5, // K-term dot products, summed in the library's order
+      );
+    });
+  }
+
+  it('ICE margin refuses a weight without a class column, or of the wrong depth', () => {
+    expect(() => fusedIceMargin(tf.zeros([3, 4]), tf.zeros([4, 1]))).toThrow(/IceMargin: x \[3,4\] and w \[4,1\] are not/);
+    expect(() => fusedIceMargin(tf.zeros([3, 4]), tf.zeros([5, 3]))).toThrow(/IceMargin: x \[3,4\] and w \[5,3\] are not/);
+  });
+
+  it('GatherV2 copies whole rows at any axis, for float32 and int32, as the stock kernel does', async () => {
+    const cases: [number[], number[], number, 'float32' | 'int32'][] = [
+      [[7, 5], [6, 0, 6, 3], 0, 'float32'],
+      [[3, 7, 4], [2, 5], 1, 'float32'],
+      [[2, 3, 6], [5, 0, 1], 2, 'float32'], // last axis: single elements
+      [[4, 3], [3, 1], -2, 'int32'],
+      [[6, 2], [], 0, 'float32'], // no index
+    ];
+    for (const [shape, idx, axis, dtype] of cases) {
+      const x = (): tf.Tensor => tf.cast(tf.mul(t(shape, 21), 100), dtype);
+      const run = (): tf.Tensor => tf.gather(x(), tf.tensor1d(idx, 'int32'), axis);
+      const got = await on('wasm', run);
+      setNativeKernelsEnabled(false);
+      const want = await on('wasm', run);
+      setNativeKernelsEnabled(true);
+      expect(got.shape).toEqual(want.shape);
+      expect(Array.from(got.values)).toEqual(Array.from(want.values));
+    }
+    const r = tf.gather(tf.reshape(tf.range(0, 12), [3, 4]), tf.tensor2d([2, 0, 1, 1], [2, 2], 'int32'));
+    expect(r.shape).toEqual([2, 2, 4]); // indices of rank 2
+    expect(Array.from(r.dataSync())).toEqual([8, 9, 10, 11, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]);
+    r.dispose();
+  });
+
+  it('GatherV2 names an index out of range and leaks nothing', () => {
+    const x = tf.zeros([4, 3]);
+    const before = tf.memory().numTensors;
+    const bytes = tf.memory().numBytes;
+    expect(() => tf.gather(x, tf.tensor1d([1, 4], 'int32'))).toThrow(/GatherV2: the index value 4 is not in \[0, 3\]/);
+    expect(() => tf.gather(x, tf.tensor1d([-1], 'int32'))).toThrow(/the index value -1 is not in \[0, 3\]/);
+    expect(tf.memory().numBytes - bytes).toBeLessThanOrEqual(2 * 4 * 2); // only the two index tensors
+    expect(tf.memory().numTensors - before).toBeLessThanOrEqual(2);
+    x.dispose();
+  });
+
   it('attention with no images is empty', () => {
     const [out, p] = fusedAttention(tf.zeros<tf.Rank.R2>([0, 12]), 0, 5, 2);
     expect(out.shape).toEqual([0, 4]); // hd = 12 / (3·2) = 2
@@ -256,6 +322,8 @@ maybe('fused native kernels', () => {
         fusedColSum(y);
         const [o, p] = fusedAttention(qkv, 2, 6, 2);
         fusedAttentionGrad(o, qkv, p, 2, 6, 2);
+        fusedIceMargin(y, tf.tile(tf.reshape<tf.Rank.R2>(g, [8, 1]), [1, 3]));
+        tf.gather(y, tf.tensor1d([3, 0, 3], 'int32'));
       });
     step();
     const before = tf.memory().numTensors;

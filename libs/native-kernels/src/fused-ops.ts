@@ -17,6 +17,7 @@ export const LAYER_NORM_GRAD_KERNEL = 'IceLayerNormGrad';
 export const COL_SUM_KERNEL = 'IceColSum';
 export const ATTENTION_KERNEL = 'IceAttention';
 export const ATTENTION_GRAD_KERNEL = 'IceAttentionGrad';
+export const ICE_MARGIN_KERNEL = 'IceMargin';
 
 /** The update's float32 scalars, as the stock chain's tf.scalar values (doubles, rounded by the kernel like tf.scalar). */
 export interface AdamWScalars {
@@ -236,6 +237,23 @@ function attentionGradKernel(addon: NativeAddon, { inputs, backend, attrs }: Ker
   return dqkv;
 }
 
+function iceMarginKernel(addon: NativeAddon, { inputs, backend }: KernelArgs): tf.TensorInfo {
+  const be = backend as WasmBackendLike;
+  const x = float32('x', inputs.x);
+  const w = float32('w', inputs.w);
+  if (x.shape.length !== 2 || w.shape.length !== 2 || x.shape[1] !== w.shape[0] || w.shape[1] < 2)
+    throw new Error(`${ICE_MARGIN_KERNEL}: x [${x.shape.join(',')}] and w [${w.shape.join(',')}] are not [M, K] and [K, c+1] with c ≥ 1`);
+  const out = be.makeOutput([x.shape[0]], 'float32');
+  PK[0] = x.shape[0];
+  PK[1] = x.shape[1];
+  PK[2] = w.shape[1];
+  PK[3] = offsetOf(be, x);
+  PK[4] = offsetOf(be, w);
+  PK[5] = offsetOf(be, out);
+  addon.iceMargin(heapOf(be), PK);
+  return out;
+}
+
 /** Registers the fused kernels for the wasm backend (once per tfjs instance). */
 export function registerFusedKernels(addon: NativeAddon): void {
   const add = (kernelName: string, f: (addon: NativeAddon, args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]): void => {
@@ -250,6 +268,7 @@ export function registerFusedKernels(addon: NativeAddon): void {
   add(COL_SUM_KERNEL, colSumKernel);
   add(ATTENTION_KERNEL, attentionKernel);
   add(ATTENTION_GRAD_KERNEL, attentionGradKernel);
+  add(ICE_MARGIN_KERNEL, iceMarginKernel);
 }
 
 /**
@@ -318,4 +337,13 @@ export function fusedAttention(qkv: tf.Tensor2D, B: number, T: number, H: number
 /** d/dqkv of fusedAttention's output, given that output's gradient dy and the attention p it returned. */
 export function fusedAttentionGrad(dy: tf.Tensor2D, qkv: tf.Tensor2D, p: tf.Tensor3D, B: number, T: number, H: number): tf.Tensor2D {
   return run<tf.Tensor2D>(ATTENTION_GRAD_KERNEL, { dy, qkv, p }, { B, T, H });
+}
+
+/**
+ * ICE's token score from its last linear layer: x [M, K], w [K, c+1] (background last) →
+ * max_{j<c} (x·w)_j − (x·w)_c, [M]. The logits are reduced block by block inside the kernel and
+ * never written out.
+ */
+export function fusedIceMargin(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor1D {
+  return run<tf.Tensor1D>(ICE_MARGIN_KERNEL, { x, w });
 }

@@ -16,6 +16,7 @@ export {
   fusedColSum,
   fusedGelu,
   fusedGeluGrad,
+  fusedIceMargin,
   fusedLayerNorm,
   fusedLayerNormGrad,
 } from './fused-ops';

@@ -28,6 +28,8 @@ export interface NativeAddon {
   colSum(heap: ArrayBuffer, params: Float64Array): void;
   attention(heap: ArrayBuffer, params: Float64Array): void;
   attentionGrad(heap: ArrayBuffer, params: Float64Array): void;
+  gather(heap: ArrayBuffer, params: Float64Array): void;
+  iceMargin(heap: ArrayBuffer, params: Float64Array): void;
 }
 
 /** Where scripts/build.js puts the addon. */

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { IceError } from '../errors';
+import { fusedIceMargin, nativeKernelsActive } from '@ice/native-kernels';
 import { gelu, linear } from './fast-ops';
 import type { VitConfig } from './vit.config';
 import type { IceVit } from './vit.model';
@@ -115,9 +116,10 @@ export function prunedTokenCounts(
 /**
  * ICE's ranking score of tokens [B, n, D] → [B, n]: max over the classes of the ICE logits minus
  * the background logit (> 0 exactly where ICE's mask says foreground). For the linear last layers
- * (official, ICE-f) the class and background columns are two products, not one product sliced
- * afterwards: XNNPACK runs D×1000 plus D×1 faster than D×1001 (DeiT-Tiny: 2.2 + 0.1 vs 3.3 ms at
- * 196 tokens). The paper head's instance normalisation needs every logit, so it goes through iceHead.
+ * (official, ICE-f) the native kernels make and reduce the logits block by block (fusedIceMargin:
+ * the [B·n, c+1] logits never go through memory, and no weight slice is copied); the stock path
+ * runs the class and background columns as two products (XNNPACK runs D×1000 plus D×1 faster than
+ * D×1001). The paper head's instance normalisation needs every logit, so it goes through iceHead.
  */
 export function iceMargin(model: IceVit, tokens: tf.Tensor3D): tf.Tensor2D {
   const [B, n, D] = tokens.shape;
@@ -139,6 +141,7 @@ export function iceMargin(model: IceVit, tokens: tf.Tensor3D): tf.Tensor2D {
       throw new IceError('CONFIG_INVALID', 'this model has no ICE head (iceHead: none)');
   }
   const w = param('mlp_head.weight'); // [in, c+1], background last
+  if (nativeKernelsActive()) return tf.reshape(fusedIceMargin(x, w), [B, n]); // [B·n] → [B, n]
   const fg = tf.max(tf.matMul(x, tf.slice(w, [0, 0], [w.shape[0], c])), 1); // [B·n]
   const bg = tf.matMul(x, tf.slice(w, [0, c], [w.shape[0], 1])); // [B·n, 1]
   return tf.reshape(tf.sub(fg, tf.reshape(bg, [B * n])), [B, n]);
@@ -165,7 +168,7 @@ export class TokenPruner {
     readonly options: ResolvedPruneOptions,
     private readonly B: number,
     patches: number,
-    /** ICE's score of [B, n, D] tokens → [B, n] (iceMargin). */
+    /** ICE's score of [B, T, D] tokens → [B, T] (iceMargin; the CLS token is scored too and ignored). */
     private readonly iceScore: (tokens: tf.Tensor3D) => tf.Tensor2D,
   ) {
     this.index = Array.from({ length: B }, () => Int32Array.from({ length: patches }, (_, j) => j));
@@ -194,10 +197,10 @@ export class TokenPruner {
     const [B, T, D] = t.shape;
     const n = T - 1;
     const k = keptTokenCount(n, this.options.keepRate);
-    const patches: tf.Tensor3D = tf.slice(t, [0, 1, 0], [B, n, D]); // [B, n, D]
     // Mean over heads of the CLS row, patch columns: [B, H, T] → [B, H, n] → [B, n].
     const clsAttn: tf.Tensor2D | undefined = clsRow ? tf.mean(tf.slice(clsRow, [0, 0, 1], [B, -1, n]), 1) : undefined;
-    const score = this.options.mode === 'evit' ? clsAttn! : this.iceScore(patches); // [B, n]
+    // ICE scores all T tokens and drops the CLS column, [B, T] → [B, n]: cheaper than copying out the n patch tokens.
+    const score = this.options.mode === 'evit' ? clsAttn! : tf.slice(this.iceScore(t), [0, 1], [B, n]); // [B, n]
     const top = tf.topk(score, k, true).indices; // [B, k], highest first
     const picked = top.dataSync<'int32'>();
     const rows = new Int32Array(B * (1 + k)); // rows of t as [B·T, D]: each image's CLS, then its kept tokens
@@ -220,6 +223,7 @@ export class TokenPruner {
     if (this.options.fuse) {
       // Σ_{j dropped} a_j x_j as one token: weights [B, 1, n] · tokens [B, n, D] → [B, 1, D]
       const w = tf.reshape(tf.mul(clsAttn!, tf.sub(1, tf.tensor2d(keptMask, [B, n]))), [B, 1, n]);
+      const patches: tf.Tensor3D = tf.slice(t, [0, 1, 0], [B, n, D]); // [B, n, D]
       out = tf.concat([out, tf.matMul(w, patches)], 1);
     }
     this.index.splice(0, this.index.length, ...nextIndex);
