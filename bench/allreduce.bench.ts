@@ -5,9 +5,11 @@
  * default) by the ring (RingGroup: Redis rendezvous, TCP ring, reduce-scatter + all-gather) with
  * W ranks as separate processes on loopback, beside a loopback TCP copy of the same 4N bytes from
  * one process to another, measured in the same run. Every rank checks that all ranks end with the
- * same bits. Then, for the overlap question (issue point 3), the whole GradientReducer path of a
- * DeiT-Tiny gradient at W = 2 (RingGradientReducer, its transport thread and tensors): how long
- * reading the gradients back from the tfjs backend takes beside the ring itself.
+ * same bits. Each case runs twice: through the TCP ring, and with shared memory allowed (the
+ * ranks share this machine, so the group reduces through /dev/shm; ring-shm.ts). Then, for the
+ * overlap question (issue point 3), the whole GradientReducer path of a DeiT-Tiny gradient at
+ * W = 2 (RingGradientReducer, its transport thread and tensors), both ways: how long reading the
+ * gradients back from the tfjs backend takes beside the all-reduce itself.
  *
  * Prints one JSON document. Timing is noisy on a shared machine: compare the ratios, and see
  * `loadavg` in the output.
@@ -21,6 +23,7 @@ import { Command } from 'commander';
 import IORedis from 'ioredis';
 import * as tf from '@tensorflow/tfjs-core';
 import { IceVit, initBackend, vitConfig } from '@ice/core';
+import { ADDON_PATH } from '@ice/native-kernels';
 import { RingGradientReducer, RingGroup } from '@ice/orchestration';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -31,8 +34,30 @@ const KEY_PREFIX = process.env.ICE_BENCH_ALLREDUCE_PREFIX ?? `ice-bench-allreduc
 type Child =
   | { kind: 'copy-recv'; bytes: number; iters: number }
   | { kind: 'copy-send'; bytes: number; iters: number; port: number }
-  | { kind: 'ring'; floats: number; iters: number; warmup: number; rank: number; world: number; runId: string; segmentBytes: number }
-  | { kind: 'reducer'; iters: number; warmup: number; rank: number; world: number; runId: string; segmentBytes: number };
+  | {
+      kind: 'ring';
+      floats: number;
+      iters: number;
+      warmup: number;
+      rank: number;
+      world: number;
+      runId: string;
+      segmentBytes: number;
+      transport: Transport;
+    }
+  | {
+      kind: 'reducer';
+      iters: number;
+      warmup: number;
+      rank: number;
+      world: number;
+      runId: string;
+      segmentBytes: number;
+      transport: Transport;
+    };
+
+/** 'tcp': the ring over loopback TCP; 'shm': the same group with shared memory allowed (every rank is on this machine). */
+type Transport = 'tcp' | 'shm';
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -105,6 +130,8 @@ async function ringRank(c: Extract<Child, { kind: 'ring' }>): Promise<unknown> {
     timeoutMs: 120_000,
     heartbeatTimeoutMs: 30_000,
     segmentBytes: c.segmentBytes,
+    transport: c.transport === 'shm' ? 'auto' : 'tcp',
+    addonPath: ADDON_PATH,
   });
   const mine = new Float32Array(c.floats);
   fillRank(mine, c.rank);
@@ -119,6 +146,8 @@ async function ringRank(c: Extract<Child, { kind: 'ring' }>): Promise<unknown> {
   const digest = createHash('sha256').update(Buffer.from(data.buffer)).digest('hex');
   await group.close();
   await redis.quit();
+  if (group.stats.transport !== c.transport)
+    throw new Error(`asked for ${c.transport}, the group chose ${group.stats.transport} (${group.stats.shmUnavailable})`);
   return { times, digest, formMs: group.stats.formMs };
 }
 
@@ -137,6 +166,7 @@ async function reducerRank(c: Extract<Child, { kind: 'reducer' }>): Promise<unkn
     worldSize: c.world,
     timeoutMs: 120_000,
     segmentBytes: c.segmentBytes,
+    transport: c.transport === 'shm' ? 'auto' : 'tcp',
   });
   const rows: { total: number; flatten: number; ring: number; unflatten: number }[] = [];
   let digest = '';
@@ -159,6 +189,8 @@ async function reducerRank(c: Extract<Child, { kind: 'reducer' }>): Promise<unkn
     tf.dispose([...mean.values()]);
   }
   await reducer.close();
+  if (reducer.lastTimings.transport !== c.transport)
+    throw new Error(`asked for ${c.transport}, the reducer used ${reducer.lastTimings.transport}`);
   const floats = [...grads.values()].reduce((n, g) => n + g.size, 0);
   tf.dispose([...grads.values()]);
   return {
@@ -249,10 +281,11 @@ async function ring(
   world: number,
   iters: number,
   segmentBytes: number,
+  transport: Transport,
 ): Promise<{ times: number[]; identical: boolean; formMs: number }> {
   const runId = randomUUID();
   const ranks = Array.from({ length: world }, (_, rank) =>
-    spawnChild({ kind: 'ring', floats, iters, warmup: 1, rank, world, runId, segmentBytes }),
+    spawnChild({ kind: 'ring', floats, iters, warmup: 1, rank, world, runId, segmentBytes, transport }),
   );
   const results = await Promise.all(ranks.map((r) => r.done));
   // The step takes as long as its slowest rank: per iteration, the largest of the ranks' times.
@@ -281,18 +314,22 @@ async function main(): Promise<void> {
     const copyMs = median(copy.slice(1));
     const rows: Record<string, unknown>[] = [];
     for (const world of worlds) {
-      const r = await ring(floats, world, iters, segmentBytes);
-      const ms = median(r.times);
-      rows.push({
-        world,
-        ms: r1(ms),
-        min_ms: r1(Math.min(...r.times)),
-        ratio_vs_copy: Math.round((ms / copyMs) * 100) / 100,
-        within_3x_copy: ms <= 3 * copyMs,
-        bytes_sent_per_rank: Math.round((2 * (world - 1) * bytes) / world),
-        ranks_bit_identical: r.identical,
-        first_formation_ms: r.formMs,
-      });
+      for (const transport of ['tcp', 'shm'] as const) {
+        const r = await ring(floats, world, iters, segmentBytes, transport);
+        const ms = median(r.times);
+        rows.push({
+          world,
+          transport,
+          ms: r1(ms),
+          min_ms: r1(Math.min(...r.times)),
+          ratio_vs_copy: Math.round((ms / copyMs) * 100) / 100,
+          within_3x_copy: ms <= 3 * copyMs,
+          // Through the TCP stack; shared memory sends only marks (each rank writes 4N bytes and reads ≈ 4N·(W+1)/W).
+          bytes_sent_per_rank: transport === 'tcp' ? Math.round((2 * (world - 1) * bytes) / world) : 0,
+          ranks_bit_identical: r.identical,
+          first_formation_ms: r.formMs,
+        });
+      }
     }
     // The copy again after the ring cases: the machine's load drifts; both copies are shown.
     const copyAfter = median((await loopbackCopy(bytes, iters + 1)).slice(1));
@@ -306,13 +343,13 @@ async function main(): Promise<void> {
     segment_bytes: segmentBytes,
     results,
   };
-  if (!opts.skipReducer) {
+  for (const transport of opts.skipReducer ? [] : (['tcp', 'shm'] as const)) {
     const runId = randomUUID();
-    const ranks = [0, 1].map((rank) => spawnChild({ kind: 'reducer', iters, warmup: 1, rank, world: 2, runId, segmentBytes }));
+    const ranks = [0, 1].map((rank) => spawnChild({ kind: 'reducer', iters, warmup: 1, rank, world: 2, runId, segmentBytes, transport }));
     const [a, b] = await Promise.all(ranks.map((r) => r.done));
     const readback = Math.max(a.flatten as number, b.flatten as number);
     const ringMs = Math.max(a.ring as number, b.ring as number);
-    report.reducer_deit_tiny_w2 = {
+    report[`reducer_deit_tiny_w2_${transport}`] = {
       floats: a.floats,
       tensors: a.tensors,
       ranks_bit_identical: a.digest === b.digest,

@@ -1,10 +1,11 @@
 /**
- * `npm run bench:train-scaling [-- --cases digits-tiny:32:12,deit_tiny_patch16_224:16:3] [--warmup 2]`
+ * `npm run bench:train-scaling [-- --cases digits-tiny:32:12,deit_tiny_patch16_224:32:4,deit_tiny_patch16_224:16:4] [--warmup 2]`
  *
  * Data-parallel scaling at the same global batch: img/s of one rank training with global batch G,
  * and of two ranks (separate processes) training with G/2 each and averaging their gradients with
- * RingGradientReducer (its transport thread, a TCP ring on loopback, Redis for the rendezvous),
- * exactly the path a worker runs (accumulateGradients → allReduceMean → applyGradients). The one
+ * RingGradientReducer (its transport thread, Redis for the rendezvous; the gradients through
+ * shared memory, as ranks on one machine reduce by default, and again through the TCP ring on
+ * loopback, as ranks on different machines do), exactly the path a worker runs (accumulateGradients → allReduceMean → applyGradients). The one
  * rank runs again after the two, so that drift in the machine's load shows. Efficiency =
  * img/s(2 ranks) / (2 × img/s(1 rank)). The two-rank rows also split a step into compute (forward,
  * loss, backward), read-back of the gradients from the tfjs backend, the ring, and building the mean
@@ -39,6 +40,8 @@ interface Child {
   rank: number;
   world: number;
   runId: string;
+  /** How the two ranks average: 'shm' (the default on one machine: through /dev/shm) or 'tcp' (the ring over loopback). */
+  transport?: 'shm' | 'tcp';
 }
 
 interface StepRow {
@@ -47,6 +50,11 @@ interface StepRow {
   readback: number;
   ring: number;
   mean: number;
+  /** The optimizer update after the all-reduce. */
+  apply: number;
+  /** Wall-clock time (ms since the epoch) at which this rank's gradients were ready, and its all-reduce returned. */
+  readyAt: number;
+  reducedAt: number;
 }
 
 const median = (xs: number[]): number => {
@@ -72,7 +80,8 @@ async function child(c: Child): Promise<void> {
           runId: c.runId,
           rank: c.rank,
           worldSize: c.world,
-          timeoutMs: 600_000,
+          timeoutMs: 120_000,
+          transport: c.transport === 'tcp' ? 'tcp' : 'auto',
         })
       : undefined;
   const rows: StepRow[] = [];
@@ -81,20 +90,33 @@ async function child(c: Child): Promise<void> {
     let row: StepRow;
     if (!reducer) {
       trainer.trainStep(x, labels); // reads the loss back: the step is complete when it returns
-      row = { total: performance.now() - t0, compute: 0, readback: 0, ring: 0, mean: 0 };
+      row = { total: performance.now() - t0, compute: 0, readback: 0, ring: 0, mean: 0, apply: 0, readyAt: 0, reducedAt: 0 };
     } else {
       const { update } = trainer.accumulateGradients(x, labels);
       const t1 = performance.now();
       const mean = await reducer.allReduceMean(trainer.step, update!);
+      const t2 = performance.now();
       tf.dispose([...update!.values()]);
       trainer.applyGradients(mean);
       tf.dispose([...mean.values()]);
       const t = reducer.lastTimings;
-      row = { total: performance.now() - t0, compute: t1 - t0, readback: t.flattenMs, ring: t.ringMs, mean: t.unflattenMs };
+      const wall = (ms: number): number => performance.timeOrigin + ms;
+      row = {
+        total: performance.now() - t0,
+        compute: t1 - t0,
+        readback: t.flattenMs,
+        ring: t.ringMs,
+        mean: t.unflattenMs,
+        apply: performance.now() - t2,
+        readyAt: wall(t1),
+        reducedAt: wall(t2),
+      };
     }
     if (i >= c.warmup) rows.push(row);
   }
   await reducer?.close();
+  if (reducer && reducer.lastTimings.transport !== (c.transport ?? 'shm'))
+    throw new Error(`asked for ${c.transport ?? 'shm'}, the reducer used ${reducer.lastTimings.transport}`);
   x.dispose();
   const params = model.parameterCount();
   trainer.dispose();
@@ -124,7 +146,7 @@ function spawnChild(c: Child): Promise<{ rows: StepRow[]; params: number }> {
 
 async function main(): Promise<void> {
   const opts = new Command()
-    .option('--cases <list>', 'preset:globalBatch:steps,…', 'digits-tiny:32:12,deit_tiny_patch16_224:16:3')
+    .option('--cases <list>', 'preset:globalBatch:steps,…', 'digits-tiny:32:12,deit_tiny_patch16_224:32:4,deit_tiny_patch16_224:16:4')
     .option('--warmup <n>', 'untimed steps first', '2')
     .parse(process.argv)
     .opts<{ cases: string; warmup: string }>();
@@ -138,7 +160,12 @@ async function main(): Promise<void> {
     if (global % 2) throw new Error(`${spec}: the global batch must split evenly over 2 ranks`);
     const base = { preset: preset as VitPresetName, steps, warmup, runId: randomUUID() };
     const one = await spawnChild({ ...base, batch: global, rank: 0, world: 1 });
-    const two = await Promise.all([0, 1].map((rank) => spawnChild({ ...base, batch: global / 2, rank, world: 2 })));
+    const two = await Promise.all([0, 1].map((rank) => spawnChild({ ...base, batch: global / 2, rank, world: 2, transport: 'shm' })));
+    // The same two ranks through the TCP ring (what ranks on different machines use), in the same run.
+    const tcpRun = randomUUID();
+    const twoTcp = await Promise.all(
+      [0, 1].map((rank) => spawnChild({ ...base, runId: tcpRun, batch: global / 2, rank, world: 2, transport: 'tcp' })),
+    );
     const again = await spawnChild({ ...base, batch: global, rank: 0, world: 1 });
     // What the machine allows before any all-reduce: one rank at half the batch alone, then two independent one-rank
     // processes at half the batch at once (no ring: each its own world of 1). Their ratio is how much two busy cores
@@ -153,7 +180,19 @@ async function main(): Promise<void> {
     // A group's step lasts as long as its slowest rank's.
     const perStep = two[0].rows.map((_, i) => Math.max(two[0].rows[i].total, two[1].rows[i].total));
     const twoMs = median(perStep);
-    const part = (k: keyof StepRow): number => r1(median(two.flatMap((t) => t.rows.map((r) => r[k]))));
+    const partOf = (g: typeof two, k: keyof StepRow): number => r1(median(g.flatMap((t) => t.rows.map((r) => r[k]))));
+    // The all-reduce's own cost on the critical path: from the moment the later rank's gradients are ready to the moment
+    // the later of the two all-reduces returns (read-back, transfer, sum, mean tensors); waiting for the slower rank is not in it.
+    const criticalOf = (g: typeof two): number =>
+      r1(
+        median(
+          g[0].rows.map(
+            (_, i) => Math.max(g[0].rows[i].reducedAt, g[1].rows[i].reducedAt) - Math.max(g[0].rows[i].readyAt, g[1].rows[i].readyAt),
+          ),
+        ),
+      );
+    const part = (k: keyof StepRow): number => partOf(two, k);
+    const tcpMs = median(twoTcp[0].rows.map((_, i) => Math.max(twoTcp[0].rows[i].total, twoTcp[1].rows[i].total)));
     const halfAloneMs = median(halfAlone.rows.map((r) => r.total));
     const halfPairMs = median(halfPair[0].rows.map((_, i) => Math.max(halfPair[0].rows[i].total, halfPair[1].rows[i].total)));
     const oneImg = (global / oneMs) * 1000;
@@ -166,10 +205,18 @@ async function main(): Promise<void> {
       steps,
       one_rank: { step_ms: r1(oneMs), img_per_s: r1(oneImg), again_step_ms: r1(againMs) },
       two_ranks: {
+        transport: 'shared memory (/dev/shm)',
         batch_per_rank: global / 2,
         step_ms: r1(twoMs),
         img_per_s: r1(twoImg),
-        per_rank_median_ms: { compute: part('compute'), readback: part('readback'), ring: part('ring'), mean_tensors: part('mean') },
+        per_rank_median_ms: {
+          compute: part('compute'),
+          readback: part('readback'),
+          ring: part('ring'),
+          mean_tensors: part('mean'),
+          optimizer: part('apply'),
+        },
+        allreduce_after_last_rank_ready_ms: criticalOf(two),
       },
       scaling_efficiency: Math.round((twoImg / (2 * oneImg)) * 1000) / 1000,
       scaling_efficiency_vs_faster_one_rank: Math.round((twoImg / (2 * oneBest)) * 1000) / 1000,
@@ -190,6 +237,21 @@ async function main(): Promise<void> {
       },
       // The all-reduce's own share of the loss: the two-rank step against the same two processes without it.
       efficiency_of_allreduce: Math.round((halfPairMs / twoMs) * 1000) / 1000,
+      two_ranks_tcp: {
+        transport: 'TCP ring over loopback',
+        step_ms: r1(tcpMs),
+        img_per_s: r1((global / tcpMs) * 1000),
+        per_rank_median_ms: {
+          compute: partOf(twoTcp, 'compute'),
+          readback: partOf(twoTcp, 'readback'),
+          ring: partOf(twoTcp, 'ring'),
+          mean_tensors: partOf(twoTcp, 'mean'),
+          optimizer: partOf(twoTcp, 'apply'),
+        },
+        allreduce_after_last_rank_ready_ms: criticalOf(twoTcp),
+        scaling_efficiency: Math.round((global / tcpMs / ((2 * global) / oneMs)) * 1000) / 1000,
+        efficiency_of_allreduce: Math.round((halfPairMs / tcpMs) * 1000) / 1000,
+      },
     });
   }
   load.after = loadavg().map(r1);

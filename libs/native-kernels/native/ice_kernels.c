@@ -9,6 +9,11 @@
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -791,6 +796,157 @@ static napi_value js_ice_margin(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---------------------------------------------------------------- shared memory (the all-reduce between ranks on one machine)
+
+// POSIX shared memory segments as ArrayBuffers, for data-parallel ranks that share a machine:
+// each rank writes its gradient into its own segment and reads the others' in place, instead of
+// sending them through loopback TCP. The ArrayBuffer owns the mapping (unmapped when collected).
+
+static void unmap_finalize(napi_env env, void *data, void *hint) {
+  munmap(data, (size_t)(uintptr_t)hint);
+}
+
+static int get_shm_args(napi_env env, napi_callback_info info, char *name, size_t name_len, double *bytes, size_t want) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "ice_native: expected (name: string, bytes: number)");
+    return 0;
+  }
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], name, name_len, &len) != napi_ok || len == 0 || len >= name_len - 1 || name[0] != '/' ||
+      strchr(name + 1, '/')) {
+    napi_throw_type_error(env, NULL, "ice_native: a shared memory name is '/' then up to 200 characters without '/'");
+    return 0;
+  }
+  if (want > 1 && (napi_get_value_double(env, argv[1], bytes) != napi_ok || !(*bytes >= 1) || *bytes > 1e12)) {
+    napi_throw_range_error(env, NULL, "ice_native: shared memory size must be between 1 byte and 1 TB");
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value shm_fail(napi_env env, const char *what, const char *name, int err) {
+  char msg[400];
+  snprintf(msg, sizeof msg, "ice_native: %s of shared memory %s failed: %s", what, name, strerror(err));
+  return throw_msg(env, msg);
+}
+
+static napi_value map_fd(napi_env env, int fd, size_t bytes, const char *name) {
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  close(fd);
+  if (p == MAP_FAILED) return shm_fail(env, "mmap", name, err);
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, p, bytes, unmap_finalize, (void *)(uintptr_t)bytes, &ab) != napi_ok) {
+    munmap(p, bytes);
+    return throw_msg(env, "ice_native: this Node cannot wrap memory in an ArrayBuffer (external buffers disallowed)");
+  }
+  return ab;
+}
+
+// shmCreate(name, bytes) → ArrayBuffer: a new segment (it must not exist), its pages reserved now
+// (posix_fallocate), so that a full /dev/shm is an error here and never a SIGBUS at first write.
+static napi_value js_shm_create(napi_env env, napi_callback_info info) {
+  char name[208];
+  double bytes;
+  if (!get_shm_args(env, info, name, sizeof name, &bytes, 2)) return NULL;
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return shm_fail(env, "creation", name, errno);
+  int err = posix_fallocate(fd, 0, (off_t)bytes);
+  if (err) {
+    close(fd);
+    shm_unlink(name);
+    return shm_fail(env, "reserving the pages", name, err);
+  }
+  napi_value ab = map_fd(env, fd, (size_t)bytes, name);
+  if (!ab) shm_unlink(name);
+  return ab;
+}
+
+// shmOpen(name, bytes) → ArrayBuffer: another process's segment, which must hold at least `bytes`.
+static napi_value js_shm_open(napi_env env, napi_callback_info info) {
+  char name[208];
+  double bytes;
+  if (!get_shm_args(env, info, name, sizeof name, &bytes, 2)) return NULL;
+  int fd = shm_open(name, O_RDWR, 0);
+  if (fd < 0) return shm_fail(env, "opening", name, errno);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || (double)st.st_size < bytes) {
+    close(fd);
+    char msg[400];
+    snprintf(msg, sizeof msg, "ice_native: shared memory %s holds %lld bytes, expected %.0f", name, (long long)st.st_size, bytes);
+    return throw_msg(env, msg);
+  }
+  return map_fd(env, fd, (size_t)bytes, name);
+}
+
+// shmUnlink(name) → whether it existed. Mappings stay valid until their ArrayBuffers go.
+static napi_value js_shm_unlink(napi_env env, napi_callback_info info) {
+  char name[208];
+  if (!get_shm_args(env, info, name, sizeof name, NULL, 1)) return NULL;
+  int ok = shm_unlink(name) == 0;
+  if (!ok && errno != ENOENT) return shm_fail(env, "unlinking", name, errno);
+  napi_value v;
+  CHECK(napi_get_boolean(env, ok, &v));
+  return v;
+}
+
+MULTIVERSION static void sum_in_order(int64_t n, int64_t w, float *const *src, float *restrict dst, float divisor) {
+  for (int64_t i = 0; i < n; i++) dst[i] = src[0][i];
+  for (int64_t k = 1; k < w; k++) {
+    const float *restrict s = src[k];
+    for (int64_t i = 0; i < n; i++) dst[i] = dst[i] + s[i];
+  }
+  if (divisor != 1.0f)
+    for (int64_t i = 0; i < n; i++) dst[i] = dst[i] / divisor;
+}
+
+// sumInOrder(buffers: ArrayBuffer[], byteOffset, count, dst, divisor): buffers[dst] at [byteOffset,
+// +count floats) becomes (((b0 + b1) + b2) + …) / divisor, rank order, float32 division (the bits of
+// JavaScript's division rounded to float32: double rounding is exact for a quotient of floats): the
+// same operations on the same bits wherever it runs. Summed into a scratch block first, since dst
+// is one of the summands.
+#define SUM_BLOCK 4096
+static napi_value js_sum_in_order(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) return throw_msg(env, "ice_native.sumInOrder(buffers, byteOffset, count, dst, divisor)");
+  uint32_t w;
+  CHECK(napi_get_array_length(env, argv[0], &w));
+  double off, count;
+  int32_t dst;
+  CHECK(napi_get_value_double(env, argv[1], &off));
+  CHECK(napi_get_value_double(env, argv[2], &count));
+  CHECK(napi_get_value_int32(env, argv[3], &dst));
+  double divisor;
+  CHECK(napi_get_value_double(env, argv[4], &divisor));
+  if (!(divisor >= 1) || divisor > 16777216) return throw_msg(env, "ice_native.sumInOrder: divisor must be in [1, 2^24]");
+  if (w < 1 || w > 1024 || dst < 0 || (uint32_t)dst >= w) return throw_msg(env, "ice_native.sumInOrder: 1–1024 buffers, dst one of them");
+  if (!(off >= 0) || !(count >= 0) || ((uint64_t)off & 3)) return throw_msg(env, "ice_native.sumInOrder: bad offset or count");
+  float *src[1024];
+  for (uint32_t k = 0; k < w; k++) {
+    napi_value el;
+    void *data;
+    size_t len;
+    CHECK(napi_get_element(env, argv[0], k, &el));
+    if (napi_get_arraybuffer_info(env, el, &data, &len) != napi_ok) return throw_msg(env, "ice_native.sumInOrder: buffers must be ArrayBuffers");
+    if (off + 4 * count > (double)len) return throw_msg(env, "ice_native.sumInOrder: the range is outside a buffer");
+    src[k] = (float *)((uint8_t *)data + (uint64_t)off);
+  }
+  float tmp[SUM_BLOCK];
+  float *blk[1024];
+  const int64_t n = (int64_t)count;
+  for (int64_t i0 = 0; i0 < n; i0 += SUM_BLOCK) {
+    const int64_t m = n - i0 < SUM_BLOCK ? n - i0 : SUM_BLOCK;
+    for (uint32_t k = 0; k < w; k++) blk[k] = src[k] + i0;
+    sum_in_order(m, w, blk, tmp, (float)divisor);
+    memcpy(src[dst] + i0, tmp, (size_t)m * sizeof(float));
+  }
+  return NULL;
+}
+
 // ---------------------------------------------------------------- module
 
 NAPI_MODULE_INIT() {
@@ -807,6 +963,10 @@ NAPI_MODULE_INIT() {
       {"attentionGrad", NULL, js_attention_grad, NULL, NULL, NULL, napi_default, NULL},
       {"gather", NULL, js_gather, NULL, NULL, NULL, napi_default, NULL},
       {"iceMargin", NULL, js_ice_margin, NULL, NULL, NULL, napi_default, NULL},
+      {"shmCreate", NULL, js_shm_create, NULL, NULL, NULL, napi_default, NULL},
+      {"shmOpen", NULL, js_shm_open, NULL, NULL, NULL, napi_default, NULL},
+      {"shmUnlink", NULL, js_shm_unlink, NULL, NULL, NULL, napi_default, NULL},
+      {"sumInOrder", NULL, js_sum_in_order, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof *props, props) != napi_ok) return NULL;
   return exports;

@@ -11,7 +11,7 @@ import {
   fusedLayerNormGrad,
 } from './fused-ops';
 import { enableNativeKernels, nativeKernelsActive, setNativeKernelsEnabled } from './native-kernels';
-import { WasmBackendLike } from './wasm-heap';
+import { copyTensorData, WasmBackendLike } from './wasm-heap';
 import { availableLibraries, NATIVE_SPECS_OFF, on, randomValues, relDiff } from './testing/native-testing';
 
 /**
@@ -245,6 +245,21 @@ maybe('fused native kernels', () => {
     expect(tf.memory().numBytes - bytes).toBeLessThanOrEqual(2 * 4 * 2); // only the two index tensors
     expect(tf.memory().numTensors - before).toBeLessThanOrEqual(2);
     x.dispose();
+  });
+
+  it('copyTensorData copies a tensor into a buffer at an offset, from the wasm heap or through dataSync on cpu', async () => {
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await tf.setBackend(backend);
+      const x = t([3, 5], 22);
+      const dst = new Float32Array(new SharedArrayBuffer(4 * 20)).fill(-7);
+      copyTensorData(x, dst, 4);
+      expect(Array.from(dst.subarray(4, 19))).toEqual(Array.from(x.dataSync()));
+      expect([dst[3], dst[19]]).toEqual([-7, -7]);
+      expect(() => copyTensorData(x, dst, 6)).toThrow(/15 values at 6 do not fit in 20/);
+      expect(() => copyTensorData(tf.zeros([2], 'int32'), dst, 0)).toThrow(/int32 tensor, expected float32/);
+      x.dispose();
+    }
+    await tf.setBackend('wasm');
   });
 
   it('attention with no images is empty', () => {

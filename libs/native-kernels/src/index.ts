@@ -20,3 +20,4 @@ export {
   fusedLayerNorm,
   fusedLayerNormGrad,
 } from './fused-ops';
+export { copyTensorData } from './wasm-heap';

@@ -164,6 +164,7 @@ export class TrainRunHandler implements JobHandler<'run.train'> {
               host: w.allReduceHost,
               advertiseHost: w.allReduceAdvertiseHost ?? undefined,
               ports: w.allReducePorts,
+              transport: w.allReduceTransport,
               attempt: { number: a.ctx.job.attemptsMade + 1, of: a.ctx.job.opts.attempts ?? 1 },
               workersKey: workersKey(this.config.queuePrefix),
             }

@@ -32,6 +32,7 @@ const TrainRunInputSchema = z
           .strict()
           .optional(),
         workersKey: z.string().min(1).optional(),
+        transport: z.enum(['auto', 'tcp']).optional(),
       })
       .strict()
       .optional(),

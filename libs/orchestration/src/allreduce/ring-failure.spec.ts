@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import IORedis from 'ioredis';
 import { RingPlan, ringOrderSum } from './ring-allreduce';
 import type { RingError } from './ring-frame';
+import { ADDON_PATH } from '@ice/native-kernels';
 import { RingGroup } from './ring-group';
 import { digest, rankVector, type RankFixtureConfig } from './fixtures/ring-rank.fixture';
 
@@ -94,8 +95,8 @@ describe('ring all-reduce failures (a rank in a process of its own)', () => {
     ...o,
   });
 
-  function local(runId: string, rank: number, heartbeatTimeoutMs: number): RingGroup {
-    const g = new RingGroup({ redis, keyPrefix, runId, rank, worldSize: 3, timeoutMs: 60_000, heartbeatTimeoutMs, pollMs: 50 });
+  function local(runId: string, rank: number, heartbeatTimeoutMs: number, addonPath?: string): RingGroup {
+    const g = new RingGroup({ redis, keyPrefix, runId, rank, worldSize: 3, timeoutMs: 60_000, heartbeatTimeoutMs, pollMs: 50, addonPath });
     groups.push(g);
     return g;
   }
@@ -115,52 +116,59 @@ describe('ring all-reduce failures (a rank in a process of its own)', () => {
     );
   }
 
-  it('a rank killed mid-step fails its peers’ step within seconds (not at a timeout), and the group re-forms the moment it comes back', async () => {
-    const runId = randomUUID();
-    // Heartbeat and step timeouts of 30 and 60 s: a failure in seconds can only come from the closed sockets.
-    const gs = [local(runId, 0, 30_000), local(runId, 1, 30_000)];
-    const victim = spawnRank(config(runId, 2));
-    procs.push(victim);
-    const failures = runLocal(gs, 2_000_000, 0);
-    await victim.next((e) => typeof e.step === 'number' && e.step >= 2);
-    victim.proc.kill('SIGKILL');
-    const killedAt = Date.now();
-    const outcome = await failures;
-    for (const { error, at } of outcome) {
-      expect(error).toMatchObject({ code: 'RANK_TIMEOUT' });
-      expect(error.message).toMatch(/lost its (predecessor|successor) in the all-reduce ring, rank [0-2]/);
-      expect(at - killedAt).toBeLessThan(5000);
-    }
-    // Rank 2 died mid-step or between steps; the others were in the same step or one behind.
-    const failedAt = outcome.map((o) => o.step);
-    expect(Math.max(...failedAt) - Math.min(...failedAt)).toBeLessThanOrEqual(1);
+  it.each([
+    ['the TCP ring', undefined],
+    ['shared memory', ADDON_PATH],
+  ])(
+    '%s: a rank killed mid-step fails its peers’ step within seconds (not at a timeout), and the group re-forms the moment it comes back',
+    async (_, addonPath) => {
+      const runId = randomUUID();
+      // Heartbeat and step timeouts of 30 and 60 s: a failure in seconds can only come from the closed sockets.
+      const gs = [local(runId, 0, 30_000, addonPath), local(runId, 1, 30_000, addonPath)];
+      const victim = spawnRank(config(runId, 2, { addonPath }));
+      procs.push(victim);
+      const failures = runLocal(gs, 2_000_000, 0);
+      await victim.next((e) => typeof e.step === 'number' && e.step >= 2);
+      victim.proc.kill('SIGKILL');
+      const killedAt = Date.now();
+      const outcome = await failures;
+      for (const { error, at } of outcome) {
+        expect(error).toMatchObject({ code: 'RANK_TIMEOUT' });
+        expect(error.message).toMatch(/lost its (predecessor|successor) in the all-reduce ring, rank [0-2]/);
+        expect(at - killedAt).toBeLessThan(5000);
+      }
+      // Rank 2 died mid-step or between steps; the others were in the same step or one behind.
+      const failedAt = outcome.map((o) => o.step);
+      expect(Math.max(...failedAt) - Math.min(...failedAt)).toBeLessThanOrEqual(1);
 
-    // The retry: ranks 0 and 1 form a new group from the common checkpoint (step 2 here) and wait;
-    // rank 2's replacement starts a few seconds later and is met as soon as it joins.
-    const retry = [local(runId, 0, 30_000), local(runId, 1, 30_000)];
-    const n = 200_000;
-    const resumed = retry.map((g, rank) => g.allReduceSum(2, rankVector(rank, 2, n)).then(() => Date.now()));
-    await new Promise((r) => setTimeout(r, 2000));
-    const back = spawnRank(config(runId, 2, { length: n, startStep: 2, steps: 3 }));
-    procs.push(back);
-    const joining = await back.next((e) => e.joining === true);
-    const formedAt = Math.max(...(await Promise.all(resumed)));
-    expect(formedAt - (joining.at as number)).toBeLessThan(3000);
-    expect(retry[0].formedRound!.gen).toBeGreaterThan(gs[0].formedRound!.gen);
-    // And the re-formed group computes the right sums.
-    for (let step = 3; step < 5; step++) {
-      const data = [0, 1].map((r) => rankVector(r, step, n));
-      await Promise.all(retry.map((g, r) => g.allReduceSum(step, data[r])));
-      const expected = ringOrderSum(
-        [0, 1, 2].map((r) => rankVector(r, step, n)),
-        new RingPlan(n, 3, 0, 1 << 18),
-      );
-      expect(digest(data[0])).toBe(digest(expected));
-      expect(digest(data[1])).toBe(digest(expected));
-      expect((await back.next((e) => e.step === step)).digest).toBe(digest(expected));
-    }
-    await back.next((e) => e.done === true);
-  }, 120_000);
+      // The retry: ranks 0 and 1 form a new group from the common checkpoint (step 2 here) and wait;
+      // rank 2's replacement starts a few seconds later and is met as soon as it joins.
+      const retry = [local(runId, 0, 30_000, addonPath), local(runId, 1, 30_000, addonPath)];
+      const n = 200_000;
+      const resumed = retry.map((g, rank) => g.allReduceSum(2, rankVector(rank, 2, n)).then(() => Date.now()));
+      await new Promise((r) => setTimeout(r, 2000));
+      const back = spawnRank(config(runId, 2, { length: n, startStep: 2, steps: 3, addonPath }));
+      procs.push(back);
+      const joining = await back.next((e) => e.joining === true);
+      const formedAt = Math.max(...(await Promise.all(resumed)));
+      expect(formedAt - (joining.at as number)).toBeLessThan(3000);
+      expect(retry[0].formedRound!.gen).toBeGreaterThan(gs[0].formedRound!.gen);
+      // And the re-formed group computes the right sums.
+      for (let step = 3; step < 5; step++) {
+        const data = [0, 1].map((r) => rankVector(r, step, n));
+        await Promise.all(retry.map((g, r) => g.allReduceSum(step, data[r])));
+        const parts = [0, 1, 2].map((r) => rankVector(r, step, n));
+        // The TCP ring sums chunk c from rank c round the ring; shared memory in rank order.
+        const expected = ringOrderSum(parts, addonPath ? { bounds: [0, n, n, n], worldSize: 3 } : new RingPlan(n, 3, 0, 1 << 18));
+        expect(digest(data[0])).toBe(digest(expected));
+        expect(digest(data[1])).toBe(digest(expected));
+        expect((await back.next((e) => e.step === step)).digest).toBe(digest(expected));
+      }
+      await back.next((e) => e.done === true);
+      expect(retry.map((g) => g.stats.transport)).toEqual(addonPath ? ['shm', 'shm'] : ['tcp', 'tcp']);
+    },
+    120_000,
+  );
 
   it('a stalled rank (SIGSTOP: sockets open, nothing moves) is detected by the heartbeat timeout', async () => {
     const runId = randomUUID();

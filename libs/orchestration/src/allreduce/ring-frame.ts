@@ -8,7 +8,8 @@ import type { IceErrorCode } from '@ice/core';
  *
  * DATA payloads are float32 (little-endian, as every platform Node runs on) segments of the
  * gradient; HELLO/WELCOME/REJECT payloads are UTF-8 JSON; BEGIN carries the gradient length in
- * `index`; HEARTBEAT and BYE are empty.
+ * `index`; HEARTBEAT and BYE are empty; MARK (shared-memory
+ * groups, ring-shm.ts) is empty, with the phase in `ring step` and the rank it speaks for in `index`.
  *
  * Hand-written rather than taken from a library: the framing is 80 lines, and the packages that
  * do it (frame-stream, length-prefixed-stream, it-length-prefixed) allocate a Buffer per message
@@ -28,6 +29,7 @@ export const FrameType = {
   Data: 5,
   Heartbeat: 6,
   Bye: 7,
+  Mark: 8,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 const TYPES = new Set<number>(Object.values(FrameType));

@@ -77,21 +77,29 @@ describe('RingGradientReducer', () => {
     expect(await keysLeft()).toEqual([]);
   });
 
-  it('W = 3: ranks bit-identical, within float32 rounding of meanInRankOrder (the ring sums chunk c from rank c on)', async () => {
+  it.each([
+    ['tcp', 'the TCP ring sums chunk c from rank c on: within float32 rounding of meanInRankOrder'],
+    ['auto', 'ranks on one machine reduce through shared memory, in rank order: meanInRankOrder exactly'],
+  ] as const)('W = 3, transport %s: ranks bit-identical; %s', async (transport, _how) => {
     const runId = randomUUID();
-    const rs = [0, 1, 2].map((r) => reducer(runId, r, 3, { segmentBytes: 4096 }));
+    const rs = [0, 1, 2].map((r) => reducer(runId, r, 3, { segmentBytes: 4096, transport }));
     const gs = [0, 1, 2].map((r) => grads(r, 1));
     const ms = await Promise.all(rs.map((r, i) => r.allReduceMean(1, gs[i])));
     try {
+      expect(rs.map((r) => r.lastTimings.transport)).toEqual(rs.map(() => (transport === 'tcp' ? 'tcp' : 'shm')));
       for (const name of ms[0].keys()) {
         expect(bitsOf(ms[0].get(name)!).equals(bitsOf(ms[1].get(name)!))).toBe(true);
         expect(bitsOf(ms[0].get(name)!).equals(bitsOf(ms[2].get(name)!))).toBe(true);
         const parts = gs.map((g) => g.get(name)!.dataSync() as Float32Array);
         const rankOrder = meanInRankOrder(parts);
-        const ring = ms[0].get(name)!.dataSync();
+        const got = ms[0].get(name)!.dataSync();
+        if (transport === 'auto') {
+          expect(bitsOf(ms[0].get(name)!).equals(Buffer.from(rankOrder.buffer))).toBe(true);
+          continue;
+        }
         // Two summation orders of 3 terms differ by ≤ 2γ₂·Σ|x| (γ₂ ≈ 2u, u = 2⁻²⁴); each division by 3 adds ≤ u relative.
         const u = 2 ** -24;
-        ring.forEach((v, i) => {
+        got.forEach((v, i) => {
           const abs = parts.reduce((s, p) => s + Math.abs(p[i]), 0);
           expect(Math.abs(v - rankOrder[i])).toBeLessThanOrEqual(
             (4.0001 * u * abs + u * (Math.abs(v) + Math.abs(rankOrder[i]))) / 3 + 1e-44,

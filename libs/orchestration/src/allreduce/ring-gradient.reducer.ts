@@ -10,6 +10,7 @@ import {
   type GradientReducer,
   type IceErrorCode,
 } from '@ice/core';
+import { ADDON_PATH, copyTensorData } from '@ice/native-kernels';
 import type { FromTransport, ToTransport, TransportOptions } from './ring-transport.thread';
 
 export interface RingGradientReducerOptions {
@@ -29,6 +30,10 @@ export interface RingGradientReducerOptions {
   advertiseHost?: string;
   /** Fixed port range (ALLREDUCE_PORTS); default an ephemeral port. */
   ports?: { from: number; to: number } | null;
+  /** ALLREDUCE_TRANSPORT: 'auto' (default) reduces through shared memory when every rank is on this machine; 'tcp' never. */
+  transport?: 'auto' | 'tcp';
+  /** The native addon with the shared-memory functions; default @ice/native-kernels' build. */
+  addonPath?: string;
   segmentBytes?: number;
   pollMs?: number;
   /** This job's attempt, so that a failure says whether it is retried. */
@@ -40,16 +45,6 @@ export interface RingGradientReducerOptions {
 
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 10_000;
 
-/**
- * The mean divides once, after the sum: the same operation on the same bits on every rank. (A
- * function of its own, so that V8 optimises the loop once rather than running it in the
- * interpreter inside the long async caller: 10 ms instead of 100+ for 6 M floats.)
- */
-function meanInPlace(sum: Float32Array, worldSize: number): Float32Array {
-  for (let i = 0; i < sum.length; i++) sum[i] /= worldSize;
-  return sum;
-}
-
 interface Pending {
   resolve: () => void;
   reject: (e: Error) => void;
@@ -58,13 +53,15 @@ interface Pending {
 /**
  * Data-parallel gradient averaging over a ring of TCP connections, Redis serving only as the
  * rendezvous (see RingGroup): each rank flattens its gradient (in name order) into a
- * SharedArrayBuffer, the transport thread sums it in place with the other ranks' by a ring
- * all-reduce, and the mean is the sum divided by W once, at the end — identical operations on
- * identical bits on every rank, so every rank gets the same tensors.
+ * SharedArrayBuffer, the transport thread replaces it in place by the mean over the ranks
+ * (RingGroup.allReduceMean) — identical operations on identical bits on every rank, so every
+ * rank gets the same tensors.
  *
- * The sum of chunk c runs from rank c round the ring (RingReduction), not in rank order: for
- * W ≥ 3 the mean differs from `meanInRankOrder` by float32 rounding only (≤ 2(W−1) units in the
- * last place of Σ|x_r| / W); for W = 2 it is the same bits.
+ * When every rank is on this machine the group reduces through shared memory (ring-shm.ts), in
+ * rank order: the mean is `meanInRankOrder`'s bits. Through the TCP ring the sum of chunk c runs
+ * from rank c round the ring (RingReduction), not in rank order: for W ≥ 3 the mean differs from
+ * `meanInRankOrder` by float32 rounding only (≤ 2(W−1) units in the last place of Σ|x_r| / W);
+ * for W = 2 it is the same bits.
  *
  * One rank alone (W = 1) starts no thread and talks to nobody: the mean is a copy.
  *
@@ -87,8 +84,13 @@ export class RingGradientReducer implements GradientReducer {
   private closing: Promise<void> | undefined;
   private busy = false;
   private resumable: number[] = [];
-  /** Time of the last all-reduce, split into reading the gradients back, the ring, and building the mean tensors (ms). */
-  readonly lastTimings = { flattenMs: 0, ringMs: 0, unflattenMs: 0, formMs: 0 };
+  /** Time of the last all-reduce, split into reading the gradients back, the ring, and building the mean tensors (ms); how the group moves gradients. */
+  readonly lastTimings: { flattenMs: number; ringMs: number; unflattenMs: number; formMs: number; transport?: 'tcp' | 'shm' } = {
+    flattenMs: 0,
+    ringMs: 0,
+    unflattenMs: 0,
+    formMs: 0,
+  };
 
   constructor(private readonly o: RingGradientReducerOptions) {
     if (!Number.isInteger(o.worldSize) || o.worldSize < 1)
@@ -125,9 +127,9 @@ export class RingGradientReducer implements GradientReducer {
       const t1 = performance.now();
       await this.ring(step, sum, signal);
       const t2 = performance.now();
-      // In place: the shared buffer is rewritten by the next step's flatten only, and the tensors copy it (no 4N-byte
-      // allocation per step for the collector to chase during the next step's compute).
-      const out = unflattenGradients(layout, meanInPlace(sum, this.worldSize));
+      // The mean arrives in place: the shared buffer is rewritten by the next step's flatten only, and the tensors copy
+      // it (no 4N-byte allocation per step for the collector to chase during the next step's compute).
+      const out = unflattenGradients(layout, sum);
       this.lastTimings.flattenMs = t1 - t0;
       this.lastTimings.ringMs = t2 - t1;
       this.lastTimings.unflattenMs = performance.now() - t2;
@@ -148,7 +150,7 @@ export class RingGradientReducer implements GradientReducer {
     for (const n of names) {
       const g = grads.get(n)!;
       if (g.dtype !== 'float32') throw new IceError('INPUT_INVALID', `gradient ${n} is ${g.dtype}, expected float32`);
-      sum.set(g.dataSync(), offset);
+      copyTensorData(g, sum, offset); // not dataSync: no 4N bytes of garbage per step (see copyTensorData)
       offset += g.size;
     }
     return { layout: { names, shapes, size }, sum };
@@ -185,7 +187,11 @@ export class RingGradientReducer implements GradientReducer {
   private thread(): Worker {
     if (this.worker) return this.worker;
     const { log: _log, ...rest } = this.o;
-    const options: TransportOptions = { ...rest, heartbeatTimeoutMs: this.o.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS };
+    const options: TransportOptions = {
+      ...rest,
+      addonPath: this.o.addonPath ?? ADDON_PATH,
+      heartbeatTimeoutMs: this.o.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS,
+    };
     const worker = startThread(moduleBeside(__filename, 'ring-transport.thread'), { data: { options } });
     worker.on('message', (m: FromTransport) => {
       switch (m.type) {
@@ -194,6 +200,7 @@ export class RingGradientReducer implements GradientReducer {
           return;
         case 'reduced':
           if (m.formMs !== undefined) this.lastTimings.formMs = m.formMs;
+          if (m.transport) this.lastTimings.transport = m.transport;
           this.pending.get(m.id)?.resolve();
           return;
         case 'failed': {

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { RingError } from './ring-frame';
+import type { SharedMemoryEntry } from './ring-shm';
 
 /** What a rank publishes about itself for one round of a run. */
 export interface RendezvousEntry {
@@ -15,6 +16,8 @@ export interface RendezvousEntry {
   resumable?: number[];
   /** Random per process attempt: tells two incarnations of one rank apart. */
   session: string;
+  /** Its shared-memory segments, when it can reduce through them (ring-shm.ts); the group uses them when every rank is on one machine. */
+  shm?: SharedMemoryEntry;
 }
 
 export interface Round {

@@ -8,7 +8,7 @@ import { RingGroup, type RingGroupOptions } from './ring-group';
  * connection, the listener, the ring sockets and their heartbeats, so that they keep running
  * while the training thread is inside a synchronous tfjs step for seconds — a peer that computes
  * is never mistaken for a stalled one, and a dead peer is noticed while this rank computes.
- * It loads no tfjs. The gradient arrives in a SharedArrayBuffer and is summed in place.
+ * It loads no tfjs. The gradient arrives in a SharedArrayBuffer and is replaced in place by the mean.
  */
 export type TransportOptions = Omit<RingGroupOptions, 'redis' | 'log'> & { redisUrl: string };
 
@@ -19,7 +19,7 @@ export type ToTransport =
 
 export type FromTransport =
   | { type: 'log'; message: string }
-  | { type: 'reduced'; id: number; formMs?: number }
+  | { type: 'reduced'; id: number; formMs?: number; transport?: 'tcp' | 'shm' }
   | { type: 'failed'; id: number; error: { name: string; message: string; code?: string; details?: Record<string, unknown> } }
   | { type: 'closed' };
 
@@ -48,12 +48,16 @@ function main(): void {
         const ac = new AbortController();
         running.set(m.id, ac);
         group
-          .allReduceSum(m.step, new Float32Array(m.buffer, 0, m.length), ac.signal, m.resumable)
+          .allReduceMean(m.step, new Float32Array(m.buffer, 0, m.length), ac.signal, m.resumable)
           .then(
             () => {
               const first = !formed;
               formed = true;
-              post({ type: 'reduced', id: m.id, formMs: first ? group.stats.formMs : undefined });
+              post({
+                type: 'reduced',
+                id: m.id,
+                ...(first ? { formMs: group.stats.formMs, transport: group.stats.transport } : {}),
+              });
             },
             (e: unknown) => {
               const err = e as Error & { code?: string; details?: Record<string, unknown> };

@@ -38,6 +38,7 @@ describe('loadOrchestrationConfig', () => {
       allReduceAdvertiseHost: null,
       allReducePorts: null,
       allReduceHeartbeatTimeoutMs: 10_000,
+      allReduceTransport: 'auto',
     });
     const c = loadOrchestrationConfig('worker', {
       ...base,

@@ -53,6 +53,7 @@ const EnvSchema = z.object({
     .regex(/^\d{1,5}(-\d{1,5})?$/, 'a port or a range like 29400-29431')
     .optional(),
   ALLREDUCE_HEARTBEAT_TIMEOUT_MS: intFromEnv(100).default(10_000),
+  ALLREDUCE_TRANSPORT: z.enum(['auto', 'tcp']).default('auto'),
   OUTCOME_WRITE_HORIZON_MS: intFromEnv(0).default(30 * 60_000),
   RECONCILE_INTERVAL_MS: intFromEnv(0).default(60_000),
   CODE_VERSION: z.string().optional(),
@@ -100,6 +101,8 @@ export interface OrchestrationConfig {
     allReducePorts: { from: number; to: number } | null;
     /** A ring neighbour silent this long (no data, no heartbeat) fails the step. */
     allReduceHeartbeatTimeoutMs: number;
+    /** 'auto': ranks that all share this machine reduce through shared memory; 'tcp': always the TCP ring. */
+    allReduceTransport: 'auto' | 'tcp';
     /**
      * How long a finished run's worker keeps retrying the database write of its outcome (with
      * backoff) while the database is away, the job held (no attempt spent). Past it the outcome
@@ -175,6 +178,7 @@ export function loadOrchestrationConfig(role: ProcessRole, env: NodeJS.ProcessEn
       allReduceAdvertiseHost: e.ALLREDUCE_ADVERTISE_HOST ?? null,
       allReducePorts,
       allReduceHeartbeatTimeoutMs: e.ALLREDUCE_HEARTBEAT_TIMEOUT_MS,
+      allReduceTransport: e.ALLREDUCE_TRANSPORT,
       outcomeWriteHorizonMs: e.OUTCOME_WRITE_HORIZON_MS,
     },
     reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
