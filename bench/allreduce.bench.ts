@@ -31,30 +31,22 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 // One namespace per bench run, handed to the children.
 const KEY_PREFIX = process.env.ICE_BENCH_ALLREDUCE_PREFIX ?? `ice-bench-allreduce-${process.pid}`;
 
+/** A rank of a timed group: `iters` all-reduces after `warmup`. */
+interface RankChild {
+  iters: number;
+  warmup: number;
+  rank: number;
+  world: number;
+  runId: string;
+  segmentBytes: number;
+  transport: Transport;
+}
+
 type Child =
   | { kind: 'copy-recv'; bytes: number; iters: number }
   | { kind: 'copy-send'; bytes: number; iters: number; port: number }
-  | {
-      kind: 'ring';
-      floats: number;
-      iters: number;
-      warmup: number;
-      rank: number;
-      world: number;
-      runId: string;
-      segmentBytes: number;
-      transport: Transport;
-    }
-  | {
-      kind: 'reducer';
-      iters: number;
-      warmup: number;
-      rank: number;
-      world: number;
-      runId: string;
-      segmentBytes: number;
-      transport: Transport;
-    };
+  | (RankChild & { kind: 'ring'; floats: number })
+  | (RankChild & { kind: 'reducer' });
 
 /** 'tcp': the ring over loopback TCP; 'shm': the same group with shared memory allowed (every rank is on this machine). */
 type Transport = 'tcp' | 'shm';

@@ -1,10 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { ADDON_PATH } from '@ice/native-kernels';
 import IORedis from 'ioredis';
 import { RingPlan, ringOrderSum } from './ring-allreduce';
 import { encodeHeader, FrameDecoder, FrameType, jsonPayload, type FrameHeader } from './ring-frame';
 import { commonResumeStep, RingGroup, type RingGroupOptions } from './ring-group';
-import { rankVector } from './fixtures/ring-rank.fixture';
+import { rankOrderSum, rankVector } from './fixtures/ring-rank.fixture';
 
 /** Ranks as RingGroups in this process, over real TCP on loopback, meeting through the real Redis. */
 const REDIS_URL = process.env.E2E_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -291,5 +293,83 @@ describe('RingGroup (TCP ring, Redis rendezvous)', () => {
     t.destroy();
     await g.close();
     expect(await waiting).toMatchObject({ code: 'CANCELLED' });
+  });
+
+  describe('through shared memory (every rank on this machine, the native addon built)', () => {
+    const shm = { addonPath: ADDON_PATH };
+    const segmentsOf = (session: string): string[] => fs.readdirSync('/dev/shm').filter((f) => f.includes(session));
+
+    it.each([
+      [2, 300_001],
+      [3, 1001],
+      [4, 3],
+    ])(
+      'W = %i, N = %i: the group chooses shared memory, every step is the rank-order sum (or mean) on every rank, and /dev/shm is left clean',
+      async (W, n) => {
+        const runId = randomUUID();
+        const gs = Array.from({ length: W }, (_, r) => group(runId, r, W, shm));
+        for (let step = 0; step < 5; step++) {
+          const inputs = gs.map((_, r) => rankVector(r, step, n));
+          const data = inputs.map((v) => Float32Array.from(v));
+          // Odd steps average (the reducer's call), even steps sum.
+          const mean = step % 2 === 1;
+          await Promise.all(gs.map((g, r) => (mean ? g.allReduceMean(step, data[r]) : g.allReduceSum(step, data[r]))));
+          const sum = rankOrderSum(inputs);
+          const want = mean ? sum.map((v) => Math.fround(v / W)) : sum;
+          for (const d of data) expect(bits(d).equals(bits(want))).toBe(true);
+          // The names go after the first all-reduce (every rank has mapped every segment by then).
+          for (const g of gs) expect(segmentsOf(g.session)).toEqual([]);
+        }
+        expect(gs.map((g) => g.stats.transport)).toEqual(gs.map(() => 'shm'));
+        await Promise.all(gs.map((g) => g.close()));
+      },
+    );
+
+    it('falls back to the TCP ring, on every rank, when one rank cannot share memory or ALLREDUCE_TRANSPORT=tcp', async () => {
+      const runId = randomUUID();
+      const gs = [group(runId, 0, 2, shm), group(runId, 1, 2, { addonPath: '/nonexistent/ice_native.node' })];
+      const data = [0, 1].map((r) => rankVector(r, 0, 1000));
+      await Promise.all(gs.map((g, r) => g.allReduceSum(0, data[r])));
+      expect(gs.map((g) => g.stats.transport)).toEqual(['tcp', 'tcp']);
+      expect(gs[0].stats.shmUnavailable).toBe('rank 1 has no shared memory');
+      expect(gs[1].stats.shmUnavailable).toMatch(/the native addon is not built/);
+      expect(segmentsOf(gs[0].session)).toEqual([]); // created at formation, released when the group chose TCP
+      expect(bits(data[0]).equals(bits(data[1]))).toBe(true);
+
+      const forced = randomUUID();
+      const hs = [group(forced, 0, 2, { ...shm, transport: 'tcp' }), group(forced, 1, 2, shm)];
+      await Promise.all(hs.map((g, r) => g.allReduceSum(0, rankVector(r, 0, 10))));
+      expect(hs.map((g) => g.stats.transport)).toEqual(['tcp', 'tcp']);
+      expect(hs[0].stats.shmUnavailable).toBe('ALLREDUCE_TRANSPORT=tcp');
+    });
+
+    it('a rank whose connections drop mid-step fails the others at once, and a new group forms through shared memory again', async () => {
+      const runId = randomUUID();
+      const n = 2_000_000;
+      const gs = [0, 1, 2].map((r) => group(runId, r, 3, { ...shm, heartbeatTimeoutMs: 30_000, timeoutMs: 60_000 }));
+      await Promise.all(gs.map((g, r) => g.allReduceSum(0, rankVector(r, 0, n))));
+      // Ranks 0 and 1 enter step 1; rank 2 never does and leaves (closing its sockets, as a killed process's are).
+      const pending = [0, 1].map((r) =>
+        gs[r].allReduceSum(1, rankVector(r, 1, n)).then(
+          () => null,
+          (e: Error & { code?: string }) => e,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      await gs[2].close();
+      const errors = await Promise.all(pending);
+      for (const e of errors) {
+        expect(e).toMatchObject({ code: 'RANK_TIMEOUT' });
+        expect(e!.message).toMatch(/lost its (predecessor|successor|neighbour) in the all-reduce ring/);
+      }
+      expect(Date.now() - t0).toBeLessThan(5000);
+      const again = [0, 1, 2].map((r) => group(runId, r, 3, shm));
+      const inputs = [0, 1, 2].map((r) => rankVector(r, 1, 1000));
+      const data = inputs.map((v) => Float32Array.from(v));
+      await Promise.all(again.map((g, r) => g.allReduceSum(1, data[r])));
+      expect(again.map((g) => g.stats.transport)).toEqual(['shm', 'shm', 'shm']);
+      for (const d of data) expect(bits(d).equals(bits(rankOrderSum(inputs)))).toBe(true);
+    }, 60_000);
   });
 });
