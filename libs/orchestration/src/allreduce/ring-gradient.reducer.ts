@@ -68,10 +68,12 @@ interface Pending {
  * No overlap of the read-back with the ring (reducing early buckets while later gradients are
  * still read back): measured, it cannot pay here. `tf.variableGrads` returns every gradient at
  * once, already computed (the loss read-back waits for them), so reading them back is a copy out
- * of the backend — ~5 ms for DeiT-Tiny's 5.9 M floats on wasm beside ~40–60 ms of ring at W = 2
- * and seconds of compute per step; overlapping could hide at most those 5 ms (bench:allreduce
- * and bench:train-scaling print the split). The overlap that would pay — reducing while the
- * backward pass still runs, as DDP does — needs per-layer gradient hooks that tfjs does not have.
+ * of the backend — 4 ms for DeiT-Tiny's 5.9 M floats on wasm beside 14 ms (shared memory) to
+ * 37 ms (TCP ring) of all-reduce at W = 2 and a second of compute per step; overlapping could hide
+ * at most those 4 ms (bench:allreduce and bench:train-scaling print the split). The overlap that
+ * pays on GPUs — reducing while the backward pass still runs, as DDP does — needs per-layer
+ * gradient hooks that tfjs does not have, and on CPU ranks that fill every core it would only
+ * move the all-reduce's copies and sums onto cores the backward pass is using.
  */
 export class RingGradientReducer implements GradientReducer {
   readonly rank: number;
