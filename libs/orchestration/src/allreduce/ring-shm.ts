@@ -105,7 +105,6 @@ export interface SharedMemoryEntry {
 
 /** This rank's two segments (created at formation, before it publishes their name) and, once formed, the other ranks'. */
 export class SharedSegments {
-  private readonly own: ArrayBuffer[];
   private peers: ArrayBuffer[][] | undefined;
   private unlinked = false;
 
@@ -113,10 +112,8 @@ export class SharedSegments {
     readonly addon: SharedMemoryAddon,
     readonly entry: SharedMemoryEntry,
     readonly bytes: number,
-    own: ArrayBuffer[],
-  ) {
-    this.own = own;
-  }
+    private readonly own: ArrayBuffer[],
+  ) {}
 
   /** Creates this rank's segments; undefined with the reason when it cannot (no room in /dev/shm, …). */
   static create(addon: SharedMemoryAddon, host: string, session: string, length: number): { segments?: SharedSegments; why?: string } {
