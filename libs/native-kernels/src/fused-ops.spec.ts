@@ -247,6 +247,51 @@ maybe('fused native kernels', () => {
     x.dispose();
   });
 
+  it('Slice and SplitV copy heap to heap at any rank, as the stock kernels do, and never read the input back', async () => {
+    const slices: [number[], number[], number[], 'float32' | 'int32'][] = [
+      [[10], [3], [4], 'float32'],
+      [[6, 5], [1, 0], [4, 5], 'float32'], // whole rows: one run
+      [[6, 5], [2, 1], [3, 3], 'int32'], // cut in both dimensions
+      [[4, 9, 8], [0, 0, 0], [4, 1, 8], 'float32'], // the CLS token of [B, T, D]
+      [[4, 9, 8], [1, 2, 3], [2, 5, 4], 'float32'],
+      [[3, 4, 5, 6], [1, 0, 2, 1], [2, 4, 2, 5], 'float32'],
+      [[2, 3, 4, 5, 3], [0, 1, 1, 2, 0], [2, 2, 3, 3, 3], 'int32'], // rank 5
+      [[5, 4], [0, 0], [5, 4], 'float32'], // all of it
+      [[5, 4], [2, 1], [0, 3], 'float32'], // empty
+    ];
+    const splits: [number[], number[] | number, number][] = [
+      [[6, 10], [3, 2, 5], 1],
+      [[2, 9, 4], 3, 1],
+      [[4, 6], [1, -1], 0],
+    ];
+    const same = async (run: () => tf.Tensor | tf.Tensor[]): Promise<void> => {
+      const stack = (): tf.Tensor => {
+        const r = run();
+        return Array.isArray(r) ? tf.concat(r.map((z) => z.flatten())) : r;
+      };
+      const reads = readSync.mock.calls.length;
+      const got = await on('wasm', stack);
+      expect(readSync.mock.calls.length - reads).toBe(1); // `on` reading the result; the stock kernels read every input too
+      setNativeKernelsEnabled(false);
+      const want = await on('wasm', stack);
+      setNativeKernelsEnabled(true);
+      expect(got.shape).toEqual(want.shape);
+      expect(Array.from(got.values)).toEqual(Array.from(want.values));
+    };
+    await tf.setBackend('wasm');
+    const readSync = jest.spyOn(tf.backend() as unknown as { readSync: (...a: unknown[]) => unknown }, 'readSync');
+    for (const [shape, begin, size, dtype] of slices) {
+      await same(() => tf.slice(tf.cast(tf.mul(t(shape, 31), 100), dtype), begin, size));
+    }
+    for (const [shape, sizes, axis] of splits) await same(() => tf.split(tf.mul(t(shape, 32), 100), sizes, axis));
+    readSync.mockRestore();
+    const x = tf.zeros([8, 8]);
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) tf.dispose([tf.slice(x, [1, 2], [3, 4]), ...tf.split(x, 4, 1)]);
+    expect(tf.memory().numTensors).toBe(before);
+    x.dispose();
+  });
+
   it('copyTensorData copies a tensor into a buffer at an offset, from the wasm heap or through dataSync on cpu', async () => {
     for (const backend of ['wasm', 'cpu'] as const) {
       await tf.setBackend(backend);

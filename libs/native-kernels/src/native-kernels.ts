@@ -6,7 +6,7 @@ import { heapOf, offsetOf, sizeOf, WasmBackendLike } from './wasm-heap';
 
 /**
  * Native kernels under tfjs's wasm backend. `enableNativeKernels` loads the addon and a BLAS
- * library and re-registers the wasm backend's BatchMatMul, _FusedMatMul, GatherV2 and Identity; the replacements hand
+ * library and re-registers the wasm backend's BatchMatMul, _FusedMatMul, GatherV2, Identity, Slice and SplitV; the replacements hand
  * anything they do not handle (non-float32 operands, native kernels switched off) to the original
  * kernels. It also registers the fused kernels (fused-ops.ts) under new names. Other backends
  * (cpu, tensorflow) are never touched.
@@ -96,7 +96,11 @@ export function setNativeKernelsEnabled(on: boolean): boolean {
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 
-function replace(name: string, original: Map<string, tf.KernelConfig>, handle: (args: KernelArgs) => tf.TensorInfo | undefined): void {
+function replace(
+  name: string,
+  original: Map<string, tf.KernelConfig>,
+  handle: (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[] | undefined,
+): void {
   const orig = tf.getKernel(name, 'wasm');
   if (!orig) throw new Error(`the wasm backend has no ${name} kernel to replace`);
   original.set(name, orig);
@@ -158,7 +162,68 @@ function registerKernels(): Map<string, tf.KernelConfig> {
     const axis = tf.util.parseAxisParam(Number(attrs?.axis ?? 0), x.shape)[0];
     return nativeGather(state!.addon, backend as WasmBackendLike, x, indices, axis);
   });
+  // The wasm Slice reads its whole input back first (readSync: a fresh copy of x per call, 10–20 MB
+  // per DeiT-Tiny training step, through SplitV too, which calls it directly). That garbage is
+  // external memory to V8: it set off a major GC about every second, whose pauses and helper
+  // threads slowed the data-parallel ranks unevenly (bench:train-scaling). These copy rows heap to heap.
+  replace('Slice', original, ({ inputs, backend, attrs }) => {
+    const { x } = inputs;
+    if (!x || !COPYABLE.has(x.dtype)) return undefined;
+    const [begin, size] = tf.slice_util.parseSliceParams(x, attrs!.begin as number[], attrs!.size as number[]);
+    return heapSlice(backend as WasmBackendLike, x, begin, size);
+  });
+  replace('SplitV', original, ({ inputs, backend, attrs }) => {
+    const { x } = inputs;
+    if (!x || !COPYABLE.has(x.dtype)) return undefined;
+    const axis = tf.util.parseAxisParam(attrs!.axis as number, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x, attrs!.numOrSizeSplits as number[] | number, axis);
+    const begin = x.shape.map(() => 0);
+    return sizes.map((n) => {
+      const size = [...x.shape];
+      size[axis] = n;
+      const out = heapSlice(backend as WasmBackendLike, x, [...begin], size);
+      begin[axis] += n;
+      return out;
+    });
+  });
   return original;
+}
+
+/** Dtypes whose elements are 4 bytes on the wasm heap (bool is 1, string lives off the heap). */
+const COPYABLE: ReadonlySet<tf.DataType> = new Set(['float32', 'int32']);
+
+/**
+ * x[begin : begin + size] (any rank) by memmoves inside the heap: the trailing dimensions the slice
+ * covers whole, with the first one it cuts, form one contiguous run per index of the dimensions before.
+ */
+function heapSlice(be: WasmBackendLike, x: tf.TensorInfo, begin: number[], size: number[]): tf.TensorInfo {
+  const out = be.makeOutput(size, x.dtype); // may grow the heap: offsets and views after it
+  const total = sizeOf(size);
+  if (total === 0) return out;
+  const rank = x.shape.length;
+  const strides = new Array<number>(rank);
+  for (let d = rank - 1, s = 1; d >= 0; d--) {
+    strides[d] = s;
+    s *= x.shape[d];
+  }
+  let d = rank - 1;
+  let run = 1;
+  while (d >= 0 && size[d] === x.shape[d]) run *= size[d--];
+  if (d >= 0) run *= size[d]; // dimension d is cut: its kept range is still contiguous
+  const outer = d >= 0 ? d : 0; // dimensions iterated one index at a time
+  const heap = be.wasm.HEAPU8;
+  const src0 = offsetOf(be, x);
+  let dst = offsetOf(be, out);
+  const idx = new Array<number>(outer).fill(0);
+  const bytes = 4 * run;
+  for (let copied = 0; copied < total; copied += run) {
+    let e = d >= 0 ? begin[d] * strides[d] : 0;
+    for (let k = 0; k < outer; k++) e += (begin[k] + idx[k]) * strides[k];
+    heap.copyWithin(dst, src0 + 4 * e, src0 + 4 * e + bytes);
+    dst += bytes;
+    for (let k = outer - 1; k >= 0 && ++idx[k] === size[k]; k--) idx[k] = 0; // odometer over the outer dimensions
+  }
+  return out;
 }
 
 const PG = new Float64Array(7);
